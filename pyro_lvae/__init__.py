@@ -1,0 +1,41 @@
+"""pyro-lvae: learnable observation models for variational auto-encoders in Pyro.
+
+A VAE fails when the sharpness of its observation model p(x|z) (1/sigma for a Normal) does not
+match the scale of the data; a VAE that learns its sharpness anneals itself and escapes the bad
+optima a fixed sigma falls into (Berger & Sebag, arXiv:2003.01972). This package makes the
+observation model a swappable, learnable part of any Pyro model/guide pair.
+
+**References**
+
+- V. Berger, M. Sebag. *Variational Auto-Encoders: Not all failures are equal*. arXiv:2003.01972.
+"""
+
+from . import datasets, evaluate
+from .annealing import Constant, Cyclical, LinearWarmup, Sigmoid, parse_schedule, scale_latents
+from .errors import CheckpointError, ConfigError, DataError, LVAEError, TrainingDiverged
+from .nets import GaussianEncoder, ResidualMLP
+from .observations import (
+    FixedScale,
+    LearnedScalarScale,
+    LearnedVectorScale,
+    Observation,
+    ScheduledScale,
+)
+from .train import History, fit
+from .vae import VAE, Guide, Model, fixed_star, mlp_vae, rebuild
+
+__version__ = "0.1.0"
+
+
+def load(path, map_location=None) -> VAE:
+    """Load a VAE saved by :meth:`VAE.save` or a training checkpoint (see :meth:`VAE.load`)."""
+    return VAE.load(path, map_location=map_location)
+
+
+__all__ = [
+    "VAE", "Model", "Guide", "mlp_vae", "fixed_star", "rebuild", "load",
+    "Observation", "FixedScale", "LearnedScalarScale", "LearnedVectorScale", "ScheduledScale",
+    "scale_latents", "Constant", "LinearWarmup", "Sigmoid", "Cyclical", "parse_schedule",
+    "fit", "History", "GaussianEncoder", "ResidualMLP", "datasets", "evaluate",
+    "LVAEError", "ConfigError", "DataError", "CheckpointError", "TrainingDiverged",
+]

@@ -1,0 +1,78 @@
+"""The artificial 2D problem of Berger & Sebag (Section 4.1), with a documented formula.
+
+The paper describes points on a 1D curve in the plane made of three regions with moderate,
+small and large noise, and gives no formula. Ours: draw ``s ~ U(0, 1)``, put the point on the
+cosine curve
+
+    c(s) = (4 s - 2, cos(pi (4 s - 2)))          (two periods over x1 in [-2, 2])
+
+and add isotropic Gaussian noise whose standard deviation depends on the third of the curve:
+
+    ============  ===============  ============
+    region        s                noise std
+    ============  ===============  ============
+    0 moderate    [0, 1/3)         0.05
+    1 small       [1/3, 2/3)       0.01
+    2 large       [2/3, 1]         0.20
+    ============  ===============  ============
+
+The noise levels span a factor 20. Each coordinate has a standard deviation close to 1 (1.16 and
+0.72), so the data scale is that of the usual initial sigma of 1.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..errors import ConfigError
+
+__all__ = ["manifold2d", "manifold2d_noise_profile", "MANIFOLD_NOISE", "MANIFOLD_REGIONS"]
+
+#: noise standard deviation per region
+MANIFOLD_NOISE: tuple[float, float, float] = (0.05, 0.01, 0.20)
+#: region names, in the order of their index
+MANIFOLD_REGIONS: tuple[str, str, str] = ("moderate", "small", "large")
+
+
+def manifold2d(
+    n: int,
+    generator: torch.Generator | None = None,
+    return_region: bool = False,
+    dtype: torch.dtype | None = None,
+):
+    """Draw ``n`` fresh points of the artificial problem.
+
+    :param int n: number of points
+    :param torch.Generator generator: random source (CPU); ``None`` uses torch's global one
+    :param bool return_region: also return each point's region index (0 moderate, 1 small,
+        2 large noise)
+    :returns: an ``(n, 2)`` tensor, or ``(points, regions)``
+
+    Example::
+
+        >>> import torch
+        >>> from pyro_lvae.datasets import manifold2d
+        >>> x, region = manifold2d(5, torch.Generator().manual_seed(0), return_region=True)
+        >>> x.shape, region.tolist()
+        (torch.Size([5, 2]), [1, 2, 0, 0, 0])
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ConfigError(f"Expected n to be an integer >= 1 but got {n!r}")
+    dtype = dtype or torch.get_default_dtype()
+    s = torch.rand(n, generator=generator, dtype=dtype)
+    eps = torch.randn(n, 2, generator=generator, dtype=dtype)
+    region = torch.clamp((s * 3).long(), max=2)
+    noise = torch.tensor(MANIFOLD_NOISE, dtype=dtype)[region]
+    t = 4 * s - 2
+    x = torch.stack([t, torch.cos(math.pi * t)], dim=-1) + noise[:, None] * eps
+    return (x, region) if return_region else x
+
+
+def manifold2d_noise_profile() -> tuple[torch.Tensor, torch.Tensor]:
+    """The true noise standard deviation as a step function of the curve's abscissa x1:
+    ``(x1 breakpoints, noise std)``, ready to draw as a line."""
+    x1 = torch.tensor([-2.0, -2 / 3, -2 / 3, 2 / 3, 2 / 3, 2.0])
+    noise = torch.tensor(MANIFOLD_NOISE).repeat_interleave(2)
+    return x1, noise

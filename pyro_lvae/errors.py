@@ -1,0 +1,28 @@
+"""Exceptions raised by pyro-lvae.
+
+Every error a user can cause (bad data, impossible settings, unreadable files, a diverging run)
+is one of these, with a message that names the problem and the fix. The command line prints the
+message on one line and exits with status 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class LVAEError(Exception):
+    """Base class of the errors a user can cause."""
+
+
+class ConfigError(LVAEError, ValueError):
+    """An argument or setting is invalid (a negative scale, an unknown variant, ...)."""
+
+
+class DataError(LVAEError, ValueError):
+    """Data have the wrong shape, type or values (NaN, Inf, empty, outside the support)."""
+
+
+class CheckpointError(LVAEError, OSError):
+    """A checkpoint or model file is missing, unreadable, corrupt or from another setup."""
+
+
+class TrainingDiverged(LVAEError, RuntimeError):
+    """The loss or the parameters became NaN or infinite during training."""

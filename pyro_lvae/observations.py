@@ -1,0 +1,271 @@
+"""Observation models p(x | z): the part of a VAE that the L-VAE variants change.
+
+An observation model turns the decoder's output into a distribution over one data point, with
+the full log-density (constants and ``log sigma`` included), so that the ELBOs of fixed-scale and
+learned-scale models compare directly. The variants of Berger & Sebag differ only here:
+
+================================  =============================================================
+:class:`FixedScale`               F-VAE: ``N(mu(z), sigma^2)`` with a fixed sigma (F*-VAE too)
+:class:`LearnedScalarScale`       LS-VAE (their Eq. 10): one learned sigma, a ``PyroParam``
+:class:`LearnedVectorScale`       LV-VAE (their Eq. 11): the decoder outputs a sigma per dimension
+:class:`ScheduledScale`           a fixed sigma that follows a per-step schedule
+================================  =============================================================
+
+Learned scales are floored at ``min_scale``: on constant or quantised dimensions the Normal
+likelihood is unbounded as sigma -> 0, and an unfloored per-dimension sigma shrinks until the
+loss turns NaN. The floor keeps the likelihood bounded; set it near the data's quantisation step.
+
+**References**
+
+- V. Berger, M. Sebag. *Variational Auto-Encoders: Not all failures are equal*. arXiv:2003.01972.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import pyro.distributions as dist
+import torch
+import torch.nn.functional as F
+from pyro.distributions import constraints
+from pyro.nn import PyroModule, PyroParam
+
+from .errors import ConfigError
+
+__all__ = [
+    "Observation",
+    "FixedScale",
+    "LearnedScalarScale",
+    "LearnedVectorScale",
+    "ScheduledScale",
+    "observation_from_config",
+    "OBSERVATIONS",
+]
+
+
+def _positive(name: str, value: Any) -> float:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"Expected {name} to be a positive number but got {value!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"Expected {name} > 0 (and finite) but got {value}")
+    return value
+
+
+class Observation(PyroModule):
+    """Base class: maps decoder output to ``p(x | z)``.
+
+    Subclasses set :attr:`outputs_per_channel`, the number of decoder outputs per data channel
+    (1 for a location only, 2 for a location and a scale), and implement :meth:`forward`.
+    The channel axis is the first event axis: features for vectors, channels for images.
+    """
+
+    #: decoder outputs per data channel
+    outputs_per_channel: int = 1
+    #: short name used by the command line and in saved configurations
+    kind: str = ""
+
+    def forward(self, output: torch.Tensor, event_dim: int) -> dist.TorchDistribution:
+        """Return ``p(x | z)`` given the decoder output for ``z``.
+
+        :param torch.Tensor output: decoder output, shape ``batch + (k * C,) + rest``
+        :param int event_dim: number of event dimensions of one data point
+        """
+        raise NotImplementedError
+
+    def set_step(self, step: int) -> None:
+        """Tell the observation model the current training step (used by schedules)."""
+
+    def check_support(self, x: torch.Tensor) -> None:
+        """Raise :class:`~pyro_lvae.errors.DataError` if ``x`` lies outside the support.
+
+        Normal models accept any finite value (finiteness is checked with the data's shape)."""
+
+    def config(self) -> dict[str, Any]:
+        """A JSON-serialisable description; :func:`observation_from_config` rebuilds from it."""
+        raise NotImplementedError
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in self.config().items() if k != "kind")
+
+
+def _normal(loc: torch.Tensor, scale: torch.Tensor, event_dim: int) -> dist.TorchDistribution:
+    return dist.Normal(loc, scale).to_event(event_dim)
+
+
+class FixedScale(Observation):
+    """F-VAE: ``p(x | z) = N(mu(z), scale^2)`` with a fixed ``scale``.
+
+    Training with a mean squared error is this model with ``scale = 1/sqrt(2)`` (up to constants).
+
+    :param float scale: the fixed standard deviation sigma (> 0)
+
+    Example::
+
+        >>> import torch, pyro_lvae as lv
+        >>> p = lv.FixedScale(0.1)(torch.zeros(3, 2), event_dim=1)
+        >>> round(float(p.log_prob(torch.zeros(3, 2))[0]), 4)   # 2 log N(0 | 0, 0.1^2)
+        2.7673
+    """
+
+    kind = "fixed"
+
+    def __init__(self, scale: float) -> None:
+        super().__init__()
+        self.register_buffer("scale", torch.tensor(_positive("scale", scale)))
+
+    def forward(self, output: torch.Tensor, event_dim: int) -> dist.TorchDistribution:
+        return _normal(output, self.scale.to(output.dtype), event_dim)
+
+    def config(self) -> dict[str, Any]:
+        return {"kind": self.kind, "scale": float(self.scale)}
+
+
+class LearnedScalarScale(Observation):
+    """LS-VAE: one learned sigma shared by every data dimension (Berger & Sebag, Eq. 10).
+
+    sigma is a :class:`~pyro.nn.PyroParam` of this module, constrained to ``(min_scale, inf)``,
+    so it trains on every path that trains the module: ``SVI`` with a Pyro optimiser, a torch
+    optimiser over ``Trace_ELBO()(model, guide).parameters()``, Lightning and DDP. The
+    parametrisation ``sigma = min_scale + exp(u)`` reaches any value above the floor.
+
+    :param float init_scale: initial sigma; the paper starts at 1 so that the latent term
+        dominates early training (the self-annealing start)
+    :param float min_scale: floor on sigma, below ``init_scale``
+    """
+
+    kind = "learned-scalar"
+
+    def __init__(self, init_scale: float = 1.0, min_scale: float = 1e-3) -> None:
+        super().__init__()
+        init_scale = _positive("init_scale", init_scale)
+        min_scale = _positive("min_scale", min_scale)
+        if init_scale <= min_scale:
+            raise ConfigError(
+                f"Expected init_scale > min_scale but got init_scale={init_scale}, "
+                f"min_scale={min_scale}"
+            )
+        self.min_scale = min_scale
+        self.init_scale = init_scale
+        self.scale = PyroParam(torch.tensor(init_scale), constraints.greater_than(min_scale))
+
+    def forward(self, output: torch.Tensor, event_dim: int) -> dist.TorchDistribution:
+        return _normal(output, self.scale.to(output.dtype), event_dim)
+
+    def config(self) -> dict[str, Any]:
+        return {"kind": self.kind, "init_scale": self.init_scale, "min_scale": self.min_scale}
+
+
+class LearnedVectorScale(Observation):
+    """LV-VAE: the decoder outputs a sigma per data dimension (Berger & Sebag, Eq. 11).
+
+    The decoder has twice the output channels: the first half is the location, the second a raw
+    scale turned into ``sigma = min_scale + softplus(raw + c)``, with ``c`` chosen so that a raw
+    output of 0 gives ``init_scale``. softplus does not overflow for large raw values and, unlike
+    a ``1 + softplus`` form, lets sigma fall anywhere above the floor.
+
+    :param float min_scale: floor on every sigma; keeps the likelihood bounded on constant or
+        quantised dimensions
+    :param float init_scale: sigma for a raw decoder output of 0 (the start of training)
+    """
+
+    kind = "learned-vector"
+    outputs_per_channel = 2
+
+    def __init__(self, min_scale: float = 1e-3, init_scale: float = 1.0) -> None:
+        super().__init__()
+        min_scale = _positive("min_scale", min_scale)
+        init_scale = _positive("init_scale", init_scale)
+        if init_scale <= min_scale:
+            raise ConfigError(
+                f"Expected init_scale > min_scale but got init_scale={init_scale}, "
+                f"min_scale={min_scale}"
+            )
+        self.min_scale = min_scale
+        self.init_scale = init_scale
+        # softplus(offset) = init_scale - min_scale
+        self._offset = math.log(math.expm1(init_scale - min_scale))
+
+    def forward(self, output: torch.Tensor, event_dim: int) -> dist.TorchDistribution:
+        loc, raw = output.chunk(2, dim=-event_dim)
+        scale = self.min_scale + F.softplus(raw + self._offset)
+        return _normal(loc, scale, event_dim)
+
+    def config(self) -> dict[str, Any]:
+        return {"kind": self.kind, "min_scale": self.min_scale, "init_scale": self.init_scale}
+
+
+class ScheduledScale(Observation):
+    """A fixed sigma that follows a per-step schedule (the paper's annealing replay).
+
+    At training step ``t`` sigma is ``schedule[min(t, len(schedule) - 1)]``. :func:`pyro_lvae.fit`
+    calls :meth:`set_step` before every step; in a hand-written loop call it yourself. The
+    schedule is a buffer, so it is saved with the model.
+
+    :param schedule: sigma per step (a sequence or 1-D tensor of positive numbers), for instance
+        the trajectory recorded by an LS-VAE run (see :meth:`from_history`)
+    """
+
+    kind = "scheduled"
+
+    def __init__(self, schedule: Sequence[float] | torch.Tensor) -> None:
+        super().__init__()
+        values = torch.as_tensor(schedule, dtype=torch.get_default_dtype()).detach().clone()
+        if values.ndim != 1 or values.numel() == 0:
+            raise ConfigError(
+                f"Expected schedule to be a non-empty 1-D sequence of scales but got shape "
+                f"{tuple(values.shape)}"
+            )
+        if not (torch.isfinite(values).all() and (values > 0).all()):
+            raise ConfigError("Expected every scale in schedule to be positive and finite")
+        self.register_buffer("schedule", values)
+        self._step = 0
+
+    @classmethod
+    def from_history(cls, history: Any) -> ScheduledScale:
+        """Replay the sigma trajectory of a training history (a :class:`~pyro_lvae.History`
+        or a mapping with a ``"sigma"`` column)."""
+        sigma = torch.as_tensor(history["sigma"], dtype=torch.get_default_dtype())
+        if sigma.numel() == 0 or not torch.isfinite(sigma).all():
+            raise ConfigError("the history has no finite 'sigma' trajectory to replay")
+        return cls(sigma)
+
+    def set_step(self, step: int) -> None:
+        self._step = int(step)
+
+    @property
+    def scale(self) -> torch.Tensor:
+        """sigma at the current step."""
+        return self.schedule[min(self._step, self.schedule.numel() - 1)]
+
+    def forward(self, output: torch.Tensor, event_dim: int) -> dist.TorchDistribution:
+        return _normal(output, self.scale.to(output.dtype), event_dim)
+
+    def config(self) -> dict[str, Any]:
+        return {"kind": self.kind, "length": self.schedule.numel()}
+
+    def extra_repr(self) -> str:
+        s = self.schedule
+        return f"steps={s.numel()}, first={float(s[0]):.4g}, last={float(s[-1]):.4g}"
+
+
+#: observation models by their command-line name
+OBSERVATIONS: dict[str, type[Observation]] = {
+    cls.kind: cls for cls in (FixedScale, LearnedScalarScale, LearnedVectorScale, ScheduledScale)
+}
+
+
+def observation_from_config(config: dict[str, Any]) -> Observation:
+    """Rebuild an observation model from :meth:`Observation.config` (weights not included)."""
+    config = dict(config)
+    kind = config.pop("kind", None)
+    if kind not in OBSERVATIONS:
+        raise ConfigError(
+            f"unknown observation model {kind!r}; expected one of {', '.join(OBSERVATIONS)}"
+        )
+    if kind == "scheduled":
+        return ScheduledScale(torch.ones(int(config["length"])))
+    return OBSERVATIONS[kind](**config)

@@ -1,0 +1,504 @@
+"""Training: :func:`fit` runs stochastic variational inference on a :class:`~pyro_lvae.VAE`.
+
+The default step is ``Trace_ELBO``'s loss (:func:`~pyro_lvae.elbo.elbo_terms`, which also
+yields the reconstruction and KL parts at no extra cost) minimised by a torch optimiser over the
+VAE's module parameters, the learned sigma included. Pass ``elbo=`` any Pyro ELBO
+(``TraceMeanField_ELBO``, ``RenyiELBO``, ...) to train on it instead, and ``optimizer=`` a
+``pyro.optim`` optimiser to go through ``pyro.infer.SVI``.
+
+The loop keeps the losses on the device and reads them every ``check_every`` steps (one host
+synchronisation per check, not per step). At each check it verifies that the losses are
+finite: if not, it restores the parameters of the last good check and raises
+:class:`~pyro_lvae.errors.TrainingDiverged` with a diagnosis. Checkpoints (written atomically,
+loadable with ``torch.load(weights_only=True)``) hold the model, the optimiser, the history and
+the random states, so that ``fit(..., resume=True)`` continues a run exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyro
+import pyro.optim
+import torch
+from pyro.infer import SVI
+from tqdm.auto import tqdm
+
+from .annealing import Constant, Schedule, scale_latents
+from .elbo import elbo_terms, scale_stats
+from .errors import CheckpointError, ConfigError, DataError, TrainingDiverged
+from .io import atomic_save, safe_load
+from .vae import _CHECKPOINT_FORMAT, VAE
+
+__all__ = ["fit", "History", "resolve_device", "CHECKPOINT_NAME"]
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_NAME = "checkpoint.pt"
+_DEVICE_COLUMNS = ("loss", "reconstruction", "kl", "sigma", "sigma_min", "sigma_max")
+
+
+class History:
+    """Per-step training record. Losses are per data point, in nats.
+
+    Columns: ``step``, ``loss`` (= ``reconstruction + beta * kl``), ``reconstruction``
+    (``-log p(x|z)``), ``kl`` (``log q(z|x) - log p(z)``, the one-draw estimate), ``beta``, and
+    the observation scale's ``sigma`` (mean over batch and dimensions), ``sigma_min`` and
+    ``sigma_max`` (NaN for observation models without a scale).
+    """
+
+    COLUMNS = ("step", "loss", "reconstruction", "kl", "beta", "sigma", "sigma_min", "sigma_max")
+
+    def __init__(self) -> None:
+        self._chunks: dict[str, list[np.ndarray]] = {c: [] for c in self.COLUMNS}
+
+    def extend(self, columns: dict[str, Any]) -> None:
+        lengths = {len(np.atleast_1d(v)) for v in columns.values()}
+        if len(lengths) != 1 or set(columns) != set(self.COLUMNS):
+            raise ValueError("History.extend needs every column, all of the same length")
+        for c in self.COLUMNS:
+            dtype = np.int64 if c == "step" else np.float64
+            self._chunks[c].append(np.asarray(columns[c], dtype=dtype).reshape(-1))
+
+    def __getitem__(self, column: str) -> np.ndarray:
+        if column not in self._chunks:
+            raise KeyError(f"no column {column!r}; columns are {', '.join(self.COLUMNS)}")
+        chunks = self._chunks[column]
+        if len(chunks) > 1:  # keep one array per column
+            self._chunks[column] = chunks = [np.concatenate(chunks)]
+        return chunks[0] if chunks else np.zeros(0)
+
+    def __len__(self) -> int:
+        return len(self["step"])
+
+    def truncate(self, n: int) -> None:
+        """Keep the first ``n`` rows."""
+        for c in self.COLUMNS:
+            self._chunks[c] = [self[c][:n]]
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {c: torch.as_tensor(self[c]) for c in self.COLUMNS}
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any]) -> History:
+        h = cls()
+        h.extend({c: np.asarray(state[c]) for c in cls.COLUMNS})
+        return h
+
+    def to_csv(self, path: str | os.PathLike) -> None:
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.tmp")
+        with open(tmp, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(self.COLUMNS)
+            w.writerows(zip(*(self[c].tolist() for c in self.COLUMNS), strict=True))
+        os.replace(tmp, path)
+
+    @classmethod
+    def from_csv(cls, path: str | os.PathLike) -> History:
+        try:
+            with open(path, newline="") as f:
+                rows = list(csv.DictReader(f))
+        except OSError as e:
+            raise CheckpointError(f"cannot read history {path}: {e.strerror or e}") from None
+        if not rows or not set(cls.COLUMNS) <= set(rows[0]):
+            raise CheckpointError(
+                f"{path} is not a pyro-lvae history (expected columns {', '.join(cls.COLUMNS)})"
+            )
+        h = cls()
+        h.extend({c: [float(r[c]) for r in rows] for c in cls.COLUMNS})
+        return h
+
+    def __repr__(self) -> str:
+        if not len(self):
+            return "History(empty)"
+        return (f"History(steps={len(self)}, loss={self['loss'][-1]:.4g}, "
+                f"sigma={self['sigma'][-1]:.4g})")
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """``"auto"``/``None`` -> CUDA when available, else CPU; checks that CUDA exists if asked."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device cuda was asked for but CUDA is not available; use --device cpu")
+    return device
+
+
+class _TensorBatches:
+    """Minibatches of a fixed data set: shuffled epochs, resumable."""
+
+    def __init__(self, data: torch.Tensor, batch_size: int, generator: torch.Generator) -> None:
+        self.data = data
+        self.batch_size = min(batch_size, data.shape[0])
+        self.generator = generator
+        self.perm = torch.zeros(0, dtype=torch.long)
+        self.pos = 0
+
+    def __call__(self) -> torch.Tensor:
+        if self.pos + self.batch_size > self.perm.numel():
+            self.perm = torch.randperm(self.data.shape[0], generator=self.generator)
+            self.pos = 0
+        idx = self.perm[self.pos: self.pos + self.batch_size]
+        self.pos += self.batch_size
+        return self.data[idx.to(self.data.device)]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"perm": self.perm, "pos": self.pos}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.perm, self.pos = state["perm"], int(state["pos"])
+
+
+class _SamplerBatches:
+    """Fresh data from a sampler ``f(batch_size, generator=...)`` at every step."""
+
+    def __init__(self, sampler: Callable, batch_size: int, generator: torch.Generator,
+                 device: torch.device, dtype: torch.dtype) -> None:
+        self.sampler, self.batch_size, self.generator = sampler, batch_size, generator
+        self.device, self.dtype = device, dtype
+
+    def __call__(self) -> torch.Tensor:
+        x = self.sampler(self.batch_size, generator=self.generator)
+        return torch.as_tensor(x).to(device=self.device, dtype=self.dtype)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+class _LoaderBatches:
+    """Batches from an iterable (a DataLoader): restarted when exhausted; ``(x, y)`` -> ``x``."""
+
+    def __init__(self, loader: Iterable, device: torch.device) -> None:
+        self.loader, self.device = loader, device
+        self.it = iter(loader)
+
+    def __call__(self) -> torch.Tensor:
+        try:
+            batch = next(self.it)
+        except StopIteration:
+            self.it = iter(self.loader)
+            try:
+                batch = next(self.it)
+            except StopIteration:
+                raise DataError("the data loader yields no batches") from None
+        if isinstance(batch, (tuple, list)):
+            batch = batch[0]
+        if not isinstance(batch, torch.Tensor):
+            raise DataError(f"the data loader yielded a {type(batch).__name__}; expected tensors "
+                            f"(or (x, y) tuples of tensors)")
+        return batch.to(self.device, non_blocking=True)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+def _make_batches(data, vae: VAE, batch_size: int, generator, device):
+    dtype = vae.model.prior_loc.dtype
+    if isinstance(data, np.ndarray):
+        if not np.issubdtype(data.dtype, np.floating):
+            raise DataError(
+                f"Expected floating-point data but got a numpy array of {data.dtype}; convert "
+                f"it with data.astype('float32')"
+            )
+        data = torch.as_tensor(data, dtype=dtype)
+    if isinstance(data, torch.Tensor):
+        if data.is_floating_point():  # float64 tables train a float32 model without fuss
+            data = data.to(device=device, dtype=dtype)
+        vae.model.check_data(data, finite=True)
+        vae.observation.check_support(data)
+        return _TensorBatches(data, batch_size, generator)
+    if isinstance(data, (str, bytes, os.PathLike)):
+        raise DataError(
+            f"Expected data, not the file name {str(data)!r}: load it first (for instance "
+            f"torch.load, numpy.load or numpy.loadtxt) and pass the array"
+        )
+    if callable(data):
+        return _SamplerBatches(data, batch_size, generator, device, dtype)
+    if isinstance(data, Iterable):
+        return _LoaderBatches(data, device)
+    raise DataError(
+        f"Expected data to be a tensor, a numpy array, a sampler f(n, generator=...) or an "
+        f"iterable of batches but got {type(data).__name__}"
+    )
+
+
+def _make_optimizer(optimizer, vae: VAE, lr: float):
+    if optimizer is None:
+        return torch.optim.Adam(vae.parameters(), lr=lr)
+    if isinstance(optimizer, pyro.optim.PyroOptim):
+        return optimizer
+    if isinstance(optimizer, torch.optim.Optimizer):
+        return optimizer
+    if callable(optimizer):
+        return optimizer(vae.parameters())
+    raise ConfigError(
+        f"Expected optimizer to be None, a pyro.optim optimiser, a torch optimiser or a "
+        f"function params -> torch optimiser but got {optimizer!r}"
+    )
+
+
+def _rng_state(generator: torch.Generator) -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "data": generator.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    generator.set_state(state["data"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _diagnose(vae: VAE, x: torch.Tensor, step: int, history_chunk: dict[str, torch.Tensor]) -> str:
+    with torch.no_grad():
+        sigma = history_chunk["sigma"]
+        finite_sigma = sigma[torch.isfinite(sigma)]
+        try:
+            _, q_scale = vae.guide.posterior(x)
+            enc = f"encoder scale in [{q_scale.min():.3g}, {q_scale.max():.3g}]"
+        except Exception:  # the diagnosis must not hide the divergence itself
+            enc = "encoder scale unavailable"
+    last_sigma = f"{float(finite_sigma[-1]):.4g}" if finite_sigma.numel() else "nan"
+    return (
+        f"training diverged at step {step}: the loss or the parameters became NaN or infinite "
+        f"(last finite sigma "
+        f"{last_sigma}; {enc}; data range [{x.min():.3g}, {x.max():.3g}]). The parameters were "
+        f"restored to the last good check; lower the learning rate, raise min_scale, or "
+        f"rescale the data"
+    )
+
+
+def fit(
+    vae: VAE,
+    data: Any,
+    *,
+    steps: int,
+    batch_size: int = 100,
+    lr: float = 1e-3,
+    optimizer: Any = None,
+    elbo: Any = None,
+    beta: float | Schedule | Callable[[int], float] = 1.0,
+    device: str | torch.device | None = "auto",
+    seed: int | None = None,
+    progress: bool | None = None,
+    out: str | os.PathLike | None = None,
+    checkpoint_every: int | None = None,
+    resume: bool = False,
+    check_every: int = 100,
+    validate: bool = False,
+) -> History:
+    """Train ``vae`` by stochastic variational inference; return the per-step :class:`History`.
+
+    :param VAE vae: the model, trained in place (and moved to ``device``)
+    :param data: a tensor or numpy array ``(N, ...)`` (shuffled minibatches), a sampler
+        ``f(batch_size, generator=...)`` drawing fresh data at every step (such as
+        :func:`pyro_lvae.datasets.manifold2d`), or an iterable of batches (a ``DataLoader``)
+    :param int steps: total number of optimisation steps (counting resumed ones)
+    :param int batch_size: points per step (tensor data and samplers)
+    :param float lr: learning rate of the default Adam optimiser
+    :param optimizer: ``None`` (torch Adam), a torch optimiser, a function
+        ``params -> torch optimiser``, or a ``pyro.optim`` optimiser (then ``SVI`` is used)
+    :param elbo: ``None`` (Trace_ELBO's loss) or a Pyro ELBO instance
+    :param beta: weight of the latent term: a number or a function of the step (a
+        :class:`~pyro_lvae.annealing.Schedule`)
+    :param device: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"``, ...
+    :param int seed: seeds Pyro, torch and the data stream at the start of training; ``None``
+        leaves them as they are. The initial weights are drawn when the VAE is built: call
+        ``pyro.set_rng_seed(seed)`` before building it to fix them too
+    :param bool progress: show a progress bar (default: when stderr is a terminal)
+    :param out: folder for ``checkpoint.pt``; ``None`` writes nothing
+    :param int checkpoint_every: steps between checkpoints (rounded up to a multiple of
+        ``check_every``; default: only at the end)
+    :param bool resume: continue from ``out/checkpoint.pt`` if it exists
+    :param int check_every: steps between reads of the losses (finiteness check, progress)
+    :param bool validate: keep Pyro's distribution validation on during training (slower)
+    """
+    for name, value in (("steps", steps), ("batch_size", batch_size), ("check_every", check_every)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"Expected {name} to be an integer >= 1 but got {value!r}")
+    if checkpoint_every is not None and (not isinstance(checkpoint_every, int)
+                                         or checkpoint_every < 1):
+        raise ConfigError(f"Expected checkpoint_every >= 1 but got {checkpoint_every!r}")
+    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+        raise ConfigError(f"Expected lr > 0 but got {lr!r}")
+    if not isinstance(vae, VAE):
+        raise ConfigError(f"Expected a pyro_lvae.VAE but got {type(vae).__name__}")
+    schedule = beta if callable(beta) else Constant(beta)
+    if not callable(beta):
+        scale_latents(beta)  # validates the number
+    if resume and out is None:
+        raise ConfigError("resume=True needs out= (the run folder holding checkpoint.pt)")
+
+    device = resolve_device(device)
+    vae.to(device)
+    if seed is not None:
+        pyro.set_rng_seed(seed)
+    generator = torch.Generator()
+    generator.manual_seed(seed if seed is not None else int(torch.randint(2**62, ()).item()))
+    batches = _make_batches(data, vae, batch_size, generator, device)
+    opt = _make_optimizer(optimizer, vae, lr)
+    svi = None
+    if isinstance(opt, pyro.optim.PyroOptim):
+        loss = elbo if elbo is not None else pyro.infer.Trace_ELBO()
+        svi = SVI(vae.model, vae.guide, opt, loss=loss)
+
+    history = History()
+    start = 0
+    out_dir = Path(out) if out is not None else None
+    if out_dir is not None:
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise CheckpointError(f"cannot create output folder {out_dir}: {e.strerror}") from None
+    ckpt_path = out_dir / CHECKPOINT_NAME if out_dir is not None else None
+    if resume and ckpt_path.exists():
+        start, history = _restore(ckpt_path, vae, opt, batches, generator, device)
+        logger.info("resumed from %s at step %d", ckpt_path, start)
+        if start >= steps:
+            return history
+
+    def save_checkpoint(step: int) -> None:
+        blob = {
+            "format": _CHECKPOINT_FORMAT,
+            "version": 1,
+            "step": step,
+            "model": vae.to_file_dict(),
+            "optimizer": opt.get_state() if svi is not None else opt.state_dict(),
+            "history": history.state_dict(),
+            "rng": _rng_state(generator),
+            "batches": batches.state_dict(),
+            "fit": json.dumps({"steps": steps, "batch_size": batch_size, "lr": lr,
+                               "beta": schedule.spec() if isinstance(schedule, Schedule)
+                               else repr(schedule)}),
+        }
+        atomic_save(blob, ckpt_path)
+
+    every = None
+    if checkpoint_every is not None:
+        every = math.ceil(checkpoint_every / check_every) * check_every
+    if progress is None:
+        progress = sys.stderr.isatty()
+    bar = tqdm(total=steps, initial=start, disable=not progress, desc="training", unit="step",
+               dynamic_ncols=True)
+    snapshot = {k: v.detach().clone() for k, v in vae.state_dict().items()}
+    # per-step values stay on the device until a check point reads them all at once
+    chunk: dict[str, list[torch.Tensor]] = {c: [] for c in _DEVICE_COLUMNS}
+    betas: list[float] = []
+    chunk_start = start
+    nan = torch.tensor(float("nan"), device=device)
+    t0 = time.perf_counter()
+    x = None
+    try:
+        with pyro.validation_enabled(validate):
+            for step in range(start, steps):
+                x = batches()
+                b = schedule(step)
+                vae.observation.set_step(step)
+                n = x.shape[0]
+                if svi is None and elbo is None:
+                    terms = elbo_terms(vae.model, vae.guide, x, beta=b)
+                    opt.zero_grad(set_to_none=True)
+                    terms.loss.backward()
+                    opt.step()
+                    loss = terms.loss.detach()
+                else:
+                    if svi is not None:
+                        with scale_latents(b):
+                            loss = torch.as_tensor(svi.step(x), device=device)
+                    else:
+                        with scale_latents(b):
+                            loss_t = elbo.differentiable_loss(vae.model, vae.guide, x)
+                        opt.zero_grad(set_to_none=True)
+                        loss_t.backward()
+                        opt.step()
+                        loss = loss_t.detach()
+                    with torch.no_grad():
+                        terms = elbo_terms(vae.model, vae.guide, x, beta=b)
+                stats = scale_stats(terms.likelihood)
+                chunk["loss"].append(loss / n)
+                chunk["reconstruction"].append(terms.reconstruction.detach() / n)
+                chunk["kl"].append(terms.kl.detach() / n)
+                betas.append(float(b))
+                if stats is None:
+                    stats = (nan, nan, nan)
+                for key, value in zip(("sigma", "sigma_min", "sigma_max"), stats, strict=True):
+                    chunk[key].append(value)
+                done = step + 1
+                if done % check_every and done != steps:
+                    continue
+                # ---- check point: one host synchronisation ----
+                rows = {k: torch.stack(vals).to("cpu", torch.float64)
+                        for k, vals in chunk.items()}
+                finite = torch.isfinite(rows["loss"])
+                params_finite = bool(torch.stack(
+                    [torch.isfinite(p).all() for p in vae.parameters()]).all())
+                if not (bool(finite.all()) and params_finite):
+                    bad = chunk_start + int((~finite).nonzero()[0]) if not finite.all() else done
+                    vae.load_state_dict(snapshot)
+                    raise TrainingDiverged(_diagnose(vae, x, bad, rows))
+                rows["beta"] = torch.tensor(betas, dtype=torch.float64)
+                rows["step"] = torch.arange(chunk_start, done)
+                history.extend({k: v.numpy() for k, v in rows.items()})
+                chunk = {c: [] for c in chunk}
+                betas = []
+                chunk_start = done
+                snapshot = {k: v.detach().clone() for k, v in vae.state_dict().items()}
+                bar.update(done - bar.n)
+                bar.set_postfix(loss=f"{history['loss'][-1]:.4g}",
+                                sigma=f"{history['sigma'][-1]:.4g}", refresh=False)
+                if ckpt_path is not None and (done == steps or (every and done % every == 0)):
+                    save_checkpoint(done)
+    finally:
+        bar.close()
+    logger.info("trained %d steps in %.1f s", steps - start, time.perf_counter() - t0)
+    return history
+
+
+def _restore(path: Path, vae: VAE, opt, batches, generator, device) -> tuple[int, History]:
+    blob = safe_load(path, map_location=device)
+    if not isinstance(blob, dict) or blob.get("format") != _CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is not a pyro-lvae training checkpoint")
+    vae.load_state(path)
+    if isinstance(opt, pyro.optim.PyroOptim):
+        opt.set_state(blob["optimizer"])
+    else:
+        try:
+            opt.load_state_dict(blob["optimizer"])
+        except (ValueError, KeyError) as e:
+            raise CheckpointError(
+                f"{path}: the optimiser state does not fit this model ({e})"
+            ) from None
+    batches.load_state_dict(blob["batches"])
+    _set_rng_state(blob["rng"], generator)
+    return int(blob["step"]), History.from_state_dict(blob["history"])
+
+
+def load_checkpoint_info(path: str | os.PathLike) -> dict[str, Any]:
+    """The step and training settings stored in a checkpoint."""
+    blob = safe_load(path, map_location="cpu")
+    if not isinstance(blob, dict) or blob.get("format") != _CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is not a pyro-lvae training checkpoint")
+    return {"step": int(blob["step"]), **json.loads(blob["fit"])}

@@ -1,0 +1,458 @@
+"""The VAE as a Pyro model/guide pair, and the container that queries it.
+
+:class:`VAE` holds a :class:`Model` (prior, decoder, observation model) and a :class:`Guide`
+(encoder), two root :class:`~pyro.nn.PyroModule` objects with distinct names, so their
+parameters never share param-store keys. Both are plain Pyro callables:
+
+- ``SVI(vae.model, vae.guide, optim, Trace_ELBO())``, with any ELBO
+  (``TraceMeanField_ELBO``, ``RenyiELBO``, ...), ``Predictive`` and any poutine handler;
+- ``Trace_ELBO()(vae.model, vae.guide)``: a ``torch.nn.Module`` loss for torch optimisers.
+
+The latent site is ``"z"`` (prior ``N(0, I)``, event dim 1), the observed site is ``"x"`` (event
+dims the data shape), both inside the plate ``"data"``. Queries (:meth:`VAE.reconstruct`,
+:meth:`VAE.sample`) are built from poutine handlers, not from a parallel code path.
+
+Example::
+
+    >>> import torch, pyro, pyro_lvae as lv
+    >>> vae = lv.mlp_vae(2, 1, lv.LearnedScalarScale(), hidden=16, blocks=1)
+    >>> svi = pyro.infer.SVI(vae.model, vae.guide, pyro.optim.Adam({"lr": 1e-3}),
+    ...                      pyro.infer.Trace_ELBO())
+    >>> with lv.scale_latents(0.5):
+    ...     loss = svi.step(torch.randn(8, 2))
+    >>> vae.sample(4).shape
+    torch.Size([4, 2])
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+from collections.abc import Callable
+from typing import Any
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro import poutine
+from pyro.infer.util import is_validation_enabled
+from pyro.nn import PyroModule
+from torch import nn
+
+from .errors import CheckpointError, ConfigError, DataError
+from .io import atomic_save, safe_load
+from .nets import GaussianEncoder, ResidualMLP
+from .observations import FixedScale, LearnedScalarScale, Observation, observation_from_config
+
+__all__ = ["Model", "Guide", "VAE", "mlp_vae", "fixed_star", "BUILDERS", "MODES"]
+
+MODES = ("mean", "sample")
+_names = itertools.count()
+_FORMAT = "pyro-lvae-model"
+_CHECKPOINT_FORMAT = "pyro-lvae-checkpoint"
+
+
+def _model_blob(blob: Any, source: str) -> dict[str, Any]:
+    """The model part of a saved model or of a training checkpoint."""
+    if isinstance(blob, dict) and blob.get("format") == _CHECKPOINT_FORMAT:
+        blob = blob.get("model")
+    if not isinstance(blob, dict) or blob.get("format") != _FORMAT:
+        raise CheckpointError(f"{source} is not a pyro-lvae model or checkpoint")
+    return blob
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in MODES:
+        raise ConfigError(f"Expected mode to be one of {MODES} but got {mode!r}")
+
+
+def _positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"Expected {name} to be an integer >= 1 but got {value!r}")
+    return value
+
+
+def _flat_apply(net: Callable, inputs: torch.Tensor, event_dim: int):
+    """Apply ``net`` to a tensor with any batch shape by flattening it to one batch axis."""
+    batch = inputs.shape[: inputs.dim() - event_dim]
+    if len(batch) == 1:
+        return net(inputs)
+    out = net(inputs.reshape((-1,) + inputs.shape[len(batch):]))
+    if isinstance(out, tuple):
+        return tuple(o.reshape(batch + o.shape[1:]) for o in out)
+    return out.reshape(batch + out.shape[1:])
+
+
+class _DataChecks:
+    """Data checks shared by the model and the guide."""
+
+    data_shape: tuple[int, ...] | None
+
+    @property
+    def event_dim(self) -> int:
+        return len(self.data_shape) if self.data_shape is not None else 1
+
+    def check_data(self, x: Any, finite: bool | None = None) -> None:
+        """Raise :class:`~pyro_lvae.errors.DataError` unless ``x`` is a non-empty floating-point
+        batch of the right shape, dtype and device, and (if ``finite``; by default when Pyro's
+        validation is on) free of NaN and Inf."""
+        if not isinstance(x, torch.Tensor):
+            raise DataError(
+                f"Expected data x to be a torch.Tensor but got {type(x).__name__}; convert it "
+                f"with torch.as_tensor(x, dtype=torch.float32)"
+            )
+        if not x.is_floating_point():
+            raise DataError(
+                f"Expected floating-point data but got dtype {x.dtype}; convert with x.float()"
+            )
+        ref = next(itertools.chain(self.parameters(), self.buffers()), None)
+        if ref is not None and x.dtype != ref.dtype:
+            raise DataError(
+                f"data are {x.dtype} but the model is {ref.dtype}; convert the data with "
+                f"x.to({ref.dtype}) (or the model with .to(dtype))"
+            )
+        if ref is not None and x.device != ref.device:
+            raise DataError(
+                f"data are on {x.device} but the model is on {ref.device}; move one of them "
+                f"with .to(device)"
+            )
+        want = self.data_shape
+        if x.dim() != 1 + self.event_dim or (want is not None and tuple(x.shape[1:]) != want):
+            expected = f"(batch, {', '.join(map(str, want))})" if want else "(batch, features)"
+            raise DataError(
+                f"Expected data of shape {expected} but got {tuple(x.shape)}; check the number "
+                f"of features and that one batch axis comes first"
+            )
+        if x.shape[0] == 0:
+            raise DataError("the batch of data is empty (0 rows)")
+        if finite or (finite is None and is_validation_enabled()):
+            bad = int((~torch.isfinite(x)).sum())
+            if bad:
+                raise DataError(f"data contain {bad} NaN or infinite value(s); clean or impute "
+                                f"them before training")
+
+
+class Model(_DataChecks, PyroModule):
+    """The generative model: ``z ~ N(0, I)``, ``x ~ observation(decoder(z))``.
+
+    :param nn.Module decoder: maps ``(batch, latent_dim)`` to the observation model's
+        parameters, ``(batch, k * C, ...)`` with ``k = observation.outputs_per_channel``
+    :param int latent_dim: K
+    :param Observation observation: the observation model p(x | z)
+    :param tuple data_shape: shape of one data point (``None``: vectors of any length)
+    :param str name: root name in Pyro's param store
+    """
+
+    def __init__(
+        self,
+        decoder: nn.Module,
+        latent_dim: int,
+        observation: Observation,
+        data_shape: tuple[int, ...] | None = None,
+        name: str = "model",
+    ) -> None:
+        super().__init__(name)
+        self.decoder = decoder
+        self.observation = observation
+        self.latent_dim = latent_dim
+        self.data_shape = data_shape
+        # prior constants as buffers, so that .to(device) moves them
+        self.register_buffer("prior_loc", torch.zeros(latent_dim))
+        self.register_buffer("prior_scale", torch.ones(latent_dim))
+
+    def likelihood(self, z: torch.Tensor) -> dist.TorchDistribution:
+        """``p(x | z)`` for a batch of latent codes ``z`` (any batch shape)."""
+        out = _flat_apply(self.decoder, z, 1)
+        if self.data_shape is not None:
+            k = self.observation.outputs_per_channel
+            want = (k * self.data_shape[0],) + tuple(self.data_shape[1:])
+            got = tuple(out.shape[z.dim() - 1:])
+            if got != want:
+                raise ConfigError(
+                    f"the decoder returned {got} per point but {type(self.observation).__name__} "
+                    f"needs {want} ({k} output(s) per channel for data of shape {self.data_shape})"
+                )
+        return self.observation(out, self.event_dim)
+
+    def forward(self, x: torch.Tensor | None = None, batch_size: int | None = None):
+        if x is not None:
+            self.check_data(x)
+            if is_validation_enabled():
+                self.observation.check_support(x)
+            n = x.shape[0]
+        elif batch_size is None:
+            raise ConfigError("give the model data x or a batch_size to generate")
+        else:
+            n = batch_size
+        with pyro.plate("data", n):
+            prior = dist.Normal(self.prior_loc, self.prior_scale).to_event(1)
+            z = pyro.sample("z", prior)
+            return pyro.sample("x", self.likelihood(z), obs=x)
+
+
+class Guide(_DataChecks, PyroModule):
+    """The inference model ``q(z | x) = N(loc(x), diag scale(x)^2)``.
+
+    :param nn.Module encoder: maps a batch of data to ``(loc, scale)``, each
+        ``(batch, latent_dim)`` (see :class:`~pyro_lvae.nets.GaussianEncoder`)
+    """
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        latent_dim: int,
+        data_shape: tuple[int, ...] | None = None,
+        name: str = "guide",
+    ) -> None:
+        super().__init__(name)
+        self.encoder = encoder
+        self.latent_dim = latent_dim
+        self.data_shape = data_shape
+
+    def posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(loc, scale)`` of ``q(z | x)``."""
+        loc, scale = _flat_apply(self.encoder, x, self.event_dim)
+        return loc, scale
+
+    def forward(self, x: torch.Tensor | None = None, batch_size: int | None = None):
+        if x is None:
+            raise ConfigError("the guide needs data x")
+        self.check_data(x)
+        with pyro.plate("data", x.shape[0]):
+            loc, scale = self.posterior(x)
+            return pyro.sample("z", dist.Normal(loc, scale).to_event(1))
+
+
+class VAE(nn.Module):
+    """A VAE whose model and guide are Pyro programs, with queries on top.
+
+    :param nn.Module encoder: data -> ``(loc, scale)`` of ``q(z | x)``
+    :param nn.Module decoder: z -> parameters of ``p(x | z)``
+    :param int latent_dim: K
+    :param Observation observation: the observation model (what the L-VAE variants change)
+    :param data_shape: shape of one data point, e.g. ``(2,)`` or ``(1, 28, 28)``; ``None`` for
+        vectors of unchecked length
+    :param str name: prefix of the param-store names of model and guide (unique by default)
+    """
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        decoder: nn.Module,
+        latent_dim: int,
+        observation: Observation,
+        *,
+        data_shape: int | tuple[int, ...] | None = None,
+        name: str | None = None,
+    ) -> None:
+        super().__init__()
+        _positive_int("latent_dim", latent_dim)
+        if not isinstance(observation, Observation):
+            raise ConfigError(
+                f"Expected observation to be an observation model such as lv.FixedScale(1.0) or "
+                f"lv.LearnedScalarScale() but got {observation!r}"
+            )
+        if isinstance(data_shape, int):
+            data_shape = (data_shape,)
+        if data_shape is not None:
+            data_shape = tuple(int(s) for s in data_shape)
+        name = f"vae{next(_names)}" if name is None else name
+        self.name = name
+        self.latent_dim = latent_dim
+        self.data_shape = data_shape
+        self.model = Model(decoder, latent_dim, observation, data_shape, f"{name}.model")
+        self.guide = Guide(encoder, latent_dim, data_shape, f"{name}.guide")
+        #: how a factory built this VAE (for save/load); None for hand-assembled VAEs
+        self.config: dict[str, Any] | None = None
+
+    @property
+    def observation(self) -> Observation:
+        return self.model.observation
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.prior_loc.device
+
+    # ---- queries -------------------------------------------------------------------------------
+    @torch.no_grad()
+    def encode(self, x: torch.Tensor, mode: str = "mean") -> torch.Tensor:
+        """Latent codes of ``x``: the posterior mean (``mode="mean"``) or a draw from ``q(z|x)``."""
+        _check_mode(mode)
+        self.guide.check_data(x)
+        with poutine.block():
+            if mode == "mean":
+                return self.guide.posterior(x)[0]
+            return poutine.trace(self.guide).get_trace(x).nodes["z"]["value"]
+
+    @torch.no_grad()
+    def likelihood(self, z: torch.Tensor) -> dist.TorchDistribution:
+        """``p(x | z)``: the observation model's distribution at latent codes ``z``."""
+        with poutine.block():
+            return self.model.likelihood(z)
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor, mode: str = "mean") -> torch.Tensor:
+        """Reconstructions of ``x``.
+
+        ``mode="mean"``: the decoder mean at the posterior mean of ``z``. ``mode="sample"``:
+        ``z ~ q(z | x)``, then ``x' ~ p(x | z)`` (with a learned sigma, this carries its noise).
+        """
+        _check_mode(mode)
+        with poutine.block():
+            if mode == "mean":
+                loc = self.encode(x)
+                model = poutine.condition(self.model, data={"z": loc})
+                trace = poutine.trace(model).get_trace(batch_size=x.shape[0])
+                return trace.nodes["x"]["fn"].mean
+            guide_trace = poutine.trace(self.guide).get_trace(x)
+            model = poutine.replay(self.model, trace=guide_trace)
+            return poutine.trace(model).get_trace(batch_size=x.shape[0]).nodes["x"]["value"]
+
+    @torch.no_grad()
+    def sample(self, n: int, mode: str = "mean") -> torch.Tensor:
+        """Generate ``n`` points: ``z ~ N(0, I)``, then the mean of ``p(x | z)``
+        (``mode="mean"``) or a draw from it (``mode="sample"``)."""
+        _check_mode(mode)
+        _positive_int("n", n)
+        with poutine.block():
+            trace = poutine.trace(self.model).get_trace(batch_size=n)
+        site = trace.nodes["x"]
+        return site["fn"].mean if mode == "mean" else site["value"]
+
+    # ---- files ---------------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike) -> None:
+        """Write weights and configuration to ``path`` (atomically; loads with
+        ``torch.load(weights_only=True)``)."""
+        atomic_save(self.to_file_dict(), path)
+
+    def to_file_dict(self) -> dict[str, Any]:
+        return {
+            "format": _FORMAT,
+            "version": 1,
+            "config": json.dumps(self.config) if self.config is not None else None,
+            "state_dict": self.state_dict(),
+        }
+
+    @classmethod
+    def from_file_dict(cls, blob: Any, source: str = "file", map_location: Any = None) -> VAE:
+        blob = _model_blob(blob, source)
+        if blob.get("config") is None:
+            raise CheckpointError(
+                f"{source} was saved from a hand-assembled VAE; build the same VAE and call "
+                f"vae.load_state({source!r})"
+            )
+        config = json.loads(blob["config"])
+        builder = BUILDERS.get(config.get("builder"))
+        if builder is None:
+            raise CheckpointError(f"{source}: unknown model builder {config.get('builder')!r}")
+        vae = builder(observation=observation_from_config(config["observation"]), **config["args"])
+        vae._load_checked(blob["state_dict"], source)
+        if map_location is not None:
+            vae.to(map_location)
+        return vae
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, map_location: Any = None) -> VAE:
+        """Rebuild a VAE saved by :meth:`save` (or from a training checkpoint of
+        :func:`pyro_lvae.fit`). ``map_location`` as in :func:`torch.load`, e.g. ``"cpu"`` for a
+        model trained on a GPU."""
+        return cls.from_file_dict(safe_load(path, map_location), str(path), map_location)
+
+    def load_state(self, path: str | os.PathLike) -> None:
+        """Load weights saved by :meth:`save` into this (same-shaped) VAE."""
+        blob = _model_blob(safe_load(path, map_location=self.device), str(path))
+        self._load_checked(blob["state_dict"], str(path))
+
+    def _load_checked(self, state: dict[str, torch.Tensor], source: str) -> None:
+        own = self.state_dict()
+        missing = sorted(set(own) - set(state))
+        extra = sorted(set(state) - set(own))
+        wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+        if missing or extra or wrong:
+            parts = []
+            if missing:
+                parts.append(f"missing {', '.join(missing[:3])}")
+            if extra:
+                parts.append(f"unexpected {', '.join(extra[:3])}")
+            if wrong:
+                parts.append(f"shape mismatch in {', '.join(wrong[:3])}")
+            raise CheckpointError(
+                f"{source} was saved from a different configuration ({'; '.join(parts)})"
+            )
+        self.load_state_dict(state)
+
+
+def mlp_vae(
+    data_dim: int,
+    latent_dim: int,
+    observation: Observation,
+    hidden: int = 200,
+    blocks: int = 4,
+    activation: str = "relu",
+    name: str | None = None,
+) -> VAE:
+    """A VAE for vectors with residual-MLP encoder and decoder (the paper's 4 blocks of 200).
+
+    :param int data_dim: D, the number of features
+    :param int latent_dim: K
+    :param Observation observation: the observation model; its ``outputs_per_channel`` sets the
+        decoder's output size (D or 2 D)
+    :param int hidden: units per residual block
+    :param int blocks: residual blocks in each network
+    :param str activation: ``relu``, ``elu``, ``silu`` or ``tanh``
+    """
+    _positive_int("data_dim", data_dim)
+    _positive_int("latent_dim", latent_dim)
+    _positive_int("hidden", hidden)
+    if isinstance(blocks, bool) or not isinstance(blocks, int) or blocks < 0:
+        raise ConfigError(f"Expected blocks to be an integer >= 0 but got {blocks!r}")
+    if not isinstance(observation, Observation):
+        raise ConfigError(
+            f"Expected observation to be an observation model such as lv.LearnedScalarScale() "
+            f"but got {observation!r}"
+        )
+    try:
+        encoder = GaussianEncoder(
+            ResidualMLP(data_dim, 2 * latent_dim, hidden, blocks, activation), latent_dim
+        )
+        decoder = ResidualMLP(
+            latent_dim, observation.outputs_per_channel * data_dim, hidden, blocks, activation
+        )
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    vae = VAE(encoder, decoder, latent_dim, observation, data_shape=(data_dim,), name=name)
+    vae.config = {
+        "builder": "mlp_vae",
+        "args": {"data_dim": data_dim, "latent_dim": latent_dim, "hidden": hidden,
+                 "blocks": blocks, "activation": activation},
+        "observation": observation.config(),
+    }
+    return vae
+
+
+#: factories that :meth:`VAE.load` can rebuild from a saved configuration
+BUILDERS: dict[str, Callable[..., VAE]] = {"mlp_vae": mlp_vae}
+
+
+def rebuild(vae: VAE, observation: Observation) -> VAE:
+    """A freshly initialised VAE of the same architecture as ``vae`` with another observation
+    model (factory-built VAEs only)."""
+    if vae.config is None:
+        raise ConfigError(
+            "this VAE was assembled by hand, so its architecture cannot be rebuilt; build the "
+            "new VAE with your own encoder and decoder"
+        )
+    return BUILDERS[vae.config["builder"]](observation=observation, **vae.config["args"])
+
+
+def fixed_star(vae: VAE) -> VAE:
+    """The F*-VAE of a trained LS-VAE: same architecture, fresh weights, sigma fixed at the
+    LS-VAE's final learned value (Berger & Sebag, Section 4.2)."""
+    obs = vae.observation
+    if not isinstance(obs, LearnedScalarScale):
+        raise ConfigError(
+            f"F*-VAE needs a trained LS-VAE (LearnedScalarScale) but the observation model is "
+            f"{type(obs).__name__}"
+        )
+    return rebuild(vae, FixedScale(float(obs.scale.detach())))
