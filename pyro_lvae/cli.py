@@ -1,0 +1,319 @@
+"""The ``pyro-lvae`` command.
+
+``pyro-lvae demo``   trains F-VAE (two fixed sigmas), LS-VAE and LV-VAE on the artificial problem
+                     and writes a table and figures (a few minutes on a laptop CPU).
+``pyro-lvae train``  trains one variant into a run folder (config, history, checkpoint, figures);
+                     ``--resume DIR`` continues a run from its last checkpoint.
+
+Errors a user can cause print one line (``pyro-lvae: error: ...``) and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pyro
+
+from . import __version__
+from .annealing import parse_schedule
+from .datasets import manifold2d
+from .errors import CheckpointError, ConfigError, LVAEError
+from .io import atomic_write_text
+from .observations import (
+    OBSERVATIONS,
+    FixedScale,
+    LearnedScalarScale,
+    LearnedVectorScale,
+    Observation,
+    ScheduledScale,
+)
+from .plots import points_figure, training_figure
+from .points import figure_row, held_out, summarize
+from .train import CHECKPOINT_NAME, History, fit, resolve_device
+from .vae import VAE, mlp_vae
+
+logger = logging.getLogger("pyro_lvae")
+
+DATASETS = ("manifold2d",)
+#: default KL weight of the command line: a mild warm-up from 0.5 to 1 over 1000 steps. With a
+#: learned sigma that starts at the data's own scale, the collapsed solution (KL = 0, sigma =
+#: data std) is exactly marginal when the coordinates are uncorrelated; any beta < 1 makes it
+#: unstable, and starting at 0.5 rather than 0 avoids the tiny-sigma optimum that beta = 0 invites.
+DEFAULT_BETA = "linear:1000:0.5:1"
+
+
+def _run_history(source: str) -> History:
+    path = Path(source)
+    return History.from_csv(path / "history.csv" if path.is_dir() else path)
+
+
+def build_observation(obs: str, sigma: float | None, min_scale: float,
+                      sigma_from: str | None) -> Observation:
+    """The observation model named on the command line."""
+    if obs == "fixed":
+        if sigma_from is not None:  # F*-VAE: the final sigma of a learned-sigma run
+            final = float(_run_history(sigma_from)["sigma"][-1])
+            if sigma is not None:
+                raise ConfigError("give either --sigma or --sigma-from, not both")
+            return FixedScale(final)
+        return FixedScale(1.0 if sigma is None else sigma)
+    if obs == "scheduled":
+        if sigma_from is None:
+            raise ConfigError("--obs scheduled needs --sigma-from RUN (a run folder or its "
+                              "history.csv) whose sigma trajectory it replays")
+        return ScheduledScale.from_history(_run_history(sigma_from))
+    if sigma_from is not None:
+        raise ConfigError(f"--sigma-from applies to --obs fixed or scheduled, not {obs}")
+    init = {"init_scale": sigma} if sigma is not None else {}
+    if obs == "learned-scalar":
+        return LearnedScalarScale(min_scale=min_scale, **init)
+    if obs == "learned-vector":
+        return LearnedVectorScale(min_scale=min_scale, **init)
+    raise ConfigError(f"unknown --obs {obs!r}; expected one of {', '.join(OBSERVATIONS)}")
+
+
+def _write_json(data: dict[str, Any], path: Path) -> None:
+    atomic_write_text(json.dumps(data, indent=2) + "\n", path)
+
+
+def _save_figure(fig, path: Path) -> None:
+    fig.savefig(path, dpi=80)
+
+
+def _train_run(vae: VAE, run: Path, settings: dict[str, Any], resume: bool,
+               progress: bool = True, title: str | None = None) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    history = fit(
+        vae, manifold2d, steps=settings["steps"], batch_size=settings["batch_size"],
+        lr=settings["lr"], beta=parse_schedule(settings["beta_schedule"]),
+        device=settings["device"], seed=settings["seed"], progress=progress, out=run,
+        checkpoint_every=settings.get("checkpoint_every"), resume=resume,
+    )
+    seconds = time.perf_counter() - t0
+    history.to_csv(run / "history.csv")
+    x, region = held_out()
+    summary = summarize(vae, x, region)
+    summary["steps"] = len(history)
+    summary["train_seconds"] = round(seconds, 2)
+    summary["device"] = str(vae.device)
+    _write_json(summary, run / "summary.json")
+    title = title or settings.get("title") or settings["obs"]
+    _save_figure(points_figure([figure_row(vae, title, x)]), run / "points.png")
+    _save_figure(training_figure({title: history}), run / "training.png")
+    return summary
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    if args.resume is not None:
+        run = Path(args.resume)
+        try:
+            settings = json.loads((run / "config.json").read_text())
+        except FileNotFoundError:
+            raise CheckpointError(f"{run} holds no config.json; is it a pyro-lvae run folder?"
+                                  ) from None
+        except json.JSONDecodeError:
+            raise CheckpointError(f"{run / 'config.json'} is corrupt") from None
+        if not (run / CHECKPOINT_NAME).exists():
+            raise CheckpointError(f"{run} holds no {CHECKPOINT_NAME} to resume from")
+        if args.steps is not None:
+            settings["steps"] = args.steps
+        vae = VAE.load(run / CHECKPOINT_NAME)
+        resume = True
+    else:
+        if args.out is None:
+            raise ConfigError("give --out DIR (the run folder to write) or --resume DIR")
+        run = Path(args.out)
+        if (run / CHECKPOINT_NAME).exists():
+            raise ConfigError(f"{run} already holds a run; continue it with --resume {run} or "
+                              f"choose another --out")
+        if args.dataset not in DATASETS:
+            raise ConfigError(f"unknown dataset {args.dataset!r}; expected one of "
+                              f"{', '.join(DATASETS)}")
+        parse_schedule(args.beta_schedule)
+        resolve_device(args.device)
+        pyro.set_rng_seed(args.seed)  # the initial weights
+        observation = build_observation(args.obs, args.sigma, args.min_scale, args.sigma_from)
+        vae = mlp_vae(2, args.latent_dim, observation, hidden=args.hidden, blocks=args.blocks)
+        settings = {
+            "version": __version__, "dataset": args.dataset, "obs": args.obs,
+            "observation": observation.config(), "latent_dim": args.latent_dim,
+            "hidden": args.hidden, "blocks": args.blocks,
+            "steps": args.steps if args.steps is not None else 5000,
+            "batch_size": args.batch_size, "lr": args.lr, "beta_schedule": args.beta_schedule,
+            "device": args.device, "seed": args.seed, "checkpoint_every": args.checkpoint_every,
+        }
+        try:
+            run.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise CheckpointError(f"cannot create run folder {run}: {e.strerror}") from None
+        _write_json(settings, run / "config.json")
+        resume = False
+    summary = _train_run(vae, run, settings, resume, progress=not args.quiet)
+    print(_format_summary(settings["obs"], summary))
+    print(f"wrote {run}/: config.json history.csv {CHECKPOINT_NAME} summary.json points.png "
+          f"training.png")
+    return 0
+
+
+def _format_summary(name: str, s: dict[str, Any]) -> str:
+    sig = f"{s['sigma']:.4g}" if "sigma" in s else "-"
+    return (f"{name}: held-out ELBO {s['elbo']:.3f} nats/point (reconstruction "
+            f"{s['reconstruction']:.3f}, KL {s['kl']:.3f}), sigma {sig}, {s['steps']} steps "
+            f"in {s['train_seconds']:.0f} s on {s['device']}")
+
+
+#: the demo's variants: (name, folder, observation factory)
+DEMO_VARIANTS = (
+    ("F-VAE sigma=1", "f-vae-1", lambda: FixedScale(1.0)),
+    ("F-VAE sigma=0.05", "f-vae-0.05", lambda: FixedScale(0.05)),
+    ("LS-VAE", "ls-vae", lambda: LearnedScalarScale()),
+    ("LV-VAE", "lv-vae", lambda: LearnedVectorScale()),
+)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    device = resolve_device(args.device)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CheckpointError(f"cannot create output folder {out}: {e.strerror}") from None
+    beta = parse_schedule(args.beta_schedule)
+    x, region = held_out()
+    rows, histories, results = [], {}, []
+    t_start = time.perf_counter()
+    print(f"pyro-lvae demo: {len(DEMO_VARIANTS)} variants x {args.steps} steps on the artificial "
+          f"problem (residual MLP {args.blocks}x{args.hidden}, beta {beta.spec()}, device "
+          f"{device})", flush=True)
+    for name, folder, make in DEMO_VARIANTS:
+        pyro.set_rng_seed(args.seed)  # the initial weights
+        vae = mlp_vae(2, 2, make(), hidden=args.hidden, blocks=args.blocks)
+        t0 = time.perf_counter()
+        history = fit(vae, manifold2d, steps=args.steps, batch_size=100, lr=args.lr,
+                      beta=beta, device=device, seed=args.seed, progress=not args.quiet)
+        seconds = time.perf_counter() - t0
+        history.to_csv(out / f"{folder}-history.csv")
+        summary = summarize(vae, x, region)
+        summary.update(name=name, seconds=seconds)
+        results.append(summary)
+        histories[name] = history
+        row = figure_row(vae, name, x)
+        rows.append(row)
+        _save_figure(points_figure([row]), out / f"{folder}.png")
+        print(f"  {name:<17} ELBO {summary['elbo']:8.3f}  sigma {summary['sigma']:.4f}  "
+              f"({seconds:.0f} s)", flush=True)
+    _save_figure(points_figure(rows), out / "overview.png")
+    _save_figure(training_figure(histories), out / "training.png")
+    table = _demo_table(results)
+    atomic_write_text(table + "\n", out / "results.md")
+    print()
+    print(table)
+    print(f"\nwrote {out}/: results.md, overview.png, training.png, one figure and history per "
+          f"variant ({time.perf_counter() - t_start:.0f} s in all)")
+    return 0
+
+
+def _demo_table(results: Sequence[dict[str, Any]]) -> str:
+    head = ("| variant | held-out ELBO | reconstruction | KL | final sigma | "
+            "sigma: moderate / small / large noise (true 0.05 / 0.01 / 0.20) |")
+    lines = [head, "|---|---:|---:|---:|---:|---|"]
+    for r in results:
+        lines.append(
+            f"| {r['name']} | {r['elbo']:.3f} | {r['reconstruction']:.3f} | {r['kl']:.3f} | "
+            f"{r['sigma']:.4f} | {r['sigma_moderate']:.3f} / {r['sigma_small']:.3f} / "
+            f"{r['sigma_large']:.3f} |")
+    lines.append("")
+    lines.append("ELBO and its parts in nats per point on 5000 held-out points (higher ELBO is "
+                 "better); sigma is the model's observation scale at each point's posterior "
+                 "mean, averaged over the points of each noise region.")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pyro-lvae",
+        description="Learnable observation models for VAEs in Pyro (Berger & Sebag, "
+                    "arXiv:2003.01972).",
+    )
+    parser.add_argument("--version", action="version", version=f"pyro-lvae {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    demo = sub.add_parser("demo", help="train F-, LS- and LV-VAE on the artificial problem "
+                                       "and write a table and figures")
+    demo.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
+    demo.add_argument("--steps", type=int, default=3000, help="steps per variant (default 3000)")
+    demo.add_argument("--hidden", type=int, default=200, help="units per residual block (default 200)")
+    demo.add_argument("--blocks", type=int, default=4, help="residual blocks per network (default 4)")
+    demo.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    demo.add_argument("--beta-schedule", default=DEFAULT_BETA,
+                      help=f"KL weight for every variant (default {DEFAULT_BETA})")
+    demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    demo.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    demo.add_argument("--quiet", action="store_true", help="no progress bars")
+    demo.set_defaults(func=cmd_demo)
+
+    train = sub.add_parser("train", help="train one variant into a run folder",
+                           description="Train one VAE variant on the artificial problem. Writes "
+                           "config.json, history.csv, checkpoint.pt, summary.json and figures "
+                           "into --out.")
+    train.add_argument("--obs", default="learned-scalar", choices=list(OBSERVATIONS),
+                       help="observation model: fixed (F-VAE), learned-scalar (LS-VAE), "
+                            "learned-vector (LV-VAE), scheduled (fixed sigma on a recorded "
+                            "trajectory) (default learned-scalar)")
+    train.add_argument("--sigma", type=float, default=None,
+                       help="fixed sigma (fixed, default 1) or initial sigma (learned-*, "
+                            "default 1)")
+    train.add_argument("--sigma-from", metavar="RUN", default=None,
+                       help="a run folder or history.csv of a learned-sigma run: with --obs "
+                            "fixed, fix sigma at its final value (F*-VAE); with --obs "
+                            "scheduled, replay its sigma trajectory")
+    train.add_argument("--min-scale", type=float, default=1e-3,
+                       help="floor on a learned sigma (default 1e-3)")
+    train.add_argument("--dataset", default="manifold2d", help="data set (default manifold2d)")
+    train.add_argument("--latent-dim", type=int, default=2, help="latent dimension (default 2)")
+    train.add_argument("--hidden", type=int, default=200, help="units per residual block (default 200)")
+    train.add_argument("--blocks", type=int, default=4, help="residual blocks per network (default 4)")
+    train.add_argument("--steps", type=int, default=None, help="total steps (default 5000)")
+    train.add_argument("--batch-size", type=int, default=100, help="points per step (default 100)")
+    train.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    train.add_argument("--beta-schedule", default=DEFAULT_BETA,
+                       help="weight of the KL term: a number, constant:B, linear:STEPS[:START"
+                            "[:END]], sigmoid:MID[:WIDTH[:END]], cyclical:PERIOD[:RAMP[:END]] "
+                            f"(default {DEFAULT_BETA}: a mild warm-up that keeps learned sigmas "
+                            "out of the collapsed start; 1 is the paper's plain ELBO)")
+    train.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    train.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    train.add_argument("--checkpoint-every", type=int, default=1000,
+                       help="steps between checkpoints (default 1000)")
+    train.add_argument("--out", metavar="DIR", default=None, help="run folder to create")
+    train.add_argument("--resume", metavar="DIR", default=None,
+                       help="continue the run in DIR from its last checkpoint (its settings "
+                            "are reused; --steps may raise the total)")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.set_defaults(func=cmd_train)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except LVAEError as e:
+        print(f"pyro-lvae: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("pyro-lvae: interrupted; checkpoints already written are intact", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
