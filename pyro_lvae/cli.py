@@ -249,8 +249,10 @@ def build_parser() -> argparse.ArgumentParser:
                                        "and write a table and figures")
     demo.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
     demo.add_argument("--steps", type=int, default=3000, help="steps per variant (default 3000)")
-    demo.add_argument("--hidden", type=int, default=200, help="units per residual block (default 200)")
-    demo.add_argument("--blocks", type=int, default=4, help="residual blocks per network (default 4)")
+    demo.add_argument("--hidden", type=int, default=200,
+                  help="units per residual block (default 200)")
+    demo.add_argument("--blocks", type=int, default=4,
+                  help="residual blocks per network (default 4)")
     demo.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
     demo.add_argument("--beta-schedule", default=DEFAULT_BETA,
                       help=f"KL weight for every variant (default {DEFAULT_BETA})")
@@ -278,8 +280,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="floor on a learned sigma (default 1e-3)")
     train.add_argument("--dataset", default="manifold2d", help="data set (default manifold2d)")
     train.add_argument("--latent-dim", type=int, default=2, help="latent dimension (default 2)")
-    train.add_argument("--hidden", type=int, default=200, help="units per residual block (default 200)")
-    train.add_argument("--blocks", type=int, default=4, help="residual blocks per network (default 4)")
+    train.add_argument("--hidden", type=int, default=200,
+                   help="units per residual block (default 200)")
+    train.add_argument("--blocks", type=int, default=4,
+                   help="residual blocks per network (default 4)")
     train.add_argument("--steps", type=int, default=None, help="total steps (default 5000)")
     train.add_argument("--batch-size", type=int, default=100, help="points per step (default 100)")
     train.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
