@@ -129,7 +129,7 @@ def test_beta_equals_sigma_times_sqrt_beta_for_a_fixed_sigma_model():
         with lv.scale_latents(b):
             loss = scale * Trace_ELBO().differentiable_loss(v.model, v.guide, x)
         loss.backward()
-        return float(loss), [p.grad.clone() for p in v.parameters()]
+        return float(loss.detach()), [p.grad.clone() for p in v.parameters()]
 
     l1, g1 = loss_and_grads(vae, 1.0, beta)
     l2, g2 = loss_and_grads(other, beta, 1.0)
