@@ -55,6 +55,17 @@ def _positive(name: str, value: Any) -> float:
     return value
 
 
+def _init_and_floor(init_scale: Any, min_scale: Any) -> tuple[float, float]:
+    init_scale = _positive("init_scale", init_scale)
+    min_scale = _positive("min_scale", min_scale)
+    if init_scale <= min_scale:
+        raise ConfigError(
+            f"Expected init_scale > min_scale but got init_scale={init_scale}, "
+            f"min_scale={min_scale}"
+        )
+    return init_scale, min_scale
+
+
 class Observation(PyroModule):
     """Base class: maps decoder output to ``p(x | z)``.
 
@@ -141,16 +152,9 @@ class LearnedScalarScale(Observation):
 
     def __init__(self, init_scale: float = 1.0, min_scale: float = 1e-3) -> None:
         super().__init__()
-        init_scale = _positive("init_scale", init_scale)
-        min_scale = _positive("min_scale", min_scale)
-        if init_scale <= min_scale:
-            raise ConfigError(
-                f"Expected init_scale > min_scale but got init_scale={init_scale}, "
-                f"min_scale={min_scale}"
-            )
-        self.min_scale = min_scale
-        self.init_scale = init_scale
-        self.scale = PyroParam(torch.tensor(init_scale), constraints.greater_than(min_scale))
+        self.init_scale, self.min_scale = _init_and_floor(init_scale, min_scale)
+        self.scale = PyroParam(torch.tensor(self.init_scale),
+                               constraints.greater_than(self.min_scale))
 
     def forward(self, output: torch.Tensor, event_dim: int) -> dist.TorchDistribution:
         return _normal(output, self.scale.to(output.dtype), event_dim)
@@ -177,17 +181,9 @@ class LearnedVectorScale(Observation):
 
     def __init__(self, min_scale: float = 1e-3, init_scale: float = 1.0) -> None:
         super().__init__()
-        min_scale = _positive("min_scale", min_scale)
-        init_scale = _positive("init_scale", init_scale)
-        if init_scale <= min_scale:
-            raise ConfigError(
-                f"Expected init_scale > min_scale but got init_scale={init_scale}, "
-                f"min_scale={min_scale}"
-            )
-        self.min_scale = min_scale
-        self.init_scale = init_scale
+        self.init_scale, self.min_scale = _init_and_floor(init_scale, min_scale)
         # softplus(offset) = init_scale - min_scale
-        self._offset = math.log(math.expm1(init_scale - min_scale))
+        self._offset = math.log(math.expm1(self.init_scale - self.min_scale))
 
     def forward(self, output: torch.Tensor, event_dim: int) -> dist.TorchDistribution:
         loc, raw = output.chunk(2, dim=-event_dim)
