@@ -258,6 +258,15 @@ def _make_optimizer(optimizer, vae: VAE, lr: float):
     )
 
 
+def _data_seed(seed: int | None) -> int:
+    """The data stream's seed, derived from ``seed`` but never equal to it: with one seed for
+    both, torch's global generator (the model's noise) and the data generator produce the same
+    numbers in lockstep, and a model can read its data off its own noise."""
+    if seed is None:
+        return int(torch.randint(2**62, ()).item())
+    return int(np.random.SeedSequence([seed, 0x5EED]).generate_state(1, np.uint64)[0] >> 1)
+
+
 def _rng_state(generator: torch.Generator) -> dict[str, Any]:
     state = {"torch": torch.get_rng_state(), "data": generator.get_state()}
     if torch.cuda.is_available():
@@ -357,7 +366,7 @@ def fit(
     if seed is not None:
         pyro.set_rng_seed(seed)
     generator = torch.Generator()
-    generator.manual_seed(seed if seed is not None else int(torch.randint(2**62, ()).item()))
+    generator.manual_seed(_data_seed(seed))
     batches = _make_batches(data, vae, batch_size, generator, device)
     opt = _make_optimizer(optimizer, vae, lr)
     svi = None

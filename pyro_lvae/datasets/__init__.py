@@ -1,5 +1,12 @@
-"""Data sets: the paper's artificial problem (more to come: images, tables)."""
+"""Data sets: the paper's artificial problem and the sphere of Theorem 1."""
 
-from .artificial import MANIFOLD_NOISE, MANIFOLD_REGIONS, manifold2d, manifold2d_noise_profile
+from .artificial import (
+    MANIFOLD_NOISE,
+    MANIFOLD_REGIONS,
+    manifold2d,
+    manifold2d_noise_profile,
+    sphere,
+)
 
-__all__ = ["manifold2d", "manifold2d_noise_profile", "MANIFOLD_NOISE", "MANIFOLD_REGIONS"]
+__all__ = ["manifold2d", "manifold2d_noise_profile", "sphere", "MANIFOLD_NOISE",
+           "MANIFOLD_REGIONS"]

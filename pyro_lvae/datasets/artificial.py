@@ -1,4 +1,6 @@
-"""The artificial 2D problem of Berger & Sebag (Section 4.1), with a documented formula.
+"""Synthetic data: the paper's artificial 2D problem (Section 4.1) and the sphere of Theorem 1.
+
+The artificial 2D problem, with a documented formula.
 
 The paper describes points on a 1D curve in the plane made of three regions with moderate,
 small and large noise, and gives no formula. Ours: draw ``s ~ U(0, 1)``, put the point on the
@@ -28,7 +30,8 @@ import torch
 
 from ..errors import ConfigError
 
-__all__ = ["manifold2d", "manifold2d_noise_profile", "MANIFOLD_NOISE", "MANIFOLD_REGIONS"]
+__all__ = ["manifold2d", "manifold2d_noise_profile", "sphere", "MANIFOLD_NOISE",
+           "MANIFOLD_REGIONS"]
 
 #: noise standard deviation per region
 MANIFOLD_NOISE: tuple[float, float, float] = (0.05, 0.01, 0.20)
@@ -76,3 +79,31 @@ def manifold2d_noise_profile() -> tuple[torch.Tensor, torch.Tensor]:
     x1 = torch.tensor([-2.0, -2 / 3, -2 / 3, 2 / 3, 2 / 3, 2.0])
     noise = torch.tensor(MANIFOLD_NOISE).repeat_interleave(2)
     return x1, noise
+
+
+def sphere(
+    n: int,
+    dim: int,
+    radius: float = 1.0,
+    generator: torch.Generator | None = None,
+    dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """``n`` points uniform on the sphere of radius ``radius`` centred at the origin of
+    ``R^dim`` (the setting of Theorem 1; see :mod:`pyro_lvae.theory`).
+
+    Example::
+
+        >>> import torch
+        >>> from pyro_lvae.datasets import sphere
+        >>> x = sphere(4, 3, radius=2.0, generator=torch.Generator().manual_seed(0))
+        >>> x.norm(dim=-1).tolist()
+        [2.0, 2.0, 2.0, 2.0]
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ConfigError(f"Expected n to be an integer >= 1 but got {n!r}")
+    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+        raise ConfigError(f"Expected dim to be an integer >= 1 but got {dim!r}")
+    if not (math.isfinite(radius) and radius > 0):
+        raise ConfigError(f"Expected radius > 0 but got {radius}")
+    u = torch.randn(n, dim, generator=generator, dtype=dtype or torch.get_default_dtype())
+    return radius * u / u.norm(dim=-1, keepdim=True)
