@@ -4,6 +4,7 @@
   data (left), generated samples beside decoder means (right), and optionally the learned sigma
   along the data against the true noise level.
 - :func:`training_figure`: loss parts and sigma over training for several runs.
+- :func:`theory_figure`, :func:`sphere_figure`: Theorem 1 and the sphere study.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-__all__ = ["points_figure", "training_figure", "smooth"]
+__all__ = ["points_figure", "training_figure", "theory_figure", "sphere_figure", "smooth"]
 
 DATA = "#1f77b4"
 MEAN = "#ff7f0e"
@@ -102,4 +103,84 @@ def training_figure(histories: Mapping[str, Any], window: int = 50,
     axes[-1].set_title("sigma (mean over dimensions)")
     axes[-1].set_xlabel("step")
     axes[-1].legend(fontsize=7, frameon=False)
+    return fig
+
+
+def theory_figure(dim: int = 2, radius: float = 1.0,
+                  dims_for_curves: Sequence[int] = (2, 3, 8, 100, 1000)) -> Figure:
+    """The paper's Figure 2: the objective L(r) over (r, sigma) for data on a sphere, with the
+    optimal radius r*(sigma) and the critical scale sigma_c; and r*/R against sigma/sigma_c for
+    several dimensions."""
+    from . import theory
+
+    sigma_c = theory.critical_sigma(radius, dim)
+    sigma = np.logspace(np.log10(sigma_c / 20), np.log10(sigma_c * 4), 300)
+    r = np.linspace(0, 1.25 * radius, 301)
+    L = theory.objective(r[None, :], sigma[:, None], radius, dim)
+    rel = np.clip(L - L.max(axis=1, keepdims=True), -8, 0)
+    fig = Figure(figsize=(11, 4.2), layout="constrained")
+    ax, ax2 = fig.subplots(1, 2)
+    mesh = ax.pcolormesh(r, sigma, rel, shading="auto", cmap="viridis")
+    fig.colorbar(mesh, ax=ax, label="L(r) - max_r L(r)   (nats, clipped at -8)")
+    ax.plot(theory.optimal_radius(sigma, radius, dim), sigma, "w-", lw=2, label="r*(sigma)")
+    ax.axhline(sigma_c, color="r", ls="--", lw=1.5, label=f"sigma_c = R/sqrt(d) = {sigma_c:.3g}")
+    ax.axvline(radius, color="w", ls=":", lw=1, label="data radius R")
+    ax.set_yscale("log")
+    ax.set_xlabel("radius r of the decoder's sphere")
+    ax.set_ylabel("sigma")
+    ax.set_title(f"objective on the sphere, d = {dim}, R = {radius:g}")
+    ax.legend(loc="lower right", fontsize=8)
+    ratio = np.logspace(-2, np.log10(3), 300)
+    for d in dims_for_curves:
+        s = ratio * theory.critical_sigma(radius, d)
+        ax2.plot(ratio, theory.optimal_radius(s, radius, d) / radius, lw=1.5, label=f"d = {d}")
+    ax2.axvline(1.0, color="r", ls="--", lw=1)
+    ax2.set_xscale("log")
+    ax2.set_xlabel("sigma / sigma_c")
+    ax2.set_ylabel("r* / R")
+    ax2.set_title("r* / R: collapse at sigma_c for every d")
+    ax2.legend(fontsize=8)
+    return fig
+
+
+def sphere_figure(dim: int, radius: float, results: Sequence[Mapping[str, Any]]) -> Figure:
+    """Measured radius of trained VAEs against the theory's r*, and LS-VAE's sigma over
+    training, for one dimension of the sphere study."""
+    from . import theory
+
+    sigma_c = theory.critical_sigma(radius, dim)
+    fig = Figure(figsize=(13, 4), layout="constrained")
+    ax, ax_sigma, ax_kl = fig.subplots(1, 3)
+    ratio = np.logspace(np.log10(0.15), np.log10(3), 300)
+    ax.plot(ratio, theory.optimal_radius(ratio * sigma_c, radius, dim) / radius, "k-", lw=1.5,
+            label="theory r*/R")
+    fixed = [r for r in results if r["obs"] == "fixed"]
+    ax.plot([r["ratio"] for r in fixed], [r["prior_radius"] / radius for r in fixed], "o",
+            c=MEAN, label="decoder means over the prior")
+    ax.plot([r["ratio"] for r in fixed], [r["reconstruction_radius"] / radius for r in fixed],
+            "x", c=DATA, label="reconstructions")
+    learned = [r for r in results if r["obs"] != "fixed"]
+    colors = {"1": "tab:red", "linear:1000:0.5:1": "tab:green"}
+    for r in learned:
+        c = colors.get(r["beta"], "tab:purple")
+        ax.plot(r["ratio"], r["prior_radius"] / radius, "*", ms=12, c=c)
+        ax_sigma.plot(r["trace_step"], np.asarray(r["trace_sigma"]) / sigma_c, c=c, lw=1,
+                      label=f"LS-VAE, beta {r['beta']}, seed {r['seed']}")
+        ax_kl.plot(r["trace_step"], r["trace_kl"], c=c, lw=1)
+    ax.plot([], [], "*", c="gray", ms=10, label="LS-VAE at its final sigma")
+    ax.axvline(1.0, color="r", ls="--", lw=1)
+    ax.set_xscale("log")
+    ax.set_xlabel("sigma / sigma_c")
+    ax.set_ylabel("radius / R")
+    ax.set_title(f"sphere, d = {dim}: measured radius against r*")
+    ax.legend(fontsize=7)
+    ax_sigma.axhline(1.0, color="r", ls="--", lw=1, label="sigma_c")
+    ax_sigma.set_yscale("log")
+    ax_sigma.set_xlabel("step")
+    ax_sigma.set_ylabel("sigma / sigma_c")
+    ax_sigma.set_title("LS-VAE: learned sigma over training")
+    ax_sigma.legend(fontsize=7)
+    ax_kl.set_xlabel("step")
+    ax_kl.set_ylabel("KL term (nats / point)")
+    ax_kl.set_title("LS-VAE: KL over training (0 = collapsed)")
     return fig
