@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, NullFormatter
 
 __all__ = ["points_figure", "training_figure", "theory_figure", "sphere_figure", "smooth"]
 
@@ -33,6 +34,12 @@ def smooth(y: np.ndarray, window: int) -> np.ndarray:
     den = np.convolve(valid.astype(float), kernel, mode="same")
     with np.errstate(invalid="ignore", divide="ignore"):
         return num / den
+
+
+def _plain_log_ticks(axis) -> None:
+    """Label a log axis with plain numbers (0.25, 1, 2) instead of powers of ten."""
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
 
 
 def _np(t: Any) -> np.ndarray:
@@ -136,6 +143,7 @@ def theory_figure(dim: int = 2, radius: float = 1.0,
         ax2.plot(ratio, theory.optimal_radius(s, radius, d) / radius, lw=1.5, label=f"d = {d}")
     ax2.axvline(1.0, color="r", ls="--", lw=1)
     ax2.set_xscale("log")
+    _plain_log_ticks(ax2.xaxis)
     ax2.set_xlabel("sigma / sigma_c")
     ax2.set_ylabel("r* / R")
     ax2.set_title("r* / R: collapse at sigma_c for every d")
@@ -170,12 +178,15 @@ def sphere_figure(dim: int, radius: float, results: Sequence[Mapping[str, Any]])
     ax.plot([], [], "*", c="gray", ms=10, label="LS-VAE at its final sigma")
     ax.axvline(1.0, color="r", ls="--", lw=1)
     ax.set_xscale("log")
+    ax.set_xticks([0.25, 0.5, 1, 2])
+    _plain_log_ticks(ax.xaxis)
     ax.set_xlabel("sigma / sigma_c")
     ax.set_ylabel("radius / R")
     ax.set_title(f"sphere, d = {dim}: measured radius against r*")
     ax.legend(fontsize=7)
     ax_sigma.axhline(1.0, color="r", ls="--", lw=1, label="sigma_c")
     ax_sigma.set_yscale("log")
+    _plain_log_ticks(ax_sigma.yaxis)
     ax_sigma.set_xlabel("step")
     ax_sigma.set_ylabel("sigma / sigma_c")
     ax_sigma.set_title("LS-VAE: learned sigma over training")

@@ -1,0 +1,1 @@
+"""Experiments that reproduce the paper's results (long runs; each writes tables and figures)."""
