@@ -5,7 +5,8 @@
 ``pyro-lvae train``  trains one variant into a run folder (config, history, checkpoint, figures);
                      ``--resume DIR`` continues a run from its last checkpoint.
 ``pyro-lvae theory`` draws Theorem 1 (the sphere): the objective, r*(sigma) and sigma_c.
-``pyro-lvae sphere`` trains fixed- and learned-sigma VAEs on the sphere against the theory.
+``pyro-lvae reproduce STUDY`` runs one of the paper's studies (manifold, collapse, sphere) and
+                     writes its tables and figures.
 
 Errors a user can cause print one line (``pyro-lvae: error: ...``) and exit with status 2.
 """
@@ -260,31 +261,49 @@ def cmd_theory(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_sphere(args: argparse.Namespace) -> int:
-    from .parallel import default_workers
-    from .studies.sphere import SphereStudy, run_study, write_outputs
+#: study name -> (module, main output file)
+STUDIES = {
+    "manifold": ("pyro_lvae.studies.manifold", "reproduction.md"),
+    "collapse": ("pyro_lvae.studies.collapse", "collapse.md"),
+    "sphere": ("pyro_lvae.studies.sphere", "sphere.md"),
+}
 
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    import importlib
+
+    from .parallel import default_workers
+
+    module = importlib.import_module(STUDIES[args.study][0])
+    study_cls = next(getattr(module, n) for n in module.__all__ if n.endswith("Study"))
     device = str(resolve_device(args.device))
     given = (("steps", args.steps), ("seeds", args.seeds), ("hidden", args.hidden),
              ("blocks", args.blocks))
-    overrides = {k: v for k, v in given if v is not None}
-    if args.dims:
-        overrides["dims"] = tuple(_int_list(args.dims, "--dims"))
+    overrides: dict[str, Any] = {k: v for k, v in given if v is not None}
+    for name, value in overrides.items():
+        if value < 1:
+            raise ConfigError(f"Expected --{name} >= 1 but got {value}")
     overrides["device"] = device
-    study = SphereStudy.quick(**overrides) if args.quick else SphereStudy(**overrides)
-    for name in ("steps", "seeds", "hidden"):
-        if getattr(study, name) < 1:
-            raise ConfigError(f"Expected --{name} >= 1 but got {getattr(study, name)}")
+    if args.dims is not None:
+        if args.study != "sphere":
+            raise ConfigError("--dims applies to the sphere study only")
+        overrides["dims"] = tuple(_int_list(args.dims, "--dims"))
+    if args.beta_schedule is not None:
+        if args.study != "manifold":
+            raise ConfigError("--beta-schedule applies to the manifold study only")
+        parse_schedule(args.beta_schedule)
+        overrides["beta"] = args.beta_schedule
+    study = study_cls.quick(**overrides) if args.quick else study_cls(**overrides)
     workers = args.workers or default_workers(device)
-    out = _make_dir(Path(args.out))
-    jobs = study.jobs()
-    print(f"pyro-lvae sphere: {len(jobs)} runs ({study.steps} steps each, residual MLP "
-          f"{study.blocks}x{study.hidden}) on {device} with {workers} worker(s)", flush=True)
+    out = _make_dir(Path(args.out or f"runs/{args.study}"))
+    print(f"pyro-lvae reproduce {args.study}: {study.seeds} seed(s), {study.steps} steps per "
+          f"run, residual MLP {study.blocks}x{study.hidden}, on {device} with {workers} "
+          f"worker(s)", flush=True)
     t0 = time.perf_counter()
-    results = run_study(study, workers=workers,
-                        report=None if args.quiet else lambda line: print(line, flush=True))
-    written = write_outputs(study, results, out)
-    print((out / "sphere.md").read_text())
+    results = module.run_study(study, workers=workers,
+                               report=None if args.quiet else lambda line: print(line, flush=True))
+    written = module.write_outputs(study, results, out)
+    print((out / STUDIES[args.study][1]).read_text())
     print(f"wrote {', '.join(p.name for p in written)} to {out}/ "
           f"({time.perf_counter() - t0:.0f} s in all)")
     return 0
@@ -382,25 +401,28 @@ def build_parser() -> argparse.ArgumentParser:
     th.add_argument("--out", default="runs/theory", help="output folder (default runs/theory)")
     th.set_defaults(func=cmd_theory)
 
-    sp = sub.add_parser("sphere", help="train fixed- and learned-sigma VAEs on the sphere and "
-                                       "compare the radius they reach with Theorem 1",
-                        description="For d in --dims and sigma/sigma_c in 0.25, 0.5, 0.8, "
-                        "1.25, 2, train a fixed-sigma VAE on fresh points of the unit sphere, "
-                        "and an LS-VAE from sigma = 1 (plain ELBO and KL warm-up); measure the "
-                        "radius of the decoder means and reconstructions against r*.")
-    sp.add_argument("--quick", action="store_true",
-                    help="1 seed, 2500 steps, residual MLP 2x64 (minutes on 2 CPU cores)")
-    sp.add_argument("--dims", default=None, help="dimensions, comma-separated (default 2,3,8)")
-    sp.add_argument("--seeds", type=int, default=None, help="seeds per setting (default 2)")
-    sp.add_argument("--steps", type=int, default=None, help="steps per run (default 10000)")
-    sp.add_argument("--hidden", type=int, default=None, help="units per block (default 128)")
-    sp.add_argument("--blocks", type=int, default=None, help="residual blocks (default 3)")
-    sp.add_argument("--workers", type=int, default=None,
+    rp = sub.add_parser("reproduce", help="run one of the paper's studies and write its tables "
+                                          "and figures",
+                        description="manifold: the paper's Table 1 study on the artificial "
+                        "problem (F-VAE over a sigma grid, LS-, LV-, F*-VAE, replayed schedule). "
+                        "collapse: how often learned sigmas stay in the collapsed start, and "
+                        "what frees them. sphere: Theorem 1 in training (radius against r*).")
+    rp.add_argument("study", choices=list(STUDIES), help="which study")
+    rp.add_argument("--quick", action="store_true",
+                    help="fewer seeds and steps, smaller networks: minutes on 2 CPU cores")
+    rp.add_argument("--seeds", type=int, default=None, help="seeds per setting")
+    rp.add_argument("--steps", type=int, default=None, help="training steps per run")
+    rp.add_argument("--hidden", type=int, default=None, help="units per residual block")
+    rp.add_argument("--blocks", type=int, default=None, help="residual blocks per network")
+    rp.add_argument("--dims", default=None, help="sphere: dimensions, comma-separated")
+    rp.add_argument("--beta-schedule", default=None,
+                    help="manifold: KL weight for every variant (default linear:1000:0.5:1)")
+    rp.add_argument("--workers", type=int, default=None,
                     help="parallel processes (default: one per CPU core; 1 on a GPU)")
-    sp.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
-    sp.add_argument("--out", default="runs/sphere", help="output folder (default runs/sphere)")
-    sp.add_argument("--quiet", action="store_true", help="no line per finished run")
-    sp.set_defaults(func=cmd_sphere)
+    rp.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    rp.add_argument("--out", default=None, help="output folder (default runs/STUDY)")
+    rp.add_argument("--quiet", action="store_true", help="no line per finished run")
+    rp.set_defaults(func=cmd_reproduce)
     return parser
 
 

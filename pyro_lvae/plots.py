@@ -16,7 +16,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
-__all__ = ["points_figure", "training_figure", "theory_figure", "sphere_figure", "smooth"]
+__all__ = ["points_figure", "training_figure", "theory_figure", "sphere_figure",
+           "manifold_study_figures", "collapse_figure", "smooth"]
 
 DATA = "#1f77b4"
 MEAN = "#ff7f0e"
@@ -194,4 +195,85 @@ def sphere_figure(dim: int, radius: float, results: Sequence[Mapping[str, Any]])
     ax_kl.set_xlabel("step")
     ax_kl.set_ylabel("KL term (nats / point)")
     ax_kl.set_title("LS-VAE: KL over training (0 = collapsed)")
+    return fig
+
+
+def manifold_study_figures(results: Sequence[Mapping[str, Any]]) -> dict[str, Figure]:
+    """Figures of :mod:`pyro_lvae.studies.manifold`: reconstructions and generations per variant
+    (seed 0), loss parts for a fixed and a learned sigma, LS-VAE's sigma over training, and the
+    ELBO of every seed per variant."""
+    by_variant: dict[str, list[Mapping[str, Any]]] = {}
+    for r in results:
+        by_variant.setdefault(r["variant"], []).append(r)
+    order = list(by_variant)
+    figs: dict[str, Figure] = {}
+    rows = [{"title": v, "data": f["data"], "reconstructions": f["rec"], "samples": f["samples"],
+             "means": f["means"]}
+            for v in order for r in by_variant[v] if r["seed"] == 0 and (f := r.get("figure"))]
+    if rows:
+        figs["variants.png"] = points_figure(rows)
+    seed0 = {v: r for v in order for r in by_variant[v] if r["seed"] == 0}
+    fixed = sorted((v for v in seed0 if v.startswith("F-VAE")),
+                   key=lambda v: abs(np.log(float(v.split("=")[1]) / 0.05)))
+    pair = {v: seed0[v]["trace"] for v in fixed[:1] + [v for v in ("LS-VAE",) if v in seed0]}
+    if pair:
+        figs["training.png"] = training_figure(pair, window=20)
+    ls = by_variant.get("LS-VAE", [])
+    if ls:
+        fig = Figure(figsize=(11, 4), layout="constrained")
+        ax, ax_loss = fig.subplots(1, 2)
+        for r in ls:
+            t = r["trace"]
+            ax.plot(t["step"], t["sigma"], lw=1, label=f"seed {r['seed']}")
+            ax_loss.plot(t["step"], smooth(-np.asarray(t["loss"]), 20), lw=1)
+        ax.set_yscale("log")
+        _plain_log_ticks(ax.yaxis)
+        ax.set_xlabel("step")
+        ax.set_title("LS-VAE: learned sigma over training")
+        ax.legend(fontsize=7, ncol=2)
+        ax_loss.set_xlabel("step")
+        ax_loss.set_title("LS-VAE: training ELBO per point (smoothed)")
+        ax_loss.set_ylim(np.nanpercentile(-np.concatenate([np.asarray(r["trace"]["loss"])
+                                                           for r in ls]), [1, 100]))
+        figs["sigma.png"] = fig
+    fig = Figure(figsize=(max(6, 0.8 * len(order)), 4), layout="constrained")
+    ax = fig.subplots()
+    for i, v in enumerate(order):
+        values = [r["elbo"] for r in by_variant[v]]
+        ax.plot(np.full(len(values), i) + np.linspace(-0.15, 0.15, len(values)), values, "o",
+                ms=4)
+        ax.plot([i - 0.3, i + 0.3], [np.mean(values)] * 2, "k-", lw=1)
+    ax.set_xticks(range(len(order)))
+    ax.set_xticklabels(order, rotation=35, ha="right", fontsize=8)
+    ax.set_ylabel("held-out ELBO (nats / point)")
+    ax.set_title("every seed (dots) and the mean (bar) of each variant")
+    figs["seeds.png"] = fig
+    return figs
+
+
+def collapse_figure(results: Sequence[Mapping[str, Any]], title: str) -> Figure:
+    """KL and sigma over training for each setting of the collapse study (one curve): a
+    column per setting, LS-VAE in blue, LV-VAE in orange, one line per seed."""
+    settings = list(dict.fromkeys(r["setting"] for r in results))
+    fig = Figure(figsize=(3.2 * len(settings), 6), layout="constrained")
+    axes = np.atleast_2d(fig.subplots(2, len(settings), sharex=True, sharey="row"))
+    colors = {"learned-scalar": DATA, "learned-vector": MEAN}
+    names = {"learned-scalar": "LS-VAE", "learned-vector": "LV-VAE"}
+    for j, setting in enumerate(settings):
+        seen = set()
+        for r in results:
+            if r["setting"] != setting:
+                continue
+            label = names[r["variant"]] if r["variant"] not in seen else None
+            seen.add(r["variant"])
+            axes[0, j].plot(r["trace_step"], r["trace_kl"], c=colors[r["variant"]], lw=1,
+                            label=label)
+            axes[1, j].plot(r["trace_step"], r["trace_sigma"], c=colors[r["variant"]], lw=1)
+        axes[0, j].set_title(setting)
+        axes[1, j].set_xlabel("step")
+        axes[1, j].set_yscale("log")
+    axes[0, 0].set_ylabel("KL per point (smoothed)")
+    axes[1, 0].set_ylabel("sigma (mean)")
+    axes[0, 0].legend(fontsize=7)
+    fig.suptitle(f"collapsed start on {title}")
     return fig

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-REGISTERED = ["artificial_2d.py", "plain_pyro.py"]
+REGISTERED = ["artificial_2d.py", "plain_pyro.py", "reproduce_manifold.py"]
 
 
 def test_every_example_is_registered():
@@ -36,3 +36,11 @@ def test_plain_pyro_smoke(capsys):
     sigma = module.main(module.parser().parse_args(["--smoke"]))
     assert sigma < 1.0  # the learned sigma moved down from its start
     assert "posterior std of z" in capsys.readouterr().out
+
+
+def test_reproduce_manifold_smoke(tmp_path):
+    module = _load("reproduce_manifold.py")
+    verdicts = module.main(module.parser().parse_args(["--smoke", "--workers", "1",
+                                                       "--out", str(tmp_path)]))
+    assert [v[0][:3] for v in verdicts] == ["(a)", "(b)", "(c)", "(d)", "(e)"]
+    assert (tmp_path / "reproduction.md").exists()

@@ -49,8 +49,8 @@ def test_theory_command_writes_figure_and_table(tmp_path, capsys):
 
 
 def test_sphere_command_small_run(tmp_path):
-    argv = ["sphere", "--quick", "--dims", "2", "--steps", "30", "--hidden", "8", "--blocks", "1",
-            "--workers", "1", "--out", str(tmp_path), "--quiet"]
+    argv = ["reproduce", "sphere", "--quick", "--dims", "2", "--steps", "30", "--hidden", "8",
+            "--blocks", "1", "--workers", "1", "--out", str(tmp_path), "--quiet"]
     assert main(argv) == 0
     for name in ("sphere.md", "sphere.csv", "runs.csv", "sphere-d2.png"):
         assert (tmp_path / name).exists(), name
@@ -58,9 +58,12 @@ def test_sphere_command_small_run(tmp_path):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["sphere", "--dims", "2,x"], "--dims"),
-    (["sphere", "--dims", "0"], "--dims"),
-    (["sphere", "--steps", "0"], "--steps"),
+    (["reproduce", "sphere", "--dims", "2,x"], "--dims"),
+    (["reproduce", "sphere", "--dims", "0"], "--dims"),
+    (["reproduce", "sphere", "--steps", "0"], "--steps"),
+    (["reproduce", "collapse", "--dims", "2"], "sphere study only"),
+    (["reproduce", "sphere", "--beta-schedule", "1"], "manifold study only"),
+    (["reproduce", "manifold", "--beta-schedule", "warm"], "unknown beta schedule"),
     (["theory", "--radius", "-1"], "radius"),
 ])
 def test_study_command_errors(tmp_path, capsys, argv, message):

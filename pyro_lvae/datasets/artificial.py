@@ -30,8 +30,8 @@ import torch
 
 from ..errors import ConfigError
 
-__all__ = ["manifold2d", "manifold2d_noise_profile", "sphere", "MANIFOLD_NOISE",
-           "MANIFOLD_REGIONS"]
+__all__ = ["manifold2d", "manifold2d_curve", "manifold2d_noise_profile", "distance_to_curve",
+           "spiral2d", "spiral2d_curve", "sphere", "MANIFOLD_NOISE", "MANIFOLD_REGIONS"]
 
 #: noise standard deviation per region
 MANIFOLD_NOISE: tuple[float, float, float] = (0.05, 0.01, 0.20)
@@ -68,9 +68,44 @@ def manifold2d(
     eps = torch.randn(n, 2, generator=generator, dtype=dtype)
     region = torch.clamp((s * 3).long(), max=2)
     noise = torch.tensor(MANIFOLD_NOISE, dtype=dtype)[region]
-    t = 4 * s - 2
-    x = torch.stack([t, torch.cos(math.pi * t)], dim=-1) + noise[:, None] * eps
+    x = manifold2d_curve(s) + noise[:, None] * eps
     return (x, region) if return_region else x
+
+
+def manifold2d_curve(s: torch.Tensor) -> torch.Tensor:
+    """The noiseless curve ``c(s) = (4 s - 2, cos(pi (4 s - 2)))`` at parameters ``s``."""
+    t = 4 * s - 2
+    return torch.stack([t, torch.cos(math.pi * t)], dim=-1)
+
+
+def distance_to_curve(points: torch.Tensor, curve=manifold2d_curve,
+                      resolution: int = 4000) -> torch.Tensor:
+    """Euclidean distance of each point to a parametrised curve ``curve(s)``, ``s`` in [0, 1]
+    (by a dense search over ``resolution`` curve points; accurate to about
+    ``length / resolution``)."""
+    grid = curve(torch.linspace(0, 1, resolution, dtype=points.dtype, device=points.device))
+    out = [torch.cdist(chunk, grid).min(dim=1).values for chunk in points.split(2048)]
+    return torch.cat(out) if out else points.new_zeros(0)
+
+
+def spiral2d(n: int, generator: torch.Generator | None = None,
+             dtype: torch.dtype | None = None) -> torch.Tensor:
+    """A second curve, smaller than the data scale of sigma = 1: two turns of a spiral,
+    ``s ~ U(0, 1)``, angle ``4 pi s``, radius ``0.15 + 0.6 s``, with isotropic noise of standard
+    deviation 0.02. Each coordinate has a standard deviation of about 0.34, a third of the usual
+    initial sigma, so a learned sigma starts far above the collapsed solution's own scale."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ConfigError(f"Expected n to be an integer >= 1 but got {n!r}")
+    dtype = dtype or torch.get_default_dtype()
+    s = torch.rand(n, generator=generator, dtype=dtype)
+    eps = torch.randn(n, 2, generator=generator, dtype=dtype)
+    return spiral2d_curve(s) + 0.02 * eps
+
+
+def spiral2d_curve(s: torch.Tensor) -> torch.Tensor:
+    """The noiseless spiral of :func:`spiral2d` at parameters ``s``."""
+    angle, radius = 4 * math.pi * s, 0.15 + 0.6 * s
+    return torch.stack([radius * torch.cos(angle), radius * torch.sin(angle)], dim=-1)
 
 
 def manifold2d_noise_profile() -> tuple[torch.Tensor, torch.Tensor]:
