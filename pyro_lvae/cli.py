@@ -28,7 +28,7 @@ from . import __version__
 from .annealing import parse_schedule
 from .datasets import manifold2d
 from .errors import CheckpointError, ConfigError, LVAEError
-from .io import atomic_write_text
+from .io import atomic_write_text, save_figure
 from .observations import (
     OBSERVATIONS,
     FixedScale,
@@ -87,7 +87,7 @@ def _write_json(data: dict[str, Any], path: Path) -> None:
 
 
 def _save_figure(fig, path: Path) -> None:
-    fig.savefig(path, dpi=80)
+    save_figure(fig, path, dpi=80)
 
 
 def _train_run(vae: VAE, run: Path, settings: dict[str, Any], resume: bool,
@@ -98,6 +98,7 @@ def _train_run(vae: VAE, run: Path, settings: dict[str, Any], resume: bool,
         lr=settings["lr"], beta=parse_schedule(settings["beta_schedule"]),
         device=settings["device"], seed=settings["seed"], progress=progress, out=run,
         checkpoint_every=settings.get("checkpoint_every"), resume=resume,
+        on_divergence=settings.get("on_divergence", "stop"),
     )
     seconds = time.perf_counter() - t0
     history.to_csv(run / "history.csv")
@@ -151,6 +152,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             "steps": args.steps if args.steps is not None else 5000,
             "batch_size": args.batch_size, "lr": args.lr, "beta_schedule": args.beta_schedule,
             "device": args.device, "seed": args.seed, "checkpoint_every": args.checkpoint_every,
+            "on_divergence": args.on_divergence,
         }
         try:
             run.mkdir(parents=True, exist_ok=True)
@@ -246,7 +248,7 @@ def cmd_theory(args: argparse.Namespace) -> int:
     out = _make_dir(Path(args.out))
     sigma_c = theory.critical_sigma(args.radius, args.dim)
     fig = theory_figure(args.dim, args.radius)
-    fig.savefig(out / "theory.png", dpi=90)
+    save_figure(fig, out / "theory.png", dpi=90)
     ratios = [0.1, 0.25, 0.5, 0.8, 0.95, 1.0, 1.25, 2.0]
     r = theory.optimal_radius([q * sigma_c for q in ratios], args.radius, args.dim)
     lines = [f"Theorem 1, d = {args.dim}, R = {args.radius:g}: sigma_c = R / sqrt(d) = "
@@ -387,6 +389,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     train.add_argument("--checkpoint-every", type=int, default=1000,
                        help="steps between checkpoints (default 1000)")
+    train.add_argument("--on-divergence", choices=("stop", "rollback"), default="stop",
+                       help="when the loss turns NaN/Inf: stop with a diagnosis (default), or "
+                            "roll back to the last good check and halve the learning rate (at "
+                            "most 3 times)")
     train.add_argument("--out", metavar="DIR", default=None, help="run folder to create")
     train.add_argument("--resume", metavar="DIR", default=None,
                        help="continue the run in DIR from its last checkpoint (its settings "

@@ -8,6 +8,8 @@ pickled code.
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import pickle
 import tempfile
@@ -19,7 +21,7 @@ import torch
 
 from .errors import CheckpointError
 
-__all__ = ["atomic_save", "safe_load", "atomic_write_text"]
+__all__ = ["atomic_save", "safe_load", "atomic_write_text", "write_csv", "save_figure"]
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -58,6 +60,25 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
 def atomic_write_text(text: str, path: str | os.PathLike) -> Path:
     """Write a text file atomically."""
     return _atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def write_csv(rows: list[dict[str, Any]], path: str | os.PathLike) -> Path:
+    """Write dictionaries as CSV rows, atomically. Columns: the keys of the first row whose
+    values are not lists or dicts (nested data stays out of tables)."""
+    columns = [k for k, v in rows[0].items() if not isinstance(v, (dict, list))] if rows else []
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore",
+                            lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return atomic_write_text(buffer.getvalue(), path)
+
+
+def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 80) -> Path:
+    """Save a matplotlib figure atomically (the format follows the file name)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=dpi, format=Path(path).suffix.lstrip(".") or "png")
+    return _atomic_write(path, lambda f: f.write(buffer.getvalue()))
 
 
 def safe_load(path: str | os.PathLike, map_location: Any = None) -> Any:

@@ -16,6 +16,7 @@ the random states, so that ``fit(..., resume=True)`` continues a run exactly whe
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import logging
@@ -37,7 +38,7 @@ from tqdm.auto import tqdm
 from .annealing import Constant, Schedule, scale_latents
 from .elbo import elbo_terms, scale_stats
 from .errors import CheckpointError, ConfigError, DataError, TrainingDiverged
-from .io import atomic_save, safe_load
+from .io import atomic_save, safe_load, write_csv
 from .vae import _CHECKPOINT_FORMAT, VAE
 
 __all__ = ["fit", "History", "resolve_device", "CHECKPOINT_NAME"]
@@ -96,13 +97,10 @@ class History:
         return h
 
     def to_csv(self, path: str | os.PathLike) -> None:
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp")
-        with open(tmp, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(self.COLUMNS)
-            w.writerows(zip(*(self[c].tolist() for c in self.COLUMNS), strict=True))
-        os.replace(tmp, path)
+        """Write the history as CSV (atomically)."""
+        columns = {c: self[c].tolist() for c in self.COLUMNS}
+        write_csv([dict(zip(self.COLUMNS, row, strict=True))
+                   for row in zip(*columns.values(), strict=True)], path)
 
     @classmethod
     def from_csv(cls, path: str | os.PathLike) -> History:
@@ -116,7 +114,11 @@ class History:
                 f"{path} is not a pyro-lvae history (expected columns {', '.join(cls.COLUMNS)})"
             )
         h = cls()
-        h.extend({c: [float(r[c]) for r in rows] for c in cls.COLUMNS})
+        try:
+            h.extend({c: [float(r[c]) for r in rows] for c in cls.COLUMNS})
+        except (TypeError, ValueError):
+            raise CheckpointError(f"{path} has a missing or non-numeric value in a pyro-lvae "
+                                  f"history column") from None
         return h
 
     def __repr__(self) -> str:
@@ -318,6 +320,8 @@ def fit(
     resume: bool = False,
     check_every: int = 100,
     validate: bool = False,
+    on_divergence: str = "stop",
+    max_rollbacks: int = 3,
 ) -> History:
     """Train ``vae`` by stochastic variational inference; return the per-step :class:`History`.
 
@@ -344,6 +348,11 @@ def fit(
     :param bool resume: continue from ``out/checkpoint.pt`` if it exists
     :param int check_every: steps between reads of the losses (finiteness check, progress)
     :param bool validate: keep Pyro's distribution validation on during training (slower)
+    :param str on_divergence: ``"stop"`` raises :class:`~pyro_lvae.errors.TrainingDiverged`
+        when the loss or the parameters become NaN/Inf; ``"rollback"`` restores the last good
+        check (parameters and optimiser state), halves the learning rate and goes on, up to
+        ``max_rollbacks`` times (torch optimisers only)
+    :param int max_rollbacks: rollbacks allowed before giving up with ``TrainingDiverged``
     """
     for name, value in (("steps", steps), ("batch_size", batch_size), ("check_every", check_every)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -360,6 +369,9 @@ def fit(
         scale_latents(beta)  # validates the number
     if resume and out is None:
         raise ConfigError("resume=True needs out= (the run folder holding checkpoint.pt)")
+    if on_divergence not in ("stop", "rollback"):
+        raise ConfigError(f"Expected on_divergence to be 'stop' or 'rollback' but got "
+                          f"{on_divergence!r}")
 
     device = resolve_device(device)
     vae.to(device)
@@ -370,6 +382,9 @@ def fit(
     batches = _make_batches(data, vae, batch_size, generator, device)
     opt = _make_optimizer(optimizer, vae, lr)
     svi = None
+    if isinstance(opt, pyro.optim.PyroOptim) and on_divergence == "rollback":
+        raise ConfigError("on_divergence='rollback' needs a torch optimiser (it lowers the "
+                          "learning rate of its parameter groups), not a pyro.optim one")
     if isinstance(opt, pyro.optim.PyroOptim):
         loss = elbo if elbo is not None else pyro.infer.Trace_ELBO()
         svi = SVI(vae.model, vae.guide, opt, loss=loss)
@@ -383,6 +398,9 @@ def fit(
         except OSError as e:
             raise CheckpointError(f"cannot create output folder {out_dir}: {e.strerror}") from None
     ckpt_path = out_dir / CHECKPOINT_NAME if out_dir is not None else None
+    if ckpt_path is not None:  # temporary files of a write that was killed
+        for stale in out_dir.glob(f".{CHECKPOINT_NAME}.*.tmp"):
+            stale.unlink(missing_ok=True)
     if resume and ckpt_path.exists():
         start, history = _restore(ckpt_path, vae, opt, batches, generator, device)
         logger.info("resumed from %s at step %d", ckpt_path, start)
@@ -412,7 +430,8 @@ def fit(
         progress = sys.stderr.isatty()
     bar = tqdm(total=steps, initial=start, disable=not progress, desc="training", unit="step",
                dynamic_ncols=True)
-    snapshot = {k: v.detach().clone() for k, v in vae.state_dict().items()}
+    snapshot = _snapshot(vae, opt, svi)
+    rollbacks = 0
     # per-step values stay on the device until a check point reads them all at once
     chunk: dict[str, list[torch.Tensor]] = {c: [] for c in _DEVICE_COLUMNS}
     betas: list[float] = []
@@ -422,7 +441,8 @@ def fit(
     x = None
     try:
         with pyro.validation_enabled(validate):
-            for step in range(start, steps):
+            step = start
+            while step < steps:
                 x = batches()
                 b = schedule(step)
                 vae.observation.set_step(step)
@@ -455,7 +475,7 @@ def fit(
                     stats = (nan, nan, nan)
                 for key, value in zip(("sigma", "sigma_min", "sigma_max"), stats, strict=True):
                     chunk[key].append(value)
-                done = step + 1
+                done = step = step + 1
                 if done % check_every and done != steps:
                     continue
                 # ---- check point: one host synchronisation ----
@@ -466,24 +486,54 @@ def fit(
                     [torch.isfinite(p).all() for p in vae.parameters()]).all())
                 if not (bool(finite.all()) and params_finite):
                     bad = chunk_start + int((~finite).nonzero()[0]) if not finite.all() else done
-                    vae.load_state_dict(snapshot)
-                    raise TrainingDiverged(_diagnose(vae, x, bad, rows))
+                    _restore_snapshot(snapshot, vae, opt, svi)
+                    message = _diagnose(vae, x, bad, rows)
+                    if on_divergence == "stop" or rollbacks >= max_rollbacks:
+                        raise TrainingDiverged(message + (
+                            f" (after {rollbacks} rollback(s))" if rollbacks else ""))
+                    rollbacks += 1
+                    for group in opt.param_groups:
+                        group["lr"] *= 0.5
+                    logger.warning("%s; rolled back to step %d with learning rate %.3g",
+                                   message.split(":")[0], chunk_start,
+                                   opt.param_groups[0]["lr"])
+                    chunk = {c: [] for c in chunk}
+                    betas = []
+                    step = chunk_start
+                    continue
                 rows["beta"] = torch.tensor(betas, dtype=torch.float64)
                 rows["step"] = torch.arange(chunk_start, done)
                 history.extend({k: v.numpy() for k, v in rows.items()})
                 chunk = {c: [] for c in chunk}
                 betas = []
                 chunk_start = done
-                snapshot = {k: v.detach().clone() for k, v in vae.state_dict().items()}
+                snapshot = _snapshot(vae, opt, svi)
                 bar.update(done - bar.n)
-                bar.set_postfix(loss=f"{history['loss'][-1]:.4g}",
-                                sigma=f"{history['sigma'][-1]:.4g}", refresh=False)
+                bar.set_postfix(loss=f"{float(rows['loss'][-1]):.4g}",
+                                sigma=f"{float(rows['sigma'][-1]):.4g}", refresh=False)
                 if ckpt_path is not None and (done == steps or (every and done % every == 0)):
                     save_checkpoint(done)
     finally:
         bar.close()
     logger.info("trained %d steps in %.1f s", steps - start, time.perf_counter() - t0)
     return history
+
+
+def _snapshot(vae: VAE, opt, svi) -> dict[str, Any]:
+    """An in-memory copy of the parameters (and the torch optimiser's state) at a good check."""
+    state = {"model": {k: v.detach().clone() for k, v in vae.state_dict().items()}}
+    if svi is None:
+        state["optimizer"] = copy.deepcopy(opt.state_dict())
+    return state
+
+
+def _restore_snapshot(snapshot: dict[str, Any], vae: VAE, opt, svi) -> None:
+    vae.load_state_dict(snapshot["model"])
+    if svi is None:
+        lrs = [g["lr"] for g in opt.param_groups]
+        opt.load_state_dict(snapshot["optimizer"])
+        for group, lr in zip(opt.param_groups, lrs, strict=True):  # keep lowered rates
+            group["lr"] = lr
 
 
 def _restore(path: Path, vae: VAE, opt, batches, generator, device) -> tuple[int, History]:

@@ -179,29 +179,6 @@ def test_nan_parameters_after_the_last_step_of_a_check_are_caught(tmp_path):
     assert not (tmp_path / CHECKPOINT_NAME).exists()  # nothing poisoned was written
 
 
-@pytest.mark.parametrize(
-    "data_arg, kwargs, error, message",
-    [
-        (torch.full((10, 2), float("nan")), {}, lv.DataError, "NaN"),
-        (torch.randn(10, 3), {}, lv.DataError, "shape"),
-        (torch.zeros(0, 2), {}, lv.DataError, "empty"),
-        (np.zeros((10, 2), dtype=np.int64), {}, lv.DataError, "astype"),
-        ("data.csv", {}, lv.DataError, "load it first"),
-        ({"x": 1}, {}, lv.DataError, "yielded a str"),
-        (torch.randn(10, 2), {"steps": 0}, lv.ConfigError, "steps"),
-        (torch.randn(10, 2), {"lr": -1.0}, lv.ConfigError, "lr"),
-        (torch.randn(10, 2), {"beta": -1.0}, lv.ConfigError, "beta"),
-        (torch.randn(10, 2), {"resume": True}, lv.ConfigError, "out="),
-        (torch.randn(10, 2), {"device": "tpu"}, lv.ConfigError, "device"),
-    ],
-)
-def test_fit_bad_input(data_arg, kwargs, error, message):
-    args = {"steps": 3}
-    args.update(kwargs)
-    with pytest.raises(error, match=message):
-        lv.fit(tiny(), data_arg, **args)
-
-
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only message")
 def test_cuda_without_cuda_is_a_clear_error():
     with pytest.raises(lv.ConfigError, match="CUDA is not available"):

@@ -113,13 +113,6 @@ def test_hand_assembled_vae_saves_and_loads_state(tmp_path):
     assert torch.equal(other.model.decoder.weight, dec.weight)
 
 
-def test_load_refuses_a_checkpoint_of_another_configuration(tmp_path):
-    tiny().save(tmp_path / "a.pt")
-    bigger = lv.mlp_vae(2, 2, lv.LearnedScalarScale(), hidden=16, blocks=1)
-    with pytest.raises(lv.CheckpointError, match="different configuration"):
-        bigger.load_state(tmp_path / "a.pt")
-
-
 def test_to_moves_everything_and_keeps_param_store_in_sync():
     vae = tiny()
     x = torch.randn(4, 2)
@@ -144,42 +137,11 @@ def test_fixed_star_builds_a_fresh_fixed_model_at_the_learned_sigma():
         lv.fixed_star(tiny(lv.FixedScale(1.0)))
 
 
-@pytest.mark.parametrize(
-    "x, message",
-    [
-        (torch.tensor([[float("nan"), 0.0]]), "NaN"),
-        (torch.tensor([[float("inf"), 0.0]]), "infinite"),
-        (torch.randn(4, 3), "shape"),
-        (torch.randn(4), "shape"),
-        (torch.zeros(0, 2), "empty"),
-        (torch.zeros(4, 2, dtype=torch.long), "floating-point"),
-        (torch.zeros(4, 2, dtype=torch.float64), "float64"),
-        ([[0.0, 1.0]], "torch.Tensor"),
-    ],
-)
-def test_bad_data_gets_a_clear_error(x, message):
-    vae = tiny()
-    with pytest.raises(lv.DataError, match=message):
-        Trace_ELBO().loss(vae.model, vae.guide, x)
-
-
 def test_decoder_of_the_wrong_width_is_named():
     enc = lv.GaussianEncoder(torch.nn.Linear(2, 4), 2)
     vae = lv.VAE(enc, torch.nn.Linear(2, 2), 2, lv.LearnedVectorScale(), data_shape=2)
     with pytest.raises(lv.ConfigError, match="2 output"):
         vae.sample(3)
-
-
-@pytest.mark.parametrize("kw, message", [
-    ({"latent_dim": 0}, "latent_dim"),
-    ({"observation": "learned-scalar"}, "observation"),
-    ({"blocks": -1}, "blocks"),
-])
-def test_bad_constructor_arguments(kw, message):
-    args = {"data_dim": 2, "latent_dim": 2, "observation": lv.FixedScale(1.0)}
-    args.update(kw)
-    with pytest.raises(lv.ConfigError, match=message):
-        lv.mlp_vae(**args)
 
 
 @pytest.mark.cuda
@@ -189,39 +151,3 @@ def test_vae_runs_on_cuda():
     loss = Trace_ELBO().loss(vae.model, vae.guide, x)
     assert torch.isfinite(torch.tensor(loss))
     assert vae.sample(4).device.type == "cuda"
-
-
-class _Exploit:
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (open, (self.marker, "w"))  # would create the marker file if unpickled
-
-
-def test_a_pickle_crafted_to_run_code_is_refused_without_running_it(tmp_path):
-    marker = tmp_path / "pwned"
-    evil = tmp_path / "evil.pt"
-    torch.save({"format": "pyro-lvae-model", "state_dict": _Exploit(str(marker))}, evil)
-    with pytest.raises(lv.CheckpointError, match="pickled code"):
-        lv.load(evil)
-    assert not marker.exists()
-
-
-@pytest.mark.parametrize("content, message", [
-    (b"", "corrupt or truncated"),
-    (b"not a zip at all", "corrupt or truncated"),
-])
-def test_garbage_files_are_refused(tmp_path, content, message):
-    path = tmp_path / "bad.pt"
-    path.write_bytes(content)
-    with pytest.raises(lv.CheckpointError, match=message):
-        lv.load(path)
-
-
-def test_missing_file_and_non_model_file(tmp_path):
-    with pytest.raises(lv.CheckpointError, match="no such file"):
-        lv.load(tmp_path / "nope.pt")
-    torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
-    with pytest.raises(lv.CheckpointError, match="not a pyro-lvae model"):
-        lv.load(tmp_path / "other.pt")

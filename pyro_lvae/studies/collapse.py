@@ -20,7 +20,6 @@ warm 0      beta rises from 0 to 1 over the first 1000 steps
 
 from __future__ import annotations
 
-import csv
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,7 @@ import torch
 from .. import evaluate
 from ..annealing import parse_schedule
 from ..datasets import manifold2d, spiral2d
-from ..io import atomic_write_text
+from ..io import atomic_write_text, save_figure, write_csv
 from ..observations import LearnedScalarScale, LearnedVectorScale
 from ..parallel import run_jobs
 from ..plots import smooth
@@ -163,14 +162,8 @@ def write_outputs(study: CollapseStudy, results: list[dict[str, Any]], out: Path
 
     out.mkdir(parents=True, exist_ok=True)
     written = [atomic_write_text(markdown(study, results), out / "collapse.md")]
-    keys = [k for k in results[0] if not k.startswith("trace_")]
-    with open(out / "collapse.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
-        w.writeheader()
-        w.writerows(results)
-    written.append(out / "collapse.csv")
+    written.append(write_csv(results, out / "collapse.csv"))
     for curve in study.curves:
         fig = collapse_figure([r for r in results if r["curve"] == curve], curve)
-        fig.savefig(out / f"collapse-{curve}.png", dpi=75)
-        written.append(out / f"collapse-{curve}.png")
+        written.append(save_figure(fig, out / f"collapse-{curve}.png", dpi=75))
     return written

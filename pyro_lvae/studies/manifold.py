@@ -22,7 +22,6 @@ numbers (:func:`claims`).
 
 from __future__ import annotations
 
-import csv
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -35,7 +34,7 @@ import torch
 from .. import evaluate
 from ..annealing import parse_schedule
 from ..datasets import MANIFOLD_REGIONS, distance_to_curve, manifold2d
-from ..io import atomic_write_text
+from ..io import atomic_write_text, save_figure, write_csv
 from ..observations import FixedScale, LearnedScalarScale, LearnedVectorScale, ScheduledScale
 from ..parallel import run_jobs
 from ..points import EVAL_SEED
@@ -336,13 +335,7 @@ def write_outputs(study: ManifoldStudy, results: list[dict[str, Any]], out: Path
     written = [atomic_write_text(markdown(study, results), out / "reproduction.md")]
     rows = aggregate(results)
     for name, data in (("summary.csv", rows), ("runs.csv", results)):
-        keys = [k for k, v in data[0].items() if not isinstance(v, (dict, list))]
-        with open(out / name, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
-            w.writeheader()
-            w.writerows(data)
-        written.append(out / name)
+        written.append(write_csv(data, out / name))
     for name, fig in manifold_study_figures(results).items():
-        fig.savefig(out / name, dpi=75)
-        written.append(out / name)
+        written.append(save_figure(fig, out / name, dpi=75))
     return written

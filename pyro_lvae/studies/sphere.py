@@ -11,7 +11,6 @@ warm-up, to see whether a learned sigma escapes the collapsed solution.
 
 from __future__ import annotations
 
-import csv
 import math
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -25,7 +24,7 @@ import torch
 from .. import evaluate, theory
 from ..annealing import parse_schedule
 from ..datasets import sphere
-from ..io import atomic_write_text
+from ..io import atomic_write_text, save_figure, write_csv
 from ..observations import FixedScale, LearnedScalarScale
 from ..parallel import run_jobs
 from ..train import fit
@@ -189,15 +188,8 @@ def write_outputs(study: SphereStudy, results: list[dict[str, Any]], out: Path) 
             "ELBO and log p in nats per point.\n")
     written = [atomic_write_text(text, out / "sphere.md")]
     for name, data in (("sphere.csv", rows), ("runs.csv", results)):
-        keys = [k for k in data[0] if not k.startswith("trace_")]
-        with open(out / name, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
-            w.writeheader()
-            w.writerows(data)
-        written.append(out / name)
+        written.append(write_csv(data, out / name))
     for d in study.dims:
         fig = sphere_figure(d, study.radius, [r for r in results if r["dim"] == d])
-        path = out / f"sphere-d{d}.png"
-        fig.savefig(path, dpi=80)
-        written.append(path)
+        written.append(save_figure(fig, out / f"sphere-d{d}.png", dpi=80))
     return written
