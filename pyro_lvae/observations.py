@@ -4,12 +4,16 @@ An observation model turns the decoder's output into a distribution over one dat
 the full log-density (constants and ``log sigma`` included), so that the ELBOs of fixed-scale and
 learned-scale models compare directly. The variants of Berger & Sebag differ only here:
 
-================================  =============================================================
-:class:`FixedScale`               F-VAE: ``N(mu(z), sigma^2)`` with a fixed sigma (F*-VAE too)
-:class:`LearnedScalarScale`       LS-VAE (their Eq. 10): one learned sigma, a ``PyroParam``
-:class:`LearnedVectorScale`       LV-VAE (their Eq. 11): the decoder outputs a sigma per dimension
-:class:`ScheduledScale`           a fixed sigma that follows a per-step schedule
-================================  =============================================================
+=====================================  ========================================================
+:class:`FixedScale`                    F-VAE: ``N(mu(z), sigma^2)`` with a fixed sigma (F*-VAE)
+:class:`LearnedScalarScale`            LS-VAE (their Eq. 10): one learned sigma, a ``PyroParam``
+:class:`LearnedChannelScale`           a learned sigma per channel (image channel, table column)
+:class:`LearnedVectorScale`            LV-VAE (their Eq. 11): the decoder outputs a sigma per
+                                       dimension (per pixel for images)
+:class:`ScheduledScale`                a fixed sigma that follows a per-step schedule
+:class:`BernoulliObservation`          Bernoulli logits, for binary data only
+:class:`ContinuousBernoulliObservation`  continuous Bernoulli, for data in [0, 1]
+=====================================  ========================================================
 
 Learned scales are floored at ``min_scale``: on constant or quantised dimensions the Normal
 likelihood is unbounded as sigma -> 0, and an unfloored per-dimension sigma shrinks until the
@@ -22,6 +26,7 @@ loss turns NaN. The floor keeps the likelihood bounded; set it near the data's q
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -32,17 +37,23 @@ import torch.nn.functional as F
 from pyro.distributions import constraints
 from pyro.nn import PyroModule, PyroParam
 
-from .errors import ConfigError
+from .errors import ConfigError, DataError
 
 __all__ = [
     "Observation",
     "FixedScale",
     "LearnedScalarScale",
+    "LearnedChannelScale",
     "LearnedVectorScale",
     "ScheduledScale",
+    "BernoulliObservation",
+    "ContinuousBernoulliObservation",
     "observation_from_config",
     "OBSERVATIONS",
 ]
+
+
+_instances = itertools.count()
 
 
 def _positive(name: str, value: Any) -> float:
@@ -78,6 +89,11 @@ class Observation(PyroModule):
     outputs_per_channel: int = 1
     #: short name used by the command line and in saved configurations
     kind: str = ""
+
+    def __init__(self) -> None:
+        # a unique root name, so that two observation models used on their own never share a
+        # param-store entry; a parent PyroModule (the VAE's model) renames it on assignment
+        super().__init__(f"{self.kind or 'observation'}{next(_instances)}")
 
     def forward(self, output: torch.Tensor, event_dim: int) -> dist.TorchDistribution:
         """Return ``p(x | z)`` given the decoder output for ``z``.
@@ -161,6 +177,40 @@ class LearnedScalarScale(Observation):
 
     def config(self) -> dict[str, Any]:
         return {"kind": self.kind, "init_scale": self.init_scale, "min_scale": self.min_scale}
+
+
+class LearnedChannelScale(Observation):
+    """A learned sigma per channel: the first event axis (an image's colour channels, a table's
+    columns), shared over the rest (the pixels). A ``PyroParam`` of shape ``(channels,)``,
+    floored like :class:`LearnedScalarScale`; it does not depend on ``z``.
+
+    :param int channels: size of the first event axis
+    :param float init_scale: initial sigma of every channel
+    :param float min_scale: floor on every sigma
+    """
+
+    kind = "learned-channel"
+
+    def __init__(self, channels: int, init_scale: float = 1.0, min_scale: float = 1e-3) -> None:
+        super().__init__()
+        if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
+            raise ConfigError(f"Expected channels to be an integer >= 1 but got {channels!r}")
+        self.channels = channels
+        self.init_scale, self.min_scale = _init_and_floor(init_scale, min_scale)
+        self.scale = PyroParam(torch.full((channels,), self.init_scale),
+                               constraints.greater_than(self.min_scale), event_dim=1)
+
+    def forward(self, output: torch.Tensor, event_dim: int) -> dist.TorchDistribution:
+        channels = output.shape[output.dim() - event_dim]
+        if channels != self.channels:
+            raise ConfigError(f"LearnedChannelScale has {self.channels} channel(s) but the data "
+                              f"have {channels}")
+        scale = self.scale.to(output.dtype).reshape((channels,) + (1,) * (event_dim - 1))
+        return _normal(output, scale, event_dim)
+
+    def config(self) -> dict[str, Any]:
+        return {"kind": self.kind, "channels": self.channels, "init_scale": self.init_scale,
+                "min_scale": self.min_scale}
 
 
 class LearnedVectorScale(Observation):
@@ -248,9 +298,57 @@ class ScheduledScale(Observation):
         return f"steps={s.numel()}, first={float(s[0]):.4g}, last={float(s[-1]):.4g}"
 
 
+class BernoulliObservation(Observation):
+    """``p(x | z) = Bernoulli(logits = decoder(z))``, for binary data (0 or 1) only.
+
+    Non-binary data are refused (with Pyro's validation on, and by :func:`pyro_lvae.fit` on the
+    first batch): a Bernoulli likelihood on grey levels is not a density of those data.
+    Binarise them (:class:`pyro_lvae.datasets.Binarize`) or use
+    :class:`ContinuousBernoulliObservation` or a Normal model.
+    """
+
+    kind = "bernoulli"
+
+    def forward(self, output: torch.Tensor, event_dim: int) -> dist.TorchDistribution:
+        return dist.Bernoulli(logits=output).to_event(event_dim)
+
+    def check_support(self, x: torch.Tensor) -> None:
+        if not bool(((x == 0) | (x == 1)).all()):
+            raise DataError(
+                "the Bernoulli observation model needs binary data (0 or 1) but got other "
+                "values; binarise the data (for instance x > 0.5) or use "
+                "ContinuousBernoulliObservation or a Normal model for grey levels"
+            )
+
+    def config(self) -> dict[str, Any]:
+        return {"kind": self.kind}
+
+
+class ContinuousBernoulliObservation(Observation):
+    """``p(x | z) = ContinuousBernoulli(logits = decoder(z))`` (Loaiza-Ganem & Cunningham 2019):
+    a normalised density on [0, 1], for grey levels scaled to [0, 1]."""
+
+    kind = "continuous-bernoulli"
+
+    def forward(self, output: torch.Tensor, event_dim: int) -> dist.TorchDistribution:
+        return dist.ContinuousBernoulli(logits=output).to_event(event_dim)
+
+    def check_support(self, x: torch.Tensor) -> None:
+        if not bool(((x >= 0) & (x <= 1)).all()):
+            raise DataError(
+                f"the continuous Bernoulli observation model needs data in [0, 1] but got values "
+                f"in [{float(x.min()):.3g}, {float(x.max()):.3g}]; scale the data to [0, 1]"
+            )
+
+    def config(self) -> dict[str, Any]:
+        return {"kind": self.kind}
+
+
 #: observation models by their command-line name
 OBSERVATIONS: dict[str, type[Observation]] = {
-    cls.kind: cls for cls in (FixedScale, LearnedScalarScale, LearnedVectorScale, ScheduledScale)
+    cls.kind: cls for cls in (FixedScale, LearnedScalarScale, LearnedChannelScale,
+                              LearnedVectorScale, ScheduledScale, BernoulliObservation,
+                              ContinuousBernoulliObservation)
 }
 
 

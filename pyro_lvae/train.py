@@ -24,7 +24,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -61,34 +61,39 @@ class History:
     COLUMNS = ("step", "loss", "reconstruction", "kl", "beta", "sigma", "sigma_min", "sigma_max")
 
     def __init__(self) -> None:
-        self._chunks: dict[str, list[np.ndarray]] = {c: [] for c in self.COLUMNS}
+        # one growable buffer per column (capacity doubles): 64 bytes a step, a few objects
+        self._buffers = {c: np.zeros(0, dtype=np.int64 if c == "step" else np.float64)
+                         for c in self.COLUMNS}
+        self._length = 0
 
     def extend(self, columns: dict[str, Any]) -> None:
-        lengths = {len(np.atleast_1d(v)) for v in columns.values()}
-        if len(lengths) != 1 or set(columns) != set(self.COLUMNS):
+        """Append rows given as one array (or list) per column."""
+        values = {c: np.asarray(columns[c]).reshape(-1) for c in columns}
+        lengths = {len(v) for v in values.values()}
+        if len(lengths) != 1 or set(values) != set(self.COLUMNS):
             raise ValueError("History.extend needs every column, all of the same length")
+        n = lengths.pop()
+        end = self._length + n
+        if end > len(self._buffers["step"]):
+            capacity = max(end, 2 * len(self._buffers["step"]), 1024)
+            for c, buf in self._buffers.items():
+                grown = np.zeros(capacity, dtype=buf.dtype)
+                grown[: self._length] = buf[: self._length]
+                self._buffers[c] = grown
         for c in self.COLUMNS:
-            dtype = np.int64 if c == "step" else np.float64
-            self._chunks[c].append(np.asarray(columns[c], dtype=dtype).reshape(-1))
+            self._buffers[c][self._length: end] = values[c]
+        self._length = end
 
     def __getitem__(self, column: str) -> np.ndarray:
-        if column not in self._chunks:
+        if column not in self._buffers:
             raise KeyError(f"no column {column!r}; columns are {', '.join(self.COLUMNS)}")
-        chunks = self._chunks[column]
-        if len(chunks) > 1:  # keep one array per column
-            self._chunks[column] = chunks = [np.concatenate(chunks)]
-        return chunks[0] if chunks else np.zeros(0)
+        return self._buffers[column][: self._length].copy()
 
     def __len__(self) -> int:
-        return len(self["step"])
-
-    def truncate(self, n: int) -> None:
-        """Keep the first ``n`` rows."""
-        for c in self.COLUMNS:
-            self._chunks[c] = [self[c][:n]]
+        return self._length
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return {c: torch.as_tensor(self[c]) for c in self.COLUMNS}
+        return {c: torch.from_numpy(self[c]) for c in self.COLUMNS}
 
     @classmethod
     def from_state_dict(cls, state: dict[str, Any]) -> History:
@@ -215,7 +220,7 @@ class _LoaderBatches:
         pass
 
 
-def _make_batches(data, vae: VAE, batch_size: int, generator, device):
+def _make_batches(data, vae: VAE, batch_size: int, generator, device, transform=None):
     dtype = vae.model.prior_loc.dtype
     if isinstance(data, np.ndarray):
         if not np.issubdtype(data.dtype, np.floating):
@@ -225,6 +230,8 @@ def _make_batches(data, vae: VAE, batch_size: int, generator, device):
             )
         data = torch.as_tensor(data, dtype=dtype)
     if isinstance(data, torch.Tensor):
+        if transform is not None:  # raw data (uint8 images): the transformed batches are checked
+            return _TensorBatches(data.to(device), batch_size, generator)
         if data.is_floating_point():  # float64 tables train a float32 model without fuss
             data = data.to(device=device, dtype=dtype)
         vae.model.check_data(data, finite=True)
@@ -322,6 +329,8 @@ def fit(
     validate: bool = False,
     on_divergence: str = "stop",
     max_rollbacks: int = 3,
+    transform: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
+    callbacks: Sequence[Callable[[int, dict[str, np.ndarray], VAE], None]] = (),
 ) -> History:
     """Train ``vae`` by stochastic variational inference; return the per-step :class:`History`.
 
@@ -353,6 +362,11 @@ def fit(
         check (parameters and optimiser state), halves the learning rate and goes on, up to
         ``max_rollbacks`` times (torch optimisers only)
     :param int max_rollbacks: rollbacks allowed before giving up with ``TrainingDiverged``
+    :param transform: applied to every batch on the device before the step, with the data
+        stream's generator: dequantisation or binarisation of images kept as ``uint8`` (see
+        :mod:`pyro_lvae.datasets`)
+    :param callbacks: functions ``f(step, rows, vae)`` called at every check with the rows of
+        history recorded since the last one (numpy arrays per column), for logging
     """
     for name, value in (("steps", steps), ("batch_size", batch_size), ("check_every", check_every)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -379,7 +393,7 @@ def fit(
         pyro.set_rng_seed(seed)
     generator = torch.Generator()
     generator.manual_seed(_data_seed(seed))
-    batches = _make_batches(data, vae, batch_size, generator, device)
+    batches = _make_batches(data, vae, batch_size, generator, device, transform)
     opt = _make_optimizer(optimizer, vae, lr)
     svi = None
     if isinstance(opt, pyro.optim.PyroOptim) and on_divergence == "rollback":
@@ -444,6 +458,11 @@ def fit(
             step = start
             while step < steps:
                 x = batches()
+                if transform is not None:
+                    x = transform(x, generator)
+                if step == start:  # every kind of data: the first batch as the model sees it
+                    vae.model.check_data(x, finite=True)
+                    vae.observation.check_support(x)
                 b = schedule(step)
                 vae.observation.set_step(step)
                 n = x.shape[0]
@@ -503,7 +522,10 @@ def fit(
                     continue
                 rows["beta"] = torch.tensor(betas, dtype=torch.float64)
                 rows["step"] = torch.arange(chunk_start, done)
-                history.extend({k: v.numpy() for k, v in rows.items()})
+                rows = {k: v.numpy() for k, v in rows.items()}
+                history.extend(rows)
+                for callback in callbacks:
+                    callback(done, rows, vae)
                 chunk = {c: [] for c in chunk}
                 betas = []
                 chunk_start = done
