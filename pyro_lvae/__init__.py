@@ -15,14 +15,17 @@ from .annealing import Constant, Cyclical, LinearWarmup, Sigmoid, parse_schedule
 from .errors import CheckpointError, ConfigError, DataError, LVAEError, TrainingDiverged
 from .nets import GaussianEncoder, ResidualMLP
 from .observations import (
+    BernoulliObservation,
+    ContinuousBernoulliObservation,
     FixedScale,
+    LearnedChannelScale,
     LearnedScalarScale,
     LearnedVectorScale,
     Observation,
     ScheduledScale,
 )
 from .train import History, fit
-from .vae import VAE, Guide, Model, fixed_star, mlp_vae, rebuild
+from .vae import VAE, Guide, Model, conv_vae, fixed_star, mlp_vae, rebuild
 
 __version__ = "0.1.0"
 
@@ -33,8 +36,10 @@ def load(path, map_location=None) -> VAE:
 
 
 __all__ = [
-    "VAE", "Model", "Guide", "mlp_vae", "fixed_star", "rebuild", "load",
-    "Observation", "FixedScale", "LearnedScalarScale", "LearnedVectorScale", "ScheduledScale",
+    "VAE", "Model", "Guide", "mlp_vae", "conv_vae", "fixed_star", "rebuild", "load",
+    "Observation", "FixedScale", "LearnedScalarScale", "LearnedChannelScale",
+    "LearnedVectorScale", "ScheduledScale", "BernoulliObservation",
+    "ContinuousBernoulliObservation",
     "scale_latents", "Constant", "LinearWarmup", "Sigmoid", "Cyclical", "parse_schedule",
     "fit", "History", "GaussianEncoder", "ResidualMLP", "datasets", "evaluate",
     "LVAEError", "ConfigError", "DataError", "CheckpointError", "TrainingDiverged",

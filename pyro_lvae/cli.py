@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 import time
 from collections.abc import Sequence
@@ -29,22 +30,15 @@ from .annealing import parse_schedule
 from .datasets import manifold2d
 from .errors import CheckpointError, ConfigError, LVAEError
 from .io import atomic_write_text, save_figure
-from .observations import (
-    OBSERVATIONS,
-    FixedScale,
-    LearnedScalarScale,
-    LearnedVectorScale,
-    Observation,
-    ScheduledScale,
-)
+from .observations import OBSERVATIONS, FixedScale, LearnedScalarScale, LearnedVectorScale
 from .plots import points_figure, training_figure
 from .points import figure_row, held_out, summarize
+from .tasks import TASKS, build_observation
 from .train import CHECKPOINT_NAME, History, fit, resolve_device
 from .vae import VAE, mlp_vae
 
 logger = logging.getLogger("pyro_lvae")
 
-DATASETS = ("manifold2d",)
 #: default KL weight of the command line: a mild warm-up from 0.5 to 1 over 1000 steps. With a
 #: learned sigma that starts at the data's own scale, the collapsed solution (KL = 0, sigma =
 #: data std) is exactly marginal when the coordinates are uncorrelated; any beta < 1 makes it
@@ -57,31 +51,6 @@ def _run_history(source: str) -> History:
     return History.from_csv(path / "history.csv" if path.is_dir() else path)
 
 
-def build_observation(obs: str, sigma: float | None, min_scale: float,
-                      sigma_from: str | None) -> Observation:
-    """The observation model named on the command line."""
-    if obs == "fixed":
-        if sigma_from is not None:  # F*-VAE: the final sigma of a learned-sigma run
-            final = float(_run_history(sigma_from)["sigma"][-1])
-            if sigma is not None:
-                raise ConfigError("give either --sigma or --sigma-from, not both")
-            return FixedScale(final)
-        return FixedScale(1.0 if sigma is None else sigma)
-    if obs == "scheduled":
-        if sigma_from is None:
-            raise ConfigError("--obs scheduled needs --sigma-from RUN (a run folder or its "
-                              "history.csv) whose sigma trajectory it replays")
-        return ScheduledScale.from_history(_run_history(sigma_from))
-    if sigma_from is not None:
-        raise ConfigError(f"--sigma-from applies to --obs fixed or scheduled, not {obs}")
-    init = {"init_scale": sigma} if sigma is not None else {}
-    if obs == "learned-scalar":
-        return LearnedScalarScale(min_scale=min_scale, **init)
-    if obs == "learned-vector":
-        return LearnedVectorScale(min_scale=min_scale, **init)
-    raise ConfigError(f"unknown --obs {obs!r}; expected one of {', '.join(OBSERVATIONS)}")
-
-
 def _write_json(data: dict[str, Any], path: Path) -> None:
     atomic_write_text(json.dumps(data, indent=2) + "\n", path)
 
@@ -90,27 +59,62 @@ def _save_figure(fig, path: Path) -> None:
     save_figure(fig, path, dpi=80)
 
 
+def _train_settings(args: argparse.Namespace, task) -> dict[str, Any]:
+    """The run's settings from the command line and the task's defaults (saved as
+    config.json; --resume reads them back)."""
+    d = task.defaults
+
+    def given(value, name):  # 0 is a value the user gave (and will be refused), not "unset"
+        return d[name] if value is None else value
+
+    s = {
+        "version": __version__, "dataset": args.dataset, "obs": args.obs,
+        "latent_dim": given(args.latent_dim, "latent_dim"), "blocks": given(args.blocks, "blocks"),
+        "batch_size": given(args.batch_size, "batch_size"), "steps": args.steps,
+        "lr": args.lr, "beta_schedule": args.beta_schedule, "device": args.device,
+        "seed": args.seed, "checkpoint_every": args.checkpoint_every,
+        "on_divergence": args.on_divergence,
+    }
+    if args.dataset == "manifold2d":
+        s.update(hidden=args.hidden, steps=given(args.steps, "steps"))
+    else:
+        s.update(width=args.width, convs=given(args.convs, "convs"),
+                 epochs=given(args.epochs, "epochs"),
+                 pixels=args.pixels or ("binarize" if args.obs == "bernoulli" else "dequantize"),
+                 data_root=args.data_root, download=args.download,
+                 num_workers=args.num_workers, eval_images=args.eval_images,
+                 iwae_images=args.iwae_images, iwae_samples=args.iwae_samples)
+    for name in ("latent_dim", "batch_size", "steps", "epochs", "eval_images", "iwae_images",
+                 "iwae_samples", "width", "convs", "hidden", "checkpoint_every"):
+        if s.get(name) is not None and s[name] < 1:
+            raise ConfigError(f"Expected --{name.replace('_', '-')} >= 1 but got {s[name]}")
+    return s
+
+
 def _train_run(vae: VAE, run: Path, settings: dict[str, Any], resume: bool,
-               progress: bool = True, title: str | None = None) -> dict[str, Any]:
+               progress: bool = True, tensorboard: str | None = None) -> dict[str, Any]:
+    task = TASKS[settings["dataset"]]
+    data, transform, steps, per_epoch = task.data(settings)
+    settings["steps"] = steps
+    every = settings.get("checkpoint_every") or per_epoch or 1000
+    callbacks = []
+    if tensorboard:
+        from .tensorboard import TensorBoardCallback
+
+        callbacks.append(TensorBoardCallback(tensorboard))
     t0 = time.perf_counter()
     history = fit(
-        vae, manifold2d, steps=settings["steps"], batch_size=settings["batch_size"],
-        lr=settings["lr"], beta=parse_schedule(settings["beta_schedule"]),
-        device=settings["device"], seed=settings["seed"], progress=progress, out=run,
-        checkpoint_every=settings.get("checkpoint_every"), resume=resume,
-        on_divergence=settings.get("on_divergence", "stop"),
+        vae, data, steps=steps, batch_size=settings["batch_size"], lr=settings["lr"],
+        beta=parse_schedule(settings["beta_schedule"]), device=settings["device"],
+        seed=settings["seed"], progress=progress, out=run, checkpoint_every=every,
+        resume=resume, on_divergence=settings.get("on_divergence", "stop"),
+        transform=transform, callbacks=callbacks,
     )
     seconds = time.perf_counter() - t0
     history.to_csv(run / "history.csv")
-    x, region = held_out()
-    summary = summarize(vae, x, region)
-    summary["steps"] = len(history)
-    summary["train_seconds"] = round(seconds, 2)
-    summary["device"] = str(vae.device)
+    summary = task.report(vae, history, run, settings)
+    summary.update(steps=len(history), train_seconds=round(seconds, 2), device=str(vae.device))
     _write_json(summary, run / "summary.json")
-    title = title or settings.get("title") or settings["obs"]
-    _save_figure(points_figure([figure_row(vae, title, x)]), run / "points.png")
-    _save_figure(training_figure({title: history}), run / "training.png")
     return summary
 
 
@@ -137,41 +141,45 @@ def cmd_train(args: argparse.Namespace) -> int:
         if (run / CHECKPOINT_NAME).exists():
             raise ConfigError(f"{run} already holds a run; continue it with --resume {run} or "
                               f"choose another --out")
-        if args.dataset not in DATASETS:
+        if args.dataset not in TASKS:
             raise ConfigError(f"unknown dataset {args.dataset!r}; expected one of "
-                              f"{', '.join(DATASETS)}")
+                              f"{', '.join(TASKS)}")
+        task = TASKS[args.dataset]
+        settings = _train_settings(args, task)
         parse_schedule(args.beta_schedule)
         resolve_device(args.device)
         pyro.set_rng_seed(args.seed)  # the initial weights
-        observation = build_observation(args.obs, args.sigma, args.min_scale, args.sigma_from)
-        vae = mlp_vae(2, args.latent_dim, observation, hidden=args.hidden, blocks=args.blocks)
-        settings = {
-            "version": __version__, "dataset": args.dataset, "obs": args.obs,
-            "observation": observation.config(), "latent_dim": args.latent_dim,
-            "hidden": args.hidden, "blocks": args.blocks,
-            "steps": args.steps if args.steps is not None else 5000,
-            "batch_size": args.batch_size, "lr": args.lr, "beta_schedule": args.beta_schedule,
-            "device": args.device, "seed": args.seed, "checkpoint_every": args.checkpoint_every,
-            "on_divergence": args.on_divergence,
-        }
+        history = _run_history(args.sigma_from) if args.sigma_from is not None else None
+        observation = build_observation(args.obs, args.sigma, args.min_scale,
+                                        task.channels(settings), history)
+        settings["observation"] = observation.config()
+        vae = task.build(settings, observation)
         try:
             run.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise CheckpointError(f"cannot create run folder {run}: {e.strerror}") from None
         _write_json(settings, run / "config.json")
         resume = False
-    summary = _train_run(vae, run, settings, resume, progress=not args.quiet)
+    summary = _train_run(vae, run, settings, resume, progress=not args.quiet,
+                         tensorboard=getattr(args, "tensorboard", None))
     print(_format_summary(settings["obs"], summary))
-    print(f"wrote {run}/: config.json history.csv {CHECKPOINT_NAME} summary.json points.png "
-          f"training.png")
+    files = ["config.json", "history.csv", CHECKPOINT_NAME, "summary.json",
+             *TASKS[settings["dataset"]].figures]
+    print(f"wrote {run}/: {' '.join(files)}")
     return 0
 
 
 def _format_summary(name: str, s: dict[str, Any]) -> str:
+    tail = f"{s['steps']} steps in {s['train_seconds']:.0f} s on {s['device']}"
+    if "elbo_nats" in s:  # images
+        bpd = s["elbo_bits_per_dim"]
+        bits = f" = {bpd:.3f} bits/dim" if math.isfinite(bpd) else ""
+        return (f"{name}: held-out ELBO {s['elbo_nats']:.1f} nats/image{bits}, IWAE "
+                f"({s['iwae_samples']} samples) {s['iwae_nats']:.1f} nats/image, spread of "
+                f"samples around their means {s['sample_spread']:.4f}; {tail}")
     sig = f"{s['sigma']:.4g}" if "sigma" in s else "-"
     return (f"{name}: held-out ELBO {s['elbo']:.3f} nats/point (reconstruction "
-            f"{s['reconstruction']:.3f}, KL {s['kl']:.3f}), sigma {sig}, {s['steps']} steps "
-            f"in {s['train_seconds']:.0f} s on {s['device']}")
+            f"{s['reconstruction']:.3f}, KL {s['kl']:.3f}), sigma {sig}, {tail}")
 
 
 #: the demo's variants: (name, folder, observation factory)
@@ -355,13 +363,18 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
 
     train = sub.add_parser("train", help="train one variant into a run folder",
-                           description="Train one VAE variant on the artificial problem. Writes "
-                           "config.json, history.csv, checkpoint.pt, summary.json and figures "
-                           "into --out.")
+                           description="Train one VAE variant on the artificial problem or on "
+                           "images. Writes config.json, history.csv, checkpoint.pt, "
+                           "summary.json and figures into --out.")
+    train.add_argument("--dataset", default="manifold2d",
+                       help=f"data: {', '.join(TASKS)} (default manifold2d)")
     train.add_argument("--obs", default="learned-scalar", choices=list(OBSERVATIONS),
-                       help="observation model: fixed (F-VAE), learned-scalar (LS-VAE), "
-                            "learned-vector (LV-VAE), scheduled (fixed sigma on a recorded "
-                            "trajectory) (default learned-scalar)")
+                       help="observation model: fixed (F-VAE; MSE training is a fixed sigma), "
+                            "learned-scalar (LS-VAE), learned-channel (a sigma per channel or "
+                            "column), learned-vector (LV-VAE: a sigma per dimension or pixel "
+                            "from the decoder), scheduled (fixed sigma on a recorded "
+                            "trajectory), bernoulli (binary data), continuous-bernoulli (data "
+                            "in [0, 1]) (default learned-scalar)")
     train.add_argument("--sigma", type=float, default=None,
                        help="fixed sigma (fixed, default 1) or initial sigma (learned-*, "
                             "default 1)")
@@ -371,24 +384,54 @@ def build_parser() -> argparse.ArgumentParser:
                             "scheduled, replay its sigma trajectory")
     train.add_argument("--min-scale", type=float, default=1e-3,
                        help="floor on a learned sigma (default 1e-3)")
-    train.add_argument("--dataset", default="manifold2d", help="data set (default manifold2d)")
-    train.add_argument("--latent-dim", type=int, default=2, help="latent dimension (default 2)")
+    train.add_argument("--latent-dim", type=int, default=None,
+                       help="latent dimension (default 2 for points, 256 for 28x28 images, "
+                            "2048 for CelebA)")
     train.add_argument("--hidden", type=int, default=200,
-                   help="units per residual block (default 200)")
-    train.add_argument("--blocks", type=int, default=4,
-                   help="residual blocks per network (default 4)")
-    train.add_argument("--steps", type=int, default=None, help="total steps (default 5000)")
-    train.add_argument("--batch-size", type=int, default=100, help="points per step (default 100)")
+                       help="points: units per residual block (default 200)")
+    train.add_argument("--blocks", type=int, default=None,
+                       help="residual blocks per network (default 4; 5 for CelebA)")
+    train.add_argument("--width", type=int, default=32,
+                       help="images: channels after the first convolution (default 32)")
+    train.add_argument("--convs", type=int, default=None,
+                       help="images: convolutions in the encoder (default 3; 4 for CelebA)")
+    train.add_argument("--steps", type=int, default=None,
+                       help="total steps (default 5000 for points; images: --epochs)")
+    train.add_argument("--epochs", type=int, default=None,
+                       help="images: passes over the training set (default 10)")
+    train.add_argument("--batch-size", type=int, default=None,
+                       help="batch size (default 100 for points, 128 for images)")
     train.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
     train.add_argument("--beta-schedule", default=DEFAULT_BETA,
                        help="weight of the KL term: a number, constant:B, linear:STEPS[:START"
                             "[:END]], sigmoid:MID[:WIDTH[:END]], cyclical:PERIOD[:RAMP[:END]] "
-                            f"(default {DEFAULT_BETA}: a mild warm-up that keeps learned sigmas "
-                            "out of the collapsed start; 1 is the paper's plain ELBO)")
+                            f"(default {DEFAULT_BETA}: a mild warm-up that keeps learned "
+                            "sigmas out of the collapsed start; 1 is the paper's plain ELBO)")
+    train.add_argument("--pixels", choices=("dequantize", "scale", "binarize"), default=None,
+                       help="images: how pixels become data: dequantize ((k + u)/256, the "
+                            "default), scale (k/255, no noise), binarize (default for "
+                            "bernoulli)")
+    train.add_argument("--data-root", default="data",
+                       help="images: folder holding MNIST/, FashionMNIST/ or celeba/ "
+                            "(default ./data)")
+    train.add_argument("--download", action="store_true",
+                       help="images: download missing files (needs a network)")
+    train.add_argument("--num-workers", type=int, default=2,
+                       help="images: DataLoader worker processes for CelebA (default 2)")
+    train.add_argument("--eval-images", type=int, default=2000,
+                       help="images: held-out images for the ELBO (default 2000)")
+    train.add_argument("--iwae-images", type=int, default=256,
+                       help="images: held-out images for the IWAE bound (default 256)")
+    train.add_argument("--iwae-samples", type=int, default=100,
+                       help="images: importance samples per image (default 100)")
+    train.add_argument("--tensorboard", metavar="DIR", default=None,
+                       help="log losses, sigma and image grids for TensorBoard into DIR "
+                            "(needs the tensorboard package)")
     train.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     train.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    train.add_argument("--checkpoint-every", type=int, default=1000,
-                       help="steps between checkpoints (default 1000)")
+    train.add_argument("--checkpoint-every", type=int, default=None,
+                       help="steps between checkpoints (default: every epoch for images, "
+                            "1000 steps for points)")
     train.add_argument("--on-divergence", choices=("stop", "rollback"), default="stop",
                        help="when the loss turns NaN/Inf: stop with a diagnosis (default), or "
                             "roll back to the last good check and halve the learning rate (at "

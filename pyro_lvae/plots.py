@@ -17,7 +17,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
 __all__ = ["points_figure", "training_figure", "theory_figure", "sphere_figure",
-           "manifold_study_figures", "collapse_figure", "smooth"]
+           "manifold_study_figures", "collapse_figure", "image_grid_figure", "sigma_map_figure",
+           "smooth"]
 
 DATA = "#1f77b4"
 MEAN = "#ff7f0e"
@@ -276,4 +277,51 @@ def collapse_figure(results: Sequence[Mapping[str, Any]], title: str) -> Figure:
     axes[1, 0].set_ylabel("sigma (mean)")
     axes[0, 0].legend(fontsize=7)
     fig.suptitle(f"collapsed start on {title}")
+    return fig
+
+
+def image_grid_figure(rows: Sequence[tuple[str, Any]], title: str = "",
+                      columns: int = 16) -> Figure:
+    """Rows of images: each row is ``(label, tensor (n, C, H, W) in [0, 1])``; the first
+    ``columns`` images of each row are shown side by side."""
+    fig = Figure(figsize=(columns * 0.75, len(rows) * 0.9 + 0.4), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(len(rows), 1))
+    for ax, (label, images) in zip(axes, rows, strict=True):
+        images = _np(images)[:columns].clip(0, 1)
+        n, c, h, w = images.shape
+        strip = np.ones((h, columns * (w + 1) - 1, c))
+        for i in range(n):
+            strip[:, i * (w + 1): i * (w + 1) + w] = images[i].transpose(1, 2, 0)
+        ax.imshow(strip.squeeze(-1) if c == 1 else strip, cmap="gray", vmin=0, vmax=1,
+                  interpolation="nearest")
+        ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def sigma_map_figure(sigma: Any, data_std: Any, title: str = "") -> Figure:
+    """The model's mean sigma per pixel beside the data's standard deviation per pixel (log
+    colour scales): constant pixels are where a learned per-pixel sigma meets its floor."""
+    from matplotlib.colors import LogNorm
+
+    sigma, data_std = _np(sigma), _np(data_std)
+    fig = Figure(figsize=(8, 3.6), layout="constrained")
+    ax1, ax2 = fig.subplots(1, 2)
+    for ax, img, name in ((ax1, sigma, "model sigma per pixel (mean over images)"),
+                          (ax2, data_std, "data standard deviation per pixel")):
+        img = img.mean(0) if img.ndim == 3 else img
+        positive = img[img > 0]
+        low = float(positive.min()) if positive.size else 1e-3
+        m = ax.imshow(np.maximum(img, low), norm=LogNorm(vmin=low, vmax=max(float(img.max()),
+                                                                            low * 10)),
+                      cmap="magma")
+        fig.colorbar(m, ax=ax, fraction=0.046)
+        ax.set_title(name, fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if title:
+        fig.suptitle(title, fontsize=10)
     return fig

@@ -14,16 +14,36 @@ from pyro_lvae.observations import observation_from_config
 D, K, N = 3, 2, 16
 
 
+FACTORIES = {
+    "fixed": lambda: lv.FixedScale(0.5),
+    "learned-scalar": lambda: lv.LearnedScalarScale(init_scale=1.0, min_scale=1e-3),
+    "learned-channel": lambda: lv.LearnedChannelScale(D),
+    "learned-vector": lambda: lv.LearnedVectorScale(min_scale=1e-3),
+    "scheduled": lambda: lv.ScheduledScale([1.0, 0.5, 0.25]),
+    "bernoulli": lambda: lv.BernoulliObservation(),
+    "continuous-bernoulli": lambda: lv.ContinuousBernoulliObservation(),
+}
+VARIANTS = list(FACTORIES)
+NORMAL = {"fixed", "learned-scalar", "learned-channel", "learned-vector", "scheduled"}
+
+
 def make(kind):
-    return {
-        "fixed": lambda: lv.FixedScale(0.5),
-        "learned-scalar": lambda: lv.LearnedScalarScale(init_scale=1.0, min_scale=1e-3),
-        "learned-vector": lambda: lv.LearnedVectorScale(min_scale=1e-3),
-        "scheduled": lambda: lv.ScheduledScale([1.0, 0.5, 0.25]),
-    }[kind]()
+    return FACTORIES[kind]()
 
 
-VARIANTS = ["fixed", "learned-scalar", "learned-vector", "scheduled"]
+def data_for(kind, device="cpu"):
+    g = torch.Generator().manual_seed(5)
+    if kind == "bernoulli":
+        return (torch.rand(N, D, generator=g) > 0.5).float().to(device)
+    if kind == "continuous-bernoulli":
+        return torch.rand(N, D, generator=g).to(device)
+    return torch.randn(N, D, generator=g).to(device)
+
+
+def test_every_observation_model_is_in_the_contract():
+    from pyro_lvae.observations import OBSERVATIONS
+
+    assert set(OBSERVATIONS) == set(VARIANTS)
 
 
 def tiny_vae(kind, device="cpu"):
@@ -31,15 +51,18 @@ def tiny_vae(kind, device="cpu"):
 
 
 @pytest.mark.parametrize("kind", VARIANTS)
-def test_contract_trace_shapes_and_full_normal_log_density(kind, device):
+def test_contract_trace_shapes_and_full_log_density(kind, device):
     vae = tiny_vae(kind, device)
-    x = torch.randn(N, D, device=device)
+    x = data_for(kind, device)
     guide_tr = pyro.poutine.trace(vae.guide).get_trace(x)
     tr = pyro.poutine.trace(pyro.poutine.replay(vae.model, trace=guide_tr)).get_trace(x)
     z_site, x_site = tr.nodes["z"], tr.nodes["x"]
     assert z_site["value"].shape == (N, K) and not z_site["is_observed"]
     assert x_site["is_observed"] and x_site["fn"].batch_shape == (N,)
     assert x_site["fn"].event_shape == (D,)
+    if kind not in NORMAL:
+        assert torch.isfinite(x_site["fn"].log_prob(x)).all()
+        return
     # the log-density is the full Normal one: constants and log sigma included
     loc = x_site["fn"].base_dist.loc
     scale = x_site["fn"].base_dist.scale
@@ -77,10 +100,10 @@ def _grads_and_change(vae, x, use_svi):
 @pytest.mark.parametrize("kind", VARIANTS)
 def test_contract_every_parameter_trains(kind, use_svi, device):
     vae = tiny_vae(kind, device)
-    x = torch.randn(N, D, device=device)
+    x = data_for(kind, device)
     _grads_and_change(vae, x, use_svi)
     names = {n for n, _ in vae.named_parameters()}
-    if kind == "learned-scalar":
+    if kind in ("learned-scalar", "learned-channel"):
         assert "model.observation.scale_unconstrained" in names
 
 

@@ -1,4 +1,5 @@
-"""Data sets: the paper's artificial problem, a second curve, and the sphere of Theorem 1."""
+"""Data sets: the paper's artificial problem, a second curve, the sphere of Theorem 1, and
+images (MNIST, Fashion-MNIST, CelebA)."""
 
 from .artificial import (
     MANIFOLD_NOISE,
@@ -11,6 +12,18 @@ from .artificial import (
     spiral2d,
     spiral2d_curve,
 )
+from .images import (
+    IMAGE_DATASETS,
+    PIXEL_TRANSFORMS,
+    Binarize,
+    CelebAFolder,
+    Dequantize,
+    Scale,
+    bits_per_dim,
+    load_images,
+)
 
-__all__ = ["manifold2d", "manifold2d_curve", "manifold2d_noise_profile", "distance_to_curve",
+__all__ = ["IMAGE_DATASETS", "PIXEL_TRANSFORMS", "Binarize", "CelebAFolder", "Dequantize",
+           "Scale", "bits_per_dim", "load_images",
+           "manifold2d", "manifold2d_curve", "manifold2d_noise_profile", "distance_to_curve",
            "spiral2d", "spiral2d_curve", "sphere", "MANIFOLD_NOISE", "MANIFOLD_REGIONS"]

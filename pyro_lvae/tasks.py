@@ -1,0 +1,190 @@
+"""What ``pyro-lvae train`` does for each kind of data: build the model, supply the data,
+evaluate the trained model and draw its figures.
+
+- :class:`PointsTask`: the artificial 2D problem (fresh points every step, residual MLPs).
+- :class:`ImageTask`: MNIST, Fashion-MNIST, CelebA (convolutional ResNets; pixels dequantised,
+  scaled or binarised per batch; held-out ELBO and IWAE in nats and bits/dim; reconstruction
+  and generation grids; the spread of samples around their means; sigma per pixel).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import evaluate
+from .datasets import IMAGE_DATASETS, PIXEL_TRANSFORMS, bits_per_dim, load_images, manifold2d
+from .errors import ConfigError
+from .io import save_figure
+from .observations import (
+    BernoulliObservation,
+    ContinuousBernoulliObservation,
+    FixedScale,
+    LearnedChannelScale,
+    LearnedScalarScale,
+    LearnedVectorScale,
+    Observation,
+    ScheduledScale,
+)
+from .plots import image_grid_figure, points_figure, sigma_map_figure, training_figure
+from .points import EVAL_SEED, figure_row, held_out, summarize
+from .train import History
+from .vae import VAE, conv_vae, mlp_vae
+
+__all__ = ["TASKS", "PointsTask", "ImageTask", "build_observation"]
+
+
+def build_observation(kind: str, sigma: float | None, min_scale: float, channels: int,
+                      history: History | None = None) -> Observation:
+    """The observation model named ``kind`` (a command-line name). ``history``: the run whose
+    final sigma (``fixed``, F*-VAE) or trajectory (``scheduled``) is used."""
+    init = {"init_scale": sigma} if sigma is not None else {}
+    if kind == "fixed":
+        if history is not None:
+            if sigma is not None:
+                raise ConfigError("give either --sigma or --sigma-from, not both")
+            return FixedScale(float(history["sigma"][-1]))
+        return FixedScale(1.0 if sigma is None else sigma)
+    if kind == "scheduled":
+        if history is None:
+            raise ConfigError("--obs scheduled needs --sigma-from RUN (a run folder or its "
+                              "history.csv) whose sigma trajectory it replays")
+        return ScheduledScale.from_history(history)
+    if history is not None:
+        raise ConfigError(f"--sigma-from applies to --obs fixed or scheduled, not {kind}")
+    if kind == "learned-scalar":
+        return LearnedScalarScale(min_scale=min_scale, **init)
+    if kind == "learned-channel":
+        return LearnedChannelScale(channels, min_scale=min_scale, **init)
+    if kind == "learned-vector":
+        return LearnedVectorScale(min_scale=min_scale, **init)
+    if sigma is not None:
+        raise ConfigError(f"--sigma does not apply to --obs {kind}")
+    if kind == "bernoulli":
+        return BernoulliObservation()
+    if kind == "continuous-bernoulli":
+        return ContinuousBernoulliObservation()
+    raise ConfigError(f"unknown observation model {kind!r}")
+
+
+class PointsTask:
+    """The paper's artificial problem, :func:`pyro_lvae.datasets.manifold2d`."""
+
+    name = "manifold2d"
+    defaults = {"latent_dim": 2, "blocks": 4, "batch_size": 100, "steps": 5000}
+
+    def build(self, s: dict[str, Any], observation: Observation) -> VAE:
+        return mlp_vae(2, s["latent_dim"], observation, hidden=s["hidden"], blocks=s["blocks"])
+
+    def channels(self, s: dict[str, Any]) -> int:
+        return 2
+
+    def data(self, s: dict[str, Any]):
+        return manifold2d, None, s["steps"], None
+
+    def report(self, vae: VAE, history: History, run: Path, s: dict[str, Any]) -> dict[str, Any]:
+        x, region = held_out()
+        summary = summarize(vae, x, region)
+        title = s["obs"]
+        save_figure(points_figure([figure_row(vae, title, x)]), run / "points.png")
+        save_figure(training_figure({title: history}), run / "training.png")
+        return summary
+
+    figures = ("points.png", "training.png")
+
+
+class ImageTask:
+    """MNIST, Fashion-MNIST or CelebA with a convolutional ResNet VAE."""
+
+    figures = ("reconstructions.png", "generations.png", "training.png")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.shape = IMAGE_DATASETS[name][2]
+        big = self.shape[1] >= 64
+        self.defaults = {"latent_dim": 2048 if big else 256, "blocks": 5 if big else 4,
+                         "convs": 4 if big else 3, "batch_size": 128, "epochs": 10}
+
+    def build(self, s: dict[str, Any], observation: Observation) -> VAE:
+        return conv_vae(self.shape, s["latent_dim"], observation, width=s["width"],
+                        convs=s["convs"], blocks=s["blocks"])
+
+    def channels(self, s: dict[str, Any]) -> int:
+        return self.shape[0]
+
+    def _transform(self, s: dict[str, Any]):
+        return PIXEL_TRANSFORMS[s["pixels"]]()
+
+    def data(self, s: dict[str, Any]):
+        """``(data, transform, steps, steps per epoch)``."""
+        images = load_images(self.name, s["data_root"], train=True, download=s["download"])
+        n = len(images)
+        per_epoch = math.ceil(n / s["batch_size"])
+        steps = s["steps"] if s.get("steps") is not None else s["epochs"] * per_epoch
+        if isinstance(images, torch.Tensor):
+            return images, self._transform(s), steps, per_epoch
+        loader = torch.utils.data.DataLoader(
+            images, batch_size=s["batch_size"], shuffle=True, drop_last=len(images) >= 2 *
+            s["batch_size"], num_workers=s["num_workers"],
+            pin_memory=torch.cuda.is_available(), persistent_workers=s["num_workers"] > 0)
+        return loader, self._transform(s), steps, per_epoch
+
+    def _test_images(self, s: dict[str, Any], device) -> tuple[torch.Tensor, torch.Tensor]:
+        images = load_images(self.name, s["data_root"], train=False, download=False)
+        n = min(s["eval_images"], len(images))
+        raw = (images[:n] if isinstance(images, torch.Tensor)
+               else torch.stack([images[i] for i in range(n)]))
+        x = self._transform(s)(raw, torch.Generator().manual_seed(EVAL_SEED))
+        return raw, x.to(device)
+
+    @torch.no_grad()
+    def report(self, vae: VAE, history: History, run: Path, s: dict[str, Any]) -> dict[str, Any]:
+        raw, x = self._test_images(s, vae.device)
+        dims = x[0].numel()
+        out: dict[str, Any] = {"images": len(x), "pixels": s["pixels"]}
+        elbo = evaluate.elbo(vae, x, batch_size=250)
+        out.update({f"{k}_nats": v for k, v in elbo.items()})
+        out["elbo_bits_per_dim"] = bits_per_dim(-elbo["elbo"], dims, s["pixels"])
+        m = min(len(x), s["iwae_images"])
+        iwae = evaluate.iwae(vae, x[:m], num_samples=s["iwae_samples"], batch_size=32,
+                             chunk_size=min(s["iwae_samples"], 50))
+        out["iwae_nats"] = iwae
+        out["iwae_bits_per_dim"] = bits_per_dim(-iwae, dims, s["pixels"])
+        out["iwae_images"], out["iwae_samples"] = m, s["iwae_samples"]
+        # generation: means of p(x|z) beside draws, and how far draws lie from their means
+        gen = torch.Generator().manual_seed(EVAL_SEED + 3)
+        z = torch.randn(64, vae.latent_dim, generator=gen).to(vae.device)
+        px = vae.likelihood(z)
+        means, samples = px.mean, px.sample()
+        out["sample_spread"] = float((samples - means).pow(2).mean().sqrt())
+        rec = vae.reconstruct(x[:16])
+        save_figure(image_grid_figure([("data", x[:16]), ("reconstruction", rec)],
+                                      f"{self.name}, {s['obs']}: held-out images and decoder "
+                                      "means"), run / "reconstructions.png")
+        save_figure(image_grid_figure([("mean of p(x|z)", means[:16]),
+                                       ("sample of p(x|z)", samples[:16])],
+                                      f"{self.name}, {s['obs']}: z ~ N(0, I)"),
+                    run / "generations.png")
+        save_figure(training_figure({s["obs"]: history}), run / "training.png")
+        scales = evaluate.scale_summary(vae, x, batch_size=250)
+        if scales is not None:
+            sigma_map = scales["sigma_per_dim"]
+            data_std = raw.float().div(255).std(dim=0)
+            constant = data_std.reshape(-1) == 0
+            flat = sigma_map.reshape(-1)
+            out["sigma"] = scales["sigma"]
+            out["constant_pixels"] = int(constant.sum())
+            if constant.any():
+                out["sigma_on_constant_pixels"] = float(flat[constant].mean())
+            if (~constant).any():
+                out["sigma_on_other_pixels"] = float(flat[~constant].mean())
+            save_figure(sigma_map_figure(sigma_map, data_std, f"{self.name}, {s['obs']}"),
+                        run / "sigma.png")
+        return out
+
+
+TASKS: dict[str, Any] = {"manifold2d": PointsTask(),
+                         **{name: ImageTask(name) for name in IMAGE_DATASETS}}

@@ -1,0 +1,53 @@
+"""Optional TensorBoard logging for :func:`pyro_lvae.fit` (needs the ``tensorboard`` package:
+``pip install 'pyro-lvae[tensorboard]'``).
+
+    fit(vae, data, ..., callbacks=[TensorBoardCallback("runs/tb")])
+
+logs every recorded step's loss, reconstruction, KL, beta and sigma, and, for image models,
+a grid of decoder means for fixed latent codes every ``image_every`` steps.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import ConfigError
+
+__all__ = ["TensorBoardCallback"]
+
+
+class TensorBoardCallback:
+    """Write the training history (and image grids) to a TensorBoard log folder."""
+
+    def __init__(self, logdir: str, image_every: int = 1000, images: int = 16) -> None:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:  # torch raises this when tensorboard itself is missing
+            raise ConfigError("TensorBoard logging needs the tensorboard package: "
+                              "pip install 'pyro-lvae[tensorboard]'") from None
+        self.writer = SummaryWriter(logdir)
+        self.image_every, self.images = image_every, images
+        self._z: torch.Tensor | None = None
+        self._last_image = -image_every
+
+    def __call__(self, step: int, rows: dict[str, np.ndarray], vae: Any) -> None:
+        for i, s in enumerate(rows["step"]):
+            for name in ("loss", "reconstruction", "kl", "beta", "sigma"):
+                value = float(rows[name][i])
+                if np.isfinite(value):
+                    self.writer.add_scalar(f"train/{name}", value, int(s))
+        shape = getattr(vae, "data_shape", None)
+        if shape is not None and len(shape) == 3 and step - self._last_image >= self.image_every:
+            if self._z is None:
+                gen = torch.Generator().manual_seed(0)
+                self._z = torch.randn(self.images, vae.latent_dim, generator=gen)
+            means = vae.likelihood(self._z.to(vae.device)).mean.clamp(0, 1).cpu()
+            self.writer.add_images("generation/means", means, step)
+            self._last_image = step
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
