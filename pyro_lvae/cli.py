@@ -271,6 +271,25 @@ def cmd_theory(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from . import bench
+
+    if args.repetitions < 1:
+        raise ConfigError(f"Expected --repetitions >= 1 but got {args.repetitions}")
+    device = str(resolve_device(args.device))
+    print(f"pyro-lvae bench on {device}: hand-written PyTorch step against pyro-lvae's "
+          f"training step, same networks, loss and data", flush=True)
+    results = bench.run(device=device, repetitions=args.repetitions, quick=args.quick,
+                        report=lambda line: print("  " + line, flush=True))
+    table = bench.markdown(results)
+    print()
+    print(table)
+    if args.out:
+        atomic_write_text(table, Path(args.out))
+        print(f"wrote {args.out}")
+    return 0
+
+
 #: study name -> (module, main output file)
 STUDIES = {
     "manifold": ("pyro_lvae.studies.manifold", "reproduction.md"),
@@ -472,6 +491,14 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--out", default=None, help="output folder (default runs/STUDY)")
     rp.add_argument("--quiet", action="store_true", help="no line per finished run")
     rp.set_defaults(func=cmd_reproduce)
+
+    be = sub.add_parser("bench", help="time pyro-lvae's training step against a hand-written "
+                                      "PyTorch step (same networks, loss and data)")
+    be.add_argument("--quick", action="store_true", help="fewer steps and repetitions")
+    be.add_argument("--repetitions", type=int, default=5, help="alternating repetitions")
+    be.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    be.add_argument("--out", default=None, help="also write the Markdown table here")
+    be.set_defaults(func=cmd_bench)
     return parser
 
 

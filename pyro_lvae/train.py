@@ -1,8 +1,11 @@
 """Training: :func:`fit` runs stochastic variational inference on a :class:`~pyro_lvae.VAE`.
 
-The default step is ``Trace_ELBO``'s loss (:func:`~pyro_lvae.elbo.elbo_terms`, which also
-yields the reconstruction and KL parts at no extra cost) minimised by a torch optimiser over the
-VAE's module parameters, the learned sigma included. Pass ``elbo=`` any Pyro ELBO
+The default step is ``Trace_ELBO``'s loss, minimised by a torch optimiser over the VAE's module
+parameters, the learned sigma included. For pyro-lvae's own model and guide it is computed
+without Pyro's handler stack (:func:`~pyro_lvae.elbo.direct_elbo_terms`: the same random draws,
+loss and gradients, pinned by parity tests); for subclasses it goes through Pyro's ``trace`` and
+``replay`` (:func:`~pyro_lvae.elbo.elbo_terms`). Both yield the reconstruction and KL parts at
+no extra cost. Pass ``elbo=`` any Pyro ELBO
 (``TraceMeanField_ELBO``, ``RenyiELBO``, ...) to train on it instead, and ``optimizer=`` a
 ``pyro.optim`` optimiser to go through ``pyro.infer.SVI``.
 
@@ -36,7 +39,7 @@ from pyro.infer import SVI
 from tqdm.auto import tqdm
 
 from .annealing import Constant, Schedule, scale_latents
-from .elbo import elbo_terms, scale_stats
+from .elbo import direct_elbo_terms, elbo_terms, scale_stats, supports_direct
 from .errors import CheckpointError, ConfigError, DataError, TrainingDiverged
 from .io import atomic_save, safe_load, write_csv
 from .vae import _CHECKPOINT_FORMAT, VAE
@@ -403,6 +406,8 @@ def fit(
         loss = elbo if elbo is not None else pyro.infer.Trace_ELBO()
         svi = SVI(vae.model, vae.guide, opt, loss=loss)
 
+    # the default step computes Trace_ELBO's loss without Pyro's handler stack (same numbers)
+    direct = svi is None and elbo is None and supports_direct(vae)
     history = History()
     start = 0
     out_dir = Path(out) if out is not None else None
@@ -466,7 +471,13 @@ def fit(
                 b = schedule(step)
                 vae.observation.set_step(step)
                 n = x.shape[0]
-                if svi is None and elbo is None:
+                if direct:
+                    terms = direct_elbo_terms(vae, x, beta=b)
+                    opt.zero_grad(set_to_none=True)
+                    terms.loss.backward()
+                    opt.step()
+                    loss = terms.loss.detach()
+                elif svi is None and elbo is None:
                     terms = elbo_terms(vae.model, vae.guide, x, beta=b)
                     opt.zero_grad(set_to_none=True)
                     terms.loss.backward()

@@ -174,7 +174,10 @@ class Model(_DataChecks, PyroModule):
                     f"the decoder returned {got} per point but {type(self.observation).__name__} "
                     f"needs {want} ({k} output(s) per channel for data of shape {self.data_shape})"
                 )
-        return self.observation(out, self.event_dim)
+        # .forward, not __call__: inside the model's trace the observation shares the model's
+        # Pyro context (its PyroParams are still pyro.param statements); outside, this skips
+        # activating that context (a param-store round trip per parameter read)
+        return self.observation.forward(out, self.event_dim)
 
     def forward(self, x: torch.Tensor | None = None, batch_size: int | None = None):
         if x is not None:
