@@ -10,7 +10,7 @@ observation model a swappable, learnable part of any Pyro model/guide pair.
 - V. Berger, M. Sebag. *Variational Auto-Encoders: Not all failures are equal*. arXiv:2003.01972.
 """
 
-from . import datasets, evaluate
+from . import datasets, evaluate, tabular
 from .annealing import Constant, Cyclical, LinearWarmup, Sigmoid, parse_schedule, scale_latents
 from .errors import CheckpointError, ConfigError, DataError, LVAEError, TrainingDiverged
 from .nets import GaussianEncoder, ResidualMLP
@@ -21,6 +21,7 @@ from .observations import (
     LearnedChannelScale,
     LearnedScalarScale,
     LearnedVectorScale,
+    MixedObservation,
     Observation,
     ScheduledScale,
 )
@@ -39,7 +40,7 @@ __all__ = [
     "VAE", "Model", "Guide", "mlp_vae", "conv_vae", "fixed_star", "rebuild", "load",
     "Observation", "FixedScale", "LearnedScalarScale", "LearnedChannelScale",
     "LearnedVectorScale", "ScheduledScale", "BernoulliObservation",
-    "ContinuousBernoulliObservation",
+    "ContinuousBernoulliObservation", "MixedObservation", "tabular",
     "scale_latents", "Constant", "LinearWarmup", "Sigmoid", "Cyclical", "parse_schedule",
     "fit", "History", "GaussianEncoder", "ResidualMLP", "datasets", "evaluate",
     "LVAEError", "ConfigError", "DataError", "CheckpointError", "TrainingDiverged",

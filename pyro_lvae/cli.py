@@ -30,7 +30,13 @@ from .annealing import parse_schedule
 from .datasets import manifold2d
 from .errors import CheckpointError, ConfigError, LVAEError
 from .io import atomic_write_text, save_figure
-from .observations import OBSERVATIONS, FixedScale, LearnedScalarScale, LearnedVectorScale
+from .observations import (
+    OBSERVATIONS,
+    SIGMA_MODES,
+    FixedScale,
+    LearnedScalarScale,
+    LearnedVectorScale,
+)
 from .plots import points_figure, training_figure
 from .points import figure_row, held_out, summarize
 from .tasks import TASKS, build_observation
@@ -290,11 +296,63 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _names(text: str | None) -> list[str]:
+    return [c.strip() for c in text.split(",") if c.strip()] if text else []
+
+
+def cmd_tabular_fit(args: argparse.Namespace) -> int:
+    from .tabular import TabularModel, read_csv
+
+    out = Path(args.out)
+    if (out / TabularModel.MODEL_FILE).exists():
+        raise ConfigError(f"{out} already holds a model; choose another --out")
+    table = read_csv(args.data)
+    beta = parse_schedule(args.beta_schedule)
+    resolve_device(args.device)
+    out = _make_dir(out)
+    model = TabularModel.fit(
+        table, categorical=_names(args.categorical), numeric=_names(args.numeric),
+        continuous=args.continuous, missing=args.missing, sigma_mode=args.sigma_mode,
+        sigma=args.sigma, min_scale=args.min_scale, latent_dim=args.latent_dim,
+        hidden=args.hidden, blocks=args.blocks, steps=args.steps, batch_size=args.batch_size,
+        lr=args.lr, beta=beta, seed=args.seed, device=args.device, progress=not args.quiet,
+        out=out)
+    model.history.to_csv(out / "history.csv")
+    from . import evaluate
+
+    x = model.transformer.transform(table, missing=args.missing).to(model.vae.device)
+    summary = {"rows": len(x), "columns": {c.name: c.kind for c in model.transformer.columns},
+               **evaluate.elbo(model.vae, x, num_particles=4),
+               "active_units": evaluate.active_units(model.vae, x)[0],
+               "latent_dim": args.latent_dim, "sigma_mode": args.sigma_mode,
+               "final_sigma": float(model.history["sigma"][-1])}
+    _write_json(summary, out / "summary.json")
+    kinds = ", ".join(f"{n} {k}" for n, k in summary["columns"].items())
+    print(f"fitted {len(x)} rows ({kinds}); ELBO {summary['elbo']:.3f} nats/row on the "
+          f"training table, {summary['active_units']} of {args.latent_dim} latent units active")
+    print(f"wrote {out}/: model.pt transform.json checkpoint.pt history.csv summary.json")
+    return 0
+
+
+def cmd_tabular_sample(args: argparse.Namespace) -> int:
+    from .tabular import TabularModel
+
+    if args.n < 1:
+        raise ConfigError(f"Expected -n >= 1 but got {args.n}")
+    model = TabularModel.load(args.model, map_location="cpu")
+    table = model.sample(args.n, continuous=args.continuous, discrete=args.discrete,
+                         seed=args.seed)
+    atomic_write_text(table.to_csv(index=False), Path(args.output))
+    print(f"wrote {args.n} rows of {len(table.columns)} columns to {args.output}")
+    return 0
+
+
 #: study name -> (module, main output file)
 STUDIES = {
     "manifold": ("pyro_lvae.studies.manifold", "reproduction.md"),
     "collapse": ("pyro_lvae.studies.collapse", "collapse.md"),
     "sphere": ("pyro_lvae.studies.sphere", "sphere.md"),
+    "tables": ("pyro_lvae.studies.tables", "tables.md"),
 }
 
 
@@ -387,7 +445,8 @@ def build_parser() -> argparse.ArgumentParser:
                            "summary.json and figures into --out.")
     train.add_argument("--dataset", default="manifold2d",
                        help=f"data: {', '.join(TASKS)} (default manifold2d)")
-    train.add_argument("--obs", default="learned-scalar", choices=list(OBSERVATIONS),
+    train.add_argument("--obs", default="learned-scalar",
+                       choices=[k for k in OBSERVATIONS if k != "mixed"],
                        help="observation model: fixed (F-VAE; MSE training is a fixed sigma), "
                             "learned-scalar (LS-VAE), learned-channel (a sigma per channel or "
                             "column), learned-vector (LV-VAE: a sigma per dimension or pixel "
@@ -474,7 +533,9 @@ def build_parser() -> argparse.ArgumentParser:
                         description="manifold: the paper's Table 1 study on the artificial "
                         "problem (F-VAE over a sigma grid, LS-, LV-, F*-VAE, replayed schedule). "
                         "collapse: how often learned sigmas stay in the collapsed start, and "
-                        "what frees them. sphere: Theorem 1 in training (radius against r*).")
+                        "what frees them. sphere: Theorem 1 in training (radius against r*). "
+                        "tables: fixed, learned and decoder-output sigma on scikit-learn's "
+                        "tables against a TVAE-like setting.")
     rp.add_argument("study", choices=list(STUDIES), help="which study")
     rp.add_argument("--quick", action="store_true",
                     help="fewer seeds and steps, smaller networks: minutes on 2 CPU cores")
@@ -491,6 +552,59 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--out", default=None, help="output folder (default runs/STUDY)")
     rp.add_argument("--quiet", action="store_true", help="no line per finished run")
     rp.set_defaults(func=cmd_reproduce)
+
+    tab = sub.add_parser("tabular", help="fit a VAE to a CSV table and sample synthetic rows")
+    tsub = tab.add_subparsers(dest="tabular_command", metavar="ACTION", required=True)
+    tf = tsub.add_parser("fit", help="fit a VAE to a CSV table",
+                         description="Encode a CSV table (continuous, integer, binary and "
+                         "categorical columns; exact inverse) and train a VAE with a mixed "
+                         "observation model. Writes model.pt, transform.json, checkpoint.pt, "
+                         "history.csv and summary.json into --out.")
+    tf.add_argument("data", help="the CSV file (a header row, one row per record)")
+    tf.add_argument("--out", required=True, help="folder to write the model into")
+    tf.add_argument("--categorical", default=None,
+                    help="numeric columns to treat as categories, comma-separated (text and "
+                         "boolean columns always are)")
+    tf.add_argument("--numeric", default=None,
+                    help="two-valued numeric columns to keep continuous (else binary)")
+    tf.add_argument("--continuous", choices=("standard", "quantile"), default="standard",
+                    help="encoding of continuous columns: standardise (default) or map to "
+                         "normal scores through their empirical distribution (multi-modal or "
+                         "skewed columns)")
+    tf.add_argument("--missing", choices=("error", "drop"), default="error",
+                    help="missing values: refuse them (default) or drop their rows")
+    tf.add_argument("--sigma-mode", choices=SIGMA_MODES, default="learned-column",
+                    help="sigma of continuous columns: fixed, learned-scalar, learned-column "
+                         "(default), decoder (per row and column, the LV-VAE of tables) or tvae "
+                         "(per column, clamped to [0.01, 1])")
+    tf.add_argument("--sigma", type=float, default=1.0,
+                    help="fixed sigma, or the initial sigma of learned modes (default 1)")
+    tf.add_argument("--min-scale", type=float, default=1e-3, help="floor on learned sigmas")
+    tf.add_argument("--latent-dim", type=int, default=8, help="latent dimension (default 8)")
+    tf.add_argument("--hidden", type=int, default=128, help="units per block (default 128)")
+    tf.add_argument("--blocks", type=int, default=2, help="residual blocks (default 2)")
+    tf.add_argument("--steps", type=int, default=3000, help="training steps (default 3000)")
+    tf.add_argument("--batch-size", type=int, default=128, help="rows per step (default 128)")
+    tf.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    tf.add_argument("--beta-schedule", default="1",
+                    help="KL weight: a number or a schedule such as linear:1000 (default 1)")
+    tf.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    tf.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    tf.add_argument("--quiet", action="store_true", help="no progress bar")
+    tf.set_defaults(func=cmd_tabular_fit)
+    ts = tsub.add_parser("sample", help="sample synthetic rows from a fitted model",
+                         description="Write synthetic rows with the original columns, types "
+                         "and categories.")
+    ts.add_argument("model", help="the folder written by pyro-lvae tabular fit")
+    ts.add_argument("-n", type=int, required=True, help="number of rows")
+    ts.add_argument("-o", "--output", required=True, help="CSV file to write")
+    ts.add_argument("--continuous", choices=("sample", "mean"), default="sample",
+                    help="continuous columns drawn from p(x|z) (default) or at its mean")
+    ts.add_argument("--discrete", choices=("sample", "argmax"), default="sample",
+                    help="binary and categorical columns drawn (default) or at their likelier "
+                         "value (TVAE's decoding)")
+    ts.add_argument("--seed", type=int, default=None, help="random seed")
+    ts.set_defaults(func=cmd_tabular_sample)
 
     be = sub.add_parser("bench", help="time pyro-lvae's training step against a hand-written "
                                       "PyTorch step (same networks, loss and data)")

@@ -170,7 +170,9 @@ def scale_summary(
             scale = likelihood_scale(vae.model.likelihood(vae.guide.posterior(xb)[0]))
             if scale is None:
                 return None
-            scales.append(scale.expand_as(xb))
+            # a mixed table's scale covers its continuous columns only
+            scales.append(scale.expand_as(xb) if scale.dim() < xb.dim() or
+                          scale.shape[1:] == xb.shape[1:] else scale)
     scale = torch.cat(scales)
     per_point = scale.reshape(scale.shape[0], -1).mean(dim=1)
     out: dict[str, Any] = {

@@ -166,13 +166,13 @@ class Model(_DataChecks, PyroModule):
         """``p(x | z)`` for a batch of latent codes ``z`` (any batch shape)."""
         out = _flat_apply(self.decoder, z, 1)
         if self.data_shape is not None:
-            k = self.observation.outputs_per_channel
-            want = (k * self.data_shape[0],) + tuple(self.data_shape[1:])
+            want = self.observation.output_shape(self.data_shape)
             got = tuple(out.shape[z.dim() - 1:])
             if got != want:
                 raise ConfigError(
                     f"the decoder returned {got} per point but {type(self.observation).__name__} "
-                    f"needs {want} ({k} output(s) per channel for data of shape {self.data_shape})"
+                    f"needs {want} for data of shape {self.data_shape} "
+                    f"({self.observation.outputs_per_channel} output(s) per channel)"
                 )
         # .forward, not __call__: inside the model's trace the observation shares the model's
         # Pyro context (its PyroParams are still pyro.param statements); outside, this skips
@@ -421,7 +421,7 @@ def mlp_vae(
             ResidualMLP(data_dim, 2 * latent_dim, hidden, blocks, activation), latent_dim
         )
         decoder = ResidualMLP(
-            latent_dim, observation.outputs_per_channel * data_dim, hidden, blocks, activation
+            latent_dim, observation.output_shape((data_dim,))[0], hidden, blocks, activation
         )
     except ValueError as e:
         raise ConfigError(str(e)) from None
@@ -476,9 +476,8 @@ def conv_vae(
         encoder = GaussianEncoder(
             ConvEncoder(image_shape, 2 * latent_dim, width, convs, blocks, activation),
             latent_dim)
-        decoder = ConvDecoder(latent_dim, image_shape,
-                              observation.outputs_per_channel * image_shape[0], width, convs,
-                              blocks, activation)
+        decoder = ConvDecoder(latent_dim, image_shape, observation.output_shape(image_shape)[0],
+                              width, convs, blocks, activation)
     except (ValueError, TypeError) as e:
         raise ConfigError(str(e)) from None
     vae = VAE(encoder, decoder, latent_dim, observation, data_shape=image_shape, name=name)

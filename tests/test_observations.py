@@ -22,6 +22,8 @@ FACTORIES = {
     "scheduled": lambda: lv.ScheduledScale([1.0, 0.5, 0.25]),
     "bernoulli": lambda: lv.BernoulliObservation(),
     "continuous-bernoulli": lambda: lv.ContinuousBernoulliObservation(),
+    "mixed": lambda: lv.MixedObservation([["continuous"], ["binary"], ["categorical", 3]],
+                                         "learned-column"),
 }
 VARIANTS = list(FACTORIES)
 NORMAL = {"fixed", "learned-scalar", "learned-channel", "learned-vector", "scheduled"}
@@ -37,6 +39,10 @@ def data_for(kind, device="cpu"):
         return (torch.rand(N, D, generator=g) > 0.5).float().to(device)
     if kind == "continuous-bernoulli":
         return torch.rand(N, D, generator=g).to(device)
+    if kind == "mixed":
+        return torch.stack([torch.randn(N, generator=g), (torch.rand(N, generator=g) > 0.5)
+                            .float(), torch.randint(0, 3, (N,), generator=g).float()],
+                           -1).to(device)
     return torch.randn(N, D, generator=g).to(device)
 
 
@@ -103,7 +109,7 @@ def test_contract_every_parameter_trains(kind, use_svi, device):
     x = data_for(kind, device)
     _grads_and_change(vae, x, use_svi)
     names = {n for n, _ in vae.named_parameters()}
-    if kind in ("learned-scalar", "learned-channel"):
+    if kind in ("learned-scalar", "learned-channel", "mixed"):
         assert "model.observation.scale_unconstrained" in names
 
 

@@ -1,0 +1,394 @@
+"""Tables of mixed columns: an exactly invertible encoding and a mixed observation model.
+
+:class:`TableTransformer` turns a table (a pandas ``DataFrame`` or a 2-D numpy array) into one
+float per cell and back:
+
+==============  ===========================================================================
+column kind     encoding (and inverse)
+==============  ===========================================================================
+continuous      standardised, ``(x - mean) / std`` (or, with ``continuous="quantile"``, mapped
+                to normal scores through the column's empirical distribution, exact at every
+                training value); back: the inverse map, clipped to the observed range and
+                rounded to the column's own number of decimals
+integer         as continuous; back: rounded to integers within the observed range
+binary          two values -> 0 / 1 (a Bernoulli column)
+categorical     labels -> codes 0 .. K-1 (a Categorical column); labels never seen in training
+                are refused
+==============  ===========================================================================
+
+Text, boolean and pandas categorical columns are categorical (booleans and two-valued columns
+binary); numbers are continuous unless named in ``categorical``. Missing values are refused with
+the columns and counts named, or dropped with ``missing="drop"``. Round trip: for the training
+table, ``inverse_transform(transform(t))`` equals ``t`` exactly (tested).
+
+:class:`~pyro_lvae.observations.MixedObservation` is ``p(x | z)`` for such rows (its
+``schema`` comes from :meth:`TableTransformer.schema`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import CheckpointError, ConfigError, DataError
+from .io import atomic_write_text
+
+__all__ = ["Column", "TableTransformer", "TabularModel", "read_csv"]
+
+
+def _pandas():
+    try:
+        import pandas
+    except ImportError:
+        raise ConfigError("tables need pandas: pip install 'pyro-lvae[tabular]'") from None
+    return pandas
+
+
+@dataclass
+class Column:
+    """One column's kind and what its encoding needs."""
+
+    name: str
+    kind: str  # continuous | integer | binary | categorical
+    dtype: str  # the original dtype, restored by inverse_transform
+    categories: list[Any] = field(default_factory=list)
+    mean: float = 0.0
+    std: float = 1.0
+    minimum: float = 0.0
+    maximum: float = 0.0
+    decimals: int = 0
+    values: list[float] = field(default_factory=list)  # quantile map: sorted unique values
+    scores: list[float] = field(default_factory=list)  # ... and their normal scores
+
+
+def _decimals(values: np.ndarray) -> int:
+    for d in range(10):
+        if np.allclose(np.round(values, d), values, rtol=0, atol=1e-9 * max(1.0, np.abs(
+                values).max(initial=0))):
+            return d
+    return 10
+
+
+def _plain(v: Any) -> Any:
+    return v.item() if hasattr(v, "item") else v
+
+
+class TableTransformer:
+    """Encode a table as floats (one per cell) and decode back exactly (see module docstring)."""
+
+    def __init__(self, columns: list[Column], continuous: str = "standard") -> None:
+        self.columns = columns
+        self.continuous = continuous
+
+    # ---- fitting ----------------------------------------------------------------------------
+    @classmethod
+    def fit(cls, table: Any, categorical: list[str] | tuple[str, ...] = (),
+            continuous: str = "standard", missing: str = "error",
+            numeric: list[str] | tuple[str, ...] = ()) -> TableTransformer:
+        """Learn the columns of ``table``.
+
+        :param categorical: names of numeric columns to treat as categories
+        :param str continuous: ``standard`` or ``quantile`` (for multi-modal or skewed columns)
+        :param str missing: ``error`` (refuse missing values) or ``drop`` (drop their rows)
+        :param numeric: names of two-valued numeric columns to keep continuous (not binary)
+        """
+        if continuous not in ("standard", "quantile"):
+            raise ConfigError(f"Expected continuous to be 'standard' or 'quantile' but got "
+                              f"{continuous!r}")
+        df = cls._frame(table, missing)
+        unknown = [c for c in (*categorical, *numeric) if c not in df.columns]
+        if unknown:
+            raise DataError(f"no column named {', '.join(map(repr, unknown))}; the table has "
+                            f"{', '.join(map(str, df.columns))}")
+        pd = _pandas()
+        columns = []
+        for name in df.columns:
+            s = df[name]
+            dtype = str(s.dtype)
+            is_number = pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s)
+            uniques = pd.unique(s)
+            if is_number and name not in categorical:
+                v = s.to_numpy(dtype=float)
+                if len(uniques) == 2 and name not in numeric:
+                    columns.append(Column(str(name), "binary", dtype,
+                                          sorted(_plain(u) for u in uniques)))
+                    continue
+                integral = bool(np.all(v == np.round(v)))
+                col = Column(str(name), "integer" if integral else "continuous", dtype,
+                             mean=float(v.mean()), std=float(v.std()) or 1.0,
+                             minimum=float(v.min()), maximum=float(v.max()),
+                             decimals=0 if integral else _decimals(v))
+                if continuous == "quantile":
+                    col.values, col.scores = cls._quantile_map(v)
+                columns.append(col)
+            else:
+                labels = sorted((_plain(u) for u in uniques), key=lambda u: (str(type(u)), u))
+                kind = "binary" if len(labels) == 2 else "categorical"
+                if len(labels) < 2:
+                    kind = "categorical"
+                columns.append(Column(str(name), kind, dtype, labels))
+        return cls(columns, continuous)
+
+    @staticmethod
+    def _quantile_map(v: np.ndarray) -> tuple[list[float], list[float]]:
+        from scipy.special import ndtri
+
+        values, counts = np.unique(v, return_counts=True)
+        cdf = (np.cumsum(counts) - 0.5 * counts) / counts.sum()
+        return values.tolist(), ndtri(cdf).tolist()
+
+    @staticmethod
+    def _frame(table: Any, missing: str = "error"):
+        pd = _pandas()
+        if isinstance(table, pd.DataFrame):
+            df = table.copy()
+        elif isinstance(table, np.ndarray):
+            if table.ndim != 2:
+                raise DataError(f"Expected a 2-D table but got an array of shape {table.shape}")
+            df = pd.DataFrame(table, columns=[f"c{i}" for i in range(table.shape[1])])
+        else:
+            raise DataError(f"Expected a pandas DataFrame or a 2-D numpy array but got "
+                            f"{type(table).__name__}")
+        if df.shape[0] == 0 or df.shape[1] == 0:
+            raise DataError(f"the table is empty ({df.shape[0]} rows, {df.shape[1]} columns)")
+        df.columns = [str(c) for c in df.columns]
+        if len(set(df.columns)) != len(df.columns):
+            raise DataError("the table has duplicate column names")
+        blank = df.isna() | df.apply(lambda s: s.astype(str).str.strip() == "")
+        if blank.to_numpy().any():
+            counts = blank.sum()
+            where = ", ".join(f"{c} ({n})" for c, n in counts.items() if n)
+            if missing == "drop":
+                df = df[~blank.any(axis=1)].reset_index(drop=True)
+                if df.shape[0] == 0:
+                    raise DataError(f"every row has a missing value ({where})")
+            elif missing == "error":
+                raise DataError(f"missing values in {where}; fill them in, or drop their rows "
+                                f"with --missing drop (missing='drop')")
+            else:
+                raise ConfigError(f"Expected missing to be 'error' or 'drop' but got "
+                                  f"{missing!r}")
+        for name in df.columns:  # numbers stored as text: read them as numbers
+            if df[name].dtype == object:
+                converted = pd.to_numeric(df[name], errors="coerce")
+                if converted.notna().all():
+                    df[name] = converted
+        return df
+
+    # ---- encoding ---------------------------------------------------------------------------
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    def transform(self, table: Any, missing: str = "error") -> torch.Tensor:
+        """Encode ``table`` (with the fitted columns) as a float tensor ``(rows, columns)``."""
+        df = self._frame(table, missing)
+        absent = [n for n in self.names if n not in df.columns]
+        if absent:
+            raise DataError(f"the table lacks column(s) {', '.join(absent)} that the model was "
+                            f"fitted on")
+        out = np.zeros((len(df), len(self.columns)))
+        pd = _pandas()
+        for j, col in enumerate(self.columns):
+            s = df[col.name]
+            if col.kind in ("continuous", "integer"):
+                if not pd.api.types.is_numeric_dtype(s):
+                    raise DataError(f"column {col.name} should hold numbers but holds "
+                                    f"{s.dtype} values such as {s.iloc[0]!r}")
+                v = s.to_numpy(dtype=float)
+                out[:, j] = (np.interp(v, col.values, col.scores) if col.values
+                             else (v - col.mean) / col.std)
+            else:
+                index = {str(c): i for i, c in enumerate(col.categories)}
+                keys = s.map(lambda u: str(_plain(u)))
+                unseen = sorted(set(keys) - set(index))
+                if unseen:
+                    raise DataError(f"column {col.name} has value(s) {', '.join(unseen[:5])} "
+                                    f"not seen when the model was fitted (known: "
+                                    f"{', '.join(map(str, col.categories[:10]))})")
+                out[:, j] = keys.map(index).to_numpy(dtype=float)
+        return torch.as_tensor(out, dtype=torch.get_default_dtype())
+
+    def inverse_transform(self, x: torch.Tensor | np.ndarray):
+        """Decode rows ``(n, columns)`` back to a ``DataFrame`` with the original columns,
+        dtypes and categories."""
+        pd = _pandas()
+        x = x.detach().cpu().double().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+        if x.ndim != 2 or x.shape[1] != len(self.columns):
+            raise DataError(f"Expected rows of {len(self.columns)} values but got shape "
+                            f"{x.shape}")
+        data = {}
+        for j, col in enumerate(self.columns):
+            v = x[:, j]
+            if col.kind in ("continuous", "integer"):
+                v = np.interp(v, col.scores, col.values) if col.values else v * col.std + col.mean
+                v = np.clip(v, col.minimum, col.maximum)
+                v = np.round(v, col.decimals)
+                data[col.name] = pd.Series(v).astype(col.dtype if col.kind == "integer" or
+                                                      col.dtype.startswith("float")
+                                                      else "float64")
+            else:
+                codes = np.clip(np.round(v), 0, len(col.categories) - 1).astype(int)
+                labels = [col.categories[c] for c in codes]
+                series = pd.Series(labels)
+                try:
+                    series = series.astype(col.dtype)
+                except (TypeError, ValueError):
+                    pass
+                data[col.name] = series
+        return pd.DataFrame(data)
+
+    def schema(self) -> list[list[Any]]:
+        """Column kinds for :class:`MixedObservation`: ``["continuous"]``, ``["binary"]`` or
+        ``["categorical", K]`` per column."""
+        out: list[list[Any]] = []
+        for c in self.columns:
+            if c.kind in ("continuous", "integer"):
+                out.append(["continuous"])
+            elif c.kind == "binary":
+                out.append(["binary"])
+            else:
+                out.append(["categorical", max(len(c.categories), 1)])
+        return out
+
+    # ---- files ------------------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        return {"format": "pyro-lvae-table", "version": 1, "continuous": self.continuous,
+                "columns": [asdict(c) for c in self.columns]}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], source: str = "state") -> TableTransformer:
+        if not isinstance(state, dict) or state.get("format") != "pyro-lvae-table":
+            raise CheckpointError(f"{source} is not a pyro-lvae table transform")
+        try:
+            return cls([Column(**c) for c in state["columns"]], state["continuous"])
+        except (KeyError, TypeError) as e:
+            raise CheckpointError(f"{source} is incomplete or corrupt ({e})") from None
+
+    def save(self, path: str | Path) -> None:
+        atomic_write_text(json.dumps(self.state(), indent=1) + "\n", path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> TableTransformer:
+        try:
+            state = json.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise CheckpointError(f"no such file: {path}") from None
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise CheckpointError(f"{path} is corrupt (not JSON)") from None
+        return cls.from_state(state, str(path))
+
+
+def read_csv(path: str | Path):
+    """Read a CSV file into a ``DataFrame`` with clear errors for missing, empty and malformed
+    files."""
+    pd = _pandas()
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"no such file: {path}")
+    try:
+        df = pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path} is empty") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise DataError(f"cannot parse {path} as CSV: {str(e).splitlines()[0]}") from None
+    if df.shape[0] == 0:
+        raise DataError(f"{path} has a header but no rows")
+    return df
+
+
+class TabularModel:
+    """A VAE trained on a table, with the table's encoding: fit on a ``DataFrame`` or numpy
+    array, sample new rows with the original columns, types and categories.
+
+    Example::
+
+        >>> import pandas as pd, pyro_lvae as lv
+        >>> df = pd.DataFrame({"x": [0.5, 1.25, 2.0, 2.5] * 10, "c": list("abab") * 10})
+        >>> model = lv.tabular.TabularModel.fit(df, steps=20, hidden=16, blocks=1, seed=0)
+        >>> synth = model.sample(5, seed=0)
+        >>> list(synth.columns), set(synth["c"]) <= {"a", "b"}
+        (['x', 'c'], True)
+    """
+
+    MODEL_FILE = "model.pt"
+    TRANSFORM_FILE = "transform.json"
+
+    def __init__(self, vae: Any, transformer: TableTransformer, history: Any = None) -> None:
+        self.vae, self.transformer, self.history = vae, transformer, history
+
+    @classmethod
+    def fit(cls, table: Any, *, categorical=(), numeric=(), continuous: str = "standard",
+            missing: str = "error", sigma_mode: str = "learned-column", sigma: float = 1.0,
+            min_scale: float = 1e-3, latent_dim: int = 8, hidden: int = 128, blocks: int = 2,
+            steps: int = 3000, batch_size: int = 128, lr: float = 1e-3, beta: Any = 1.0,
+            seed: int | None = 0, device: str = "auto", progress: bool | None = None,
+            out: str | Path | None = None) -> TabularModel:
+        """Encode ``table`` and train a residual-MLP VAE with a
+        :class:`~pyro_lvae.observations.MixedObservation` on it (see
+        :class:`TableTransformer` and :func:`pyro_lvae.fit` for the arguments)."""
+        import pyro
+
+        from .observations import MixedObservation
+        from .train import fit as train
+        from .vae import mlp_vae
+
+        transformer = TableTransformer.fit(table, categorical=categorical, numeric=numeric,
+                                           continuous=continuous, missing=missing)
+        x = transformer.transform(table, missing=missing)
+        if seed is not None:
+            pyro.set_rng_seed(seed)
+        observation = MixedObservation(transformer.schema(), sigma_mode, sigma=sigma,
+                                       min_scale=min_scale)
+        vae = mlp_vae(x.shape[1], latent_dim, observation, hidden=hidden, blocks=blocks)
+        history = train(vae, x, steps=steps, batch_size=min(batch_size, len(x)), lr=lr,
+                        beta=beta, seed=seed, device=device, progress=progress, out=out)
+        model = cls(vae, transformer, history)
+        if out is not None:
+            model.save(out)
+        return model
+
+    @torch.no_grad()
+    def sample(self, n: int, continuous: str = "sample", discrete: str = "sample",
+               seed: int | None = None):
+        """``n`` synthetic rows as a ``DataFrame``: ``z ~ N(0, I)``, then each column drawn
+        (or at its mean / likelier value, see :meth:`MixedColumns.draw`)."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ConfigError(f"Expected n to be an integer >= 1 but got {n!r}")
+        if seed is not None:
+            torch.manual_seed(seed)
+        z = torch.randn(n, self.vae.latent_dim, device=self.vae.device)
+        rows = self.vae.likelihood(z).draw(continuous, discrete)
+        return self.transformer.inverse_transform(rows)
+
+    def encode(self, table: Any) -> torch.Tensor:
+        return self.transformer.transform(table)
+
+    def save(self, folder: str | Path) -> None:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.vae.save(folder / self.MODEL_FILE)
+        self.transformer.save(folder / self.TRANSFORM_FILE)
+
+    @classmethod
+    def load(cls, folder: str | Path, map_location: Any = None) -> TabularModel:
+        from .vae import VAE
+
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise CheckpointError(f"no such folder: {folder}")
+        transformer = TableTransformer.load(folder / cls.TRANSFORM_FILE)
+        model_path = folder / cls.MODEL_FILE
+        if not model_path.exists():
+            model_path = folder / "checkpoint.pt"
+        vae = VAE.load(model_path, map_location=map_location)
+        obs = vae.observation
+        if getattr(obs, "schema", None) != transformer.schema():
+            raise CheckpointError(f"{folder}: the model's columns do not match "
+                                  f"{cls.TRANSFORM_FILE}")
+        return cls(vae, transformer)
