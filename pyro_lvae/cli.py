@@ -98,13 +98,14 @@ def _train_settings(args: argparse.Namespace, task) -> dict[str, Any]:
 
 
 def _train_run(vae: VAE, run: Path, settings: dict[str, Any], resume: bool,
-               progress: bool = True, tensorboard: str | None = None) -> dict[str, Any]:
+               progress: bool = True, tensorboard: str | None = None,
+               rank: int = 0) -> dict[str, Any]:
     task = TASKS[settings["dataset"]]
     data, transform, steps, per_epoch = task.data(settings)
     settings["steps"] = steps
     every = settings.get("checkpoint_every") or per_epoch or 1000
     callbacks = []
-    if tensorboard:
+    if tensorboard and rank == 0:
         from .tensorboard import TensorBoardCallback
 
         callbacks.append(TensorBoardCallback(tensorboard))
@@ -117,14 +118,100 @@ def _train_run(vae: VAE, run: Path, settings: dict[str, Any], resume: bool,
         transform=transform, callbacks=callbacks,
     )
     seconds = time.perf_counter() - t0
+    if rank != 0:  # rank 0 evaluates and writes; the others wait for it
+        import torch.distributed as dist
+
+        dist.barrier()
+        return {}
     history.to_csv(run / "history.csv")
     summary = task.report(vae, history, run, settings)
-    summary.update(steps=len(history), train_seconds=round(seconds, 2), device=str(vae.device))
+    from .distributed import rank_info
+
+    world = rank_info()[1]
+    summary.update(steps=len(history), train_seconds=round(seconds, 2), device=str(vae.device),
+                   processes=world)
     _write_json(summary, run / "summary.json")
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
     return summary
 
 
+def _launch(args: argparse.Namespace) -> int:
+    """Run this same command under torchrun, on --devices processes per machine."""
+    import os
+
+    from torch.distributed.run import main as torchrun
+
+    from .distributed import torchrun_argv
+
+    skip = {"--devices", "--num-nodes", "--node-rank", "--master-addr", "--master-port"}
+    command, it = [], iter(args.argv)
+    for a in it:
+        if a.split("=")[0] in skip:
+            if "=" not in a:
+                next(it, None)
+            continue
+        command.append(a)
+    argv = torchrun_argv(args.devices, args.num_nodes, args.node_rank, args.master_addr,
+                         args.master_port, command)
+    os.environ["PYRO_LVAE_LAUNCHED"] = "1"  # the launcher has checked the run folder
+    print(f"pyro-lvae: starting {args.devices} process(es) per machine on {args.num_nodes} "
+          f"machine(s) with torchrun", flush=True)
+    try:
+        torchrun(argv)
+    except SystemExit as e:
+        return int(e.code or 0)
+    except Exception as e:  # torchrun reports a worker's failure as ChildFailedError
+        print(f"pyro-lvae: error: a training process failed ({type(e).__name__}); see the "
+              f"messages above", file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
+    import os
+
+    from .distributed import init_from_env
+
+    if args.devices < 1 or args.num_nodes < 1:
+        raise ConfigError(f"Expected --devices >= 1 and --num-nodes >= 1 but got "
+                          f"{args.devices}, {args.num_nodes}")
+    if not 0 <= args.node_rank < args.num_nodes:
+        raise ConfigError(f"Expected 0 <= --node-rank < --num-nodes but got {args.node_rank}")
+    worker = "LOCAL_RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if (args.devices > 1 or args.num_nodes > 1) and not worker:
+        if args.resume is None:
+            _check_new_run(args)
+        return _launch(args)
+    rank = 0
+    if worker:
+        device = init_from_env(args.device)
+        import torch.distributed as dist
+
+        rank = dist.get_rank()
+        args.device = str(device)
+        args.quiet = args.quiet or rank != 0
+    try:
+        return _train(args, rank, check=not os.environ.get("PYRO_LVAE_LAUNCHED"))
+    finally:
+        if worker:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def _check_new_run(args: argparse.Namespace) -> None:
+    if args.out is None:
+        raise ConfigError("give --out DIR (the run folder to write) or --resume DIR")
+    run = Path(args.out)
+    if (run / CHECKPOINT_NAME).exists():
+        raise ConfigError(f"{run} already holds a run; continue it with --resume {run} or "
+                          f"choose another --out")
+
+
+def _train(args: argparse.Namespace, rank: int, check: bool) -> int:
     if args.resume is not None:
         run = Path(args.resume)
         try:
@@ -138,15 +225,14 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise CheckpointError(f"{run} holds no {CHECKPOINT_NAME} to resume from")
         if args.steps is not None:
             settings["steps"] = args.steps
+        if rank != 0 or args.devices > 1 or args.num_nodes > 1:
+            settings["device"] = args.device
         vae = VAE.load(run / CHECKPOINT_NAME)
         resume = True
     else:
-        if args.out is None:
-            raise ConfigError("give --out DIR (the run folder to write) or --resume DIR")
+        if check:
+            _check_new_run(args)
         run = Path(args.out)
-        if (run / CHECKPOINT_NAME).exists():
-            raise ConfigError(f"{run} already holds a run; continue it with --resume {run} or "
-                              f"choose another --out")
         if args.dataset not in TASKS:
             raise ConfigError(f"unknown dataset {args.dataset!r}; expected one of "
                               f"{', '.join(TASKS)}")
@@ -160,14 +246,17 @@ def cmd_train(args: argparse.Namespace) -> int:
                                         task.channels(settings), history)
         settings["observation"] = observation.config()
         vae = task.build(settings, observation)
-        try:
-            run.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise CheckpointError(f"cannot create run folder {run}: {e.strerror}") from None
-        _write_json(settings, run / "config.json")
+        if rank == 0:
+            try:
+                run.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise CheckpointError(f"cannot create run folder {run}: {e.strerror}") from None
+            _write_json(settings, run / "config.json")
         resume = False
     summary = _train_run(vae, run, settings, resume, progress=not args.quiet,
-                         tensorboard=getattr(args, "tensorboard", None))
+                         tensorboard=getattr(args, "tensorboard", None), rank=rank)
+    if rank != 0:
+        return 0
     print(_format_summary(settings["obs"], summary))
     files = ["config.json", "history.csv", CHECKPOINT_NAME, "summary.json",
              *TASKS[settings["dataset"]].figures]
@@ -514,6 +603,17 @@ def build_parser() -> argparse.ArgumentParser:
                        help="when the loss turns NaN/Inf: stop with a diagnosis (default), or "
                             "roll back to the last good check and halve the learning rate (at "
                             "most 3 times)")
+    train.add_argument("--devices", type=int, default=1,
+                       help="processes per machine for data-parallel training (one per GPU; "
+                            "on a CPU, processes sharing its cores); started with torchrun")
+    train.add_argument("--num-nodes", type=int, default=1,
+                       help="machines taking part (run the same command on each)")
+    train.add_argument("--node-rank", type=int, default=0,
+                       help="this machine's index, 0 .. --num-nodes - 1")
+    train.add_argument("--master-addr", default="127.0.0.1",
+                       help="address of machine 0 (several machines)")
+    train.add_argument("--master-port", type=int, default=29500,
+                       help="port on machine 0 (several machines)")
     train.add_argument("--out", metavar="DIR", default=None, help="run folder to create")
     train.add_argument("--resume", metavar="DIR", default=None,
                        help="continue the run in DIR from its last checkpoint (its settings "
@@ -618,7 +718,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.argv = argv
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
     try:
         return args.func(args)

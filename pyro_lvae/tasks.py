@@ -120,16 +120,22 @@ class ImageTask:
 
     def data(self, s: dict[str, Any]):
         """``(data, transform, steps, steps per epoch)``."""
+        from .distributed import rank_info
+
+        rank, world = rank_info()
         images = load_images(self.name, s["data_root"], train=True, download=s["download"])
         n = len(images)
-        per_epoch = math.ceil(n / s["batch_size"])
+        per_epoch = math.ceil(n / (s["batch_size"] * world))
         steps = s["steps"] if s.get("steps") is not None else s["epochs"] * per_epoch
         if isinstance(images, torch.Tensor):
             return images, self._transform(s), steps, per_epoch
+        sampler = (torch.utils.data.DistributedSampler(images, world, rank, shuffle=True,
+                                                       seed=s["seed"]) if world > 1 else None)
         loader = torch.utils.data.DataLoader(
-            images, batch_size=s["batch_size"], shuffle=True, drop_last=len(images) >= 2 *
-            s["batch_size"], num_workers=s["num_workers"],
-            pin_memory=torch.cuda.is_available(), persistent_workers=s["num_workers"] > 0)
+            images, batch_size=s["batch_size"], shuffle=sampler is None, sampler=sampler,
+            drop_last=len(images) >= 2 * s["batch_size"] * world,
+            num_workers=s["num_workers"], pin_memory=torch.cuda.is_available(),
+            persistent_workers=s["num_workers"] > 0)
         return loader, self._transform(s), steps, per_epoch
 
     def _test_images(self, s: dict[str, Any], device) -> tuple[torch.Tensor, torch.Tensor]:

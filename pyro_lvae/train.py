@@ -39,7 +39,8 @@ from pyro.infer import SVI
 from tqdm.auto import tqdm
 
 from .annealing import Constant, Schedule, scale_latents
-from .elbo import direct_elbo_terms, elbo_terms, scale_stats, supports_direct
+from .distributed import gather_objects, rank_info, rank_seed, reduce_rows
+from .elbo import ELBOTerms, direct_elbo_terms, elbo_terms, scale_stats, supports_direct
 from .errors import CheckpointError, ConfigError, DataError, TrainingDiverged
 from .io import atomic_save, safe_load, write_csv
 from .vae import _CHECKPOINT_FORMAT, VAE
@@ -150,21 +151,30 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
 
 
 class _TensorBatches:
-    """Minibatches of a fixed data set: shuffled epochs, resumable."""
+    """Minibatches of a fixed data set: shuffled epochs, resumable. With several ranks, every
+    rank shuffles alike (``generator`` seeded alike) and takes its own slice of each global
+    batch of ``world * batch_size`` rows."""
 
-    def __init__(self, data: torch.Tensor, batch_size: int, generator: torch.Generator) -> None:
+    def __init__(self, data: torch.Tensor, batch_size: int, generator: torch.Generator,
+                 rank: int = 0, world: int = 1) -> None:
+        if world * batch_size > data.shape[0] and world > 1:
+            raise DataError(f"{world} processes x batch size {batch_size} is more than the "
+                            f"{data.shape[0]} rows of data; lower the batch size")
         self.data = data
         self.batch_size = min(batch_size, data.shape[0])
         self.generator = generator
+        self.rank, self.world = rank, world
         self.perm = torch.zeros(0, dtype=torch.long)
         self.pos = 0
 
     def __call__(self) -> torch.Tensor:
-        if self.pos + self.batch_size > self.perm.numel():
+        step = self.world * self.batch_size
+        if self.pos + step > self.perm.numel():
             self.perm = torch.randperm(self.data.shape[0], generator=self.generator)
             self.pos = 0
-        idx = self.perm[self.pos: self.pos + self.batch_size]
-        self.pos += self.batch_size
+        start = self.pos + self.rank * self.batch_size
+        idx = self.perm[start: start + self.batch_size]
+        self.pos += step
         return self.data[idx.to(self.data.device)]
 
     def state_dict(self) -> dict[str, Any]:
@@ -198,12 +208,17 @@ class _LoaderBatches:
 
     def __init__(self, loader: Iterable, device: torch.device) -> None:
         self.loader, self.device = loader, device
+        self.epoch = 0
         self.it = iter(loader)
 
     def __call__(self) -> torch.Tensor:
         try:
             batch = next(self.it)
         except StopIteration:
+            self.epoch += 1
+            sampler = getattr(self.loader, "sampler", None)
+            if hasattr(sampler, "set_epoch"):  # a DistributedSampler reshuffles per epoch
+                sampler.set_epoch(self.epoch)
             self.it = iter(self.loader)
             try:
                 batch = next(self.it)
@@ -223,7 +238,8 @@ class _LoaderBatches:
         pass
 
 
-def _make_batches(data, vae: VAE, batch_size: int, generator, device, transform=None):
+def _make_batches(data, vae: VAE, batch_size: int, generator, device, transform=None,
+                  shuffle_generator=None, rank: int = 0, world: int = 1):
     dtype = vae.model.prior_loc.dtype
     if isinstance(data, np.ndarray):
         if not np.issubdtype(data.dtype, np.floating):
@@ -233,13 +249,14 @@ def _make_batches(data, vae: VAE, batch_size: int, generator, device, transform=
             )
         data = torch.as_tensor(data, dtype=dtype)
     if isinstance(data, torch.Tensor):
+        shuffle = shuffle_generator or generator
         if transform is not None:  # raw data (uint8 images): the transformed batches are checked
-            return _TensorBatches(data.to(device), batch_size, generator)
+            return _TensorBatches(data.to(device), batch_size, shuffle, rank, world)
         if data.is_floating_point():  # float64 tables train a float32 model without fuss
             data = data.to(device=device, dtype=dtype)
         vae.model.check_data(data, finite=True)
         vae.observation.check_support(data)
-        return _TensorBatches(data, batch_size, generator)
+        return _TensorBatches(data, batch_size, shuffle, rank, world)
     if isinstance(data, (str, bytes, os.PathLike)):
         raise DataError(
             f"Expected data, not the file name {str(data)!r}: load it first (for instance "
@@ -248,6 +265,9 @@ def _make_batches(data, vae: VAE, batch_size: int, generator, device, transform=
     if callable(data):
         return _SamplerBatches(data, batch_size, generator, device, dtype)
     if isinstance(data, Iterable):
+        if world > 1 and not hasattr(getattr(data, "sampler", None), "set_epoch"):
+            raise ConfigError("with several processes a DataLoader needs a DistributedSampler "
+                              "(each rank must draw different batches)")
         return _LoaderBatches(data, device)
     raise DataError(
         f"Expected data to be a tensor, a numpy array, a sampler f(n, generator=...) or an "
@@ -279,18 +299,38 @@ def _data_seed(seed: int | None) -> int:
     return int(np.random.SeedSequence([seed, 0x5EED]).generate_state(1, np.uint64)[0] >> 1)
 
 
-def _rng_state(generator: torch.Generator) -> dict[str, Any]:
+def _rng_state(generator: torch.Generator,
+               shuffle_generator: torch.Generator | None = None) -> dict[str, Any]:
     state = {"torch": torch.get_rng_state(), "data": generator.get_state()}
+    if shuffle_generator is not None:
+        state["shuffle"] = shuffle_generator.get_state()
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
-def _set_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
+def _set_rng_state(state: dict[str, Any], generator: torch.Generator,
+                   shuffle_generator: torch.Generator | None = None) -> None:
     torch.set_rng_state(state["torch"])
     generator.set_state(state["data"])
+    if shuffle_generator is not None and "shuffle" in state:
+        shuffle_generator.set_state(state["shuffle"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class _LossModule(torch.nn.Module):
+    """The VAE's ELBO as a module, for ``DistributedDataParallel``."""
+
+    def __init__(self, vae: VAE) -> None:
+        super().__init__()
+        self.vae = vae
+        self.direct = supports_direct(vae)
+
+    def forward(self, x: torch.Tensor, beta: float) -> ELBOTerms:
+        if self.direct:
+            return direct_elbo_terms(self.vae, x, beta=beta)
+        return elbo_terms(self.vae.model, self.vae.guide, x, beta=beta)
 
 
 def _diagnose(vae: VAE, x: torch.Tensor, step: int, history_chunk: dict[str, torch.Tensor]) -> str:
@@ -390,13 +430,21 @@ def fit(
         raise ConfigError(f"Expected on_divergence to be 'stop' or 'rollback' but got "
                           f"{on_divergence!r}")
 
+    rank, world = rank_info()
     device = resolve_device(device)
     vae.to(device)
+    if world > 1 and seed is None:
+        raise ConfigError("distributed training needs a seed (every rank derives its own)")
     if seed is not None:
-        pyro.set_rng_seed(seed)
-    generator = torch.Generator()
-    generator.manual_seed(_data_seed(seed))
-    batches = _make_batches(data, vae, batch_size, generator, device, transform)
+        pyro.set_rng_seed(rank_seed(seed, rank))
+    generator = torch.Generator()  # samplers and transforms: this rank's own stream
+    generator.manual_seed(_data_seed(None if seed is None else rank_seed(seed, rank)))
+    shuffle_generator = None  # tensor data: shuffled alike on every rank
+    if world > 1:
+        shuffle_generator = torch.Generator()
+        shuffle_generator.manual_seed(_data_seed(seed))
+    batches = _make_batches(data, vae, batch_size, generator, device, transform,
+                            shuffle_generator, rank, world)
     opt = _make_optimizer(optimizer, vae, lr)
     svi = None
     if isinstance(opt, pyro.optim.PyroOptim) and on_divergence == "rollback":
@@ -408,25 +456,37 @@ def fit(
 
     # the default step computes Trace_ELBO's loss without Pyro's handler stack (same numbers)
     direct = svi is None and elbo is None and supports_direct(vae)
+    engine = None
+    if world > 1:
+        if svi is not None or elbo is not None:
+            raise ConfigError("distributed training uses fit's own ELBO step and a torch "
+                              "optimiser; elbo= and pyro.optim optimisers are not supported")
+        engine = torch.nn.parallel.DistributedDataParallel(
+            _LossModule(vae), device_ids=[device.index] if device.type == "cuda" else None)
     history = History()
     start = 0
     out_dir = Path(out) if out is not None else None
-    if out_dir is not None:
+    if out_dir is not None and rank == 0:
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise CheckpointError(f"cannot create output folder {out_dir}: {e.strerror}") from None
     ckpt_path = out_dir / CHECKPOINT_NAME if out_dir is not None else None
-    if ckpt_path is not None:  # temporary files of a write that was killed
+    if ckpt_path is not None and rank == 0:  # temporary files of a write that was killed
         for stale in out_dir.glob(f".{CHECKPOINT_NAME}.*.tmp"):
             stale.unlink(missing_ok=True)
     if resume and ckpt_path.exists():
-        start, history = _restore(ckpt_path, vae, opt, batches, generator, device)
+        start, history = _restore(ckpt_path, vae, opt, batches, generator, device,
+                                  shuffle_generator, seed, rank, world)
         logger.info("resumed from %s at step %d", ckpt_path, start)
         if start >= steps:
             return history
 
     def save_checkpoint(step: int) -> None:
+        states = gather_objects(_rng_state(generator, shuffle_generator))  # every rank calls
+        if rank != 0:
+            return
+        rng = states[0] if world == 1 else states
         blob = {
             "format": _CHECKPOINT_FORMAT,
             "version": 1,
@@ -434,7 +494,7 @@ def fit(
             "model": vae.to_file_dict(),
             "optimizer": opt.get_state() if svi is not None else opt.state_dict(),
             "history": history.state_dict(),
-            "rng": _rng_state(generator),
+            "rng": rng,
             "batches": batches.state_dict(),
             "fit": json.dumps({"steps": steps, "batch_size": batch_size, "lr": lr,
                                "beta": schedule.spec() if isinstance(schedule, Schedule)
@@ -447,8 +507,8 @@ def fit(
         every = math.ceil(checkpoint_every / check_every) * check_every
     if progress is None:
         progress = sys.stderr.isatty()
-    bar = tqdm(total=steps, initial=start, disable=not progress, desc="training", unit="step",
-               dynamic_ncols=True)
+    bar = tqdm(total=steps, initial=start, disable=not progress or rank != 0, desc="training",
+               unit="step", dynamic_ncols=True)
     snapshot = _snapshot(vae, opt, svi)
     rollbacks = 0
     # per-step values stay on the device until a check point reads them all at once
@@ -471,7 +531,13 @@ def fit(
                 b = schedule(step)
                 vae.observation.set_step(step)
                 n = x.shape[0]
-                if direct:
+                if engine is not None:
+                    terms = engine(x, b)
+                    opt.zero_grad(set_to_none=True)
+                    terms.loss.backward()
+                    opt.step()
+                    loss = terms.loss.detach()
+                elif direct:
                     terms = direct_elbo_terms(vae, x, beta=b)
                     opt.zero_grad(set_to_none=True)
                     terms.loss.backward()
@@ -509,8 +575,8 @@ def fit(
                 if done % check_every and done != steps:
                     continue
                 # ---- check point: one host synchronisation ----
-                rows = {k: torch.stack(vals).to("cpu", torch.float64)
-                        for k, vals in chunk.items()}
+                rows = reduce_rows({k: torch.stack(vals) for k, vals in chunk.items()})
+                rows = {k: v.to("cpu", torch.float64) for k, v in rows.items()}
                 finite = torch.isfinite(rows["loss"])
                 params_finite = bool(torch.stack(
                     [torch.isfinite(p).all() for p in vae.parameters()]).all())
@@ -535,7 +601,7 @@ def fit(
                 rows["step"] = torch.arange(chunk_start, done)
                 rows = {k: v.numpy() for k, v in rows.items()}
                 history.extend(rows)
-                for callback in callbacks:
+                for callback in callbacks if rank == 0 else ():
                     callback(done, rows, vae)
                 chunk = {c: [] for c in chunk}
                 betas = []
@@ -569,7 +635,8 @@ def _restore_snapshot(snapshot: dict[str, Any], vae: VAE, opt, svi) -> None:
             group["lr"] = lr
 
 
-def _restore(path: Path, vae: VAE, opt, batches, generator, device) -> tuple[int, History]:
+def _restore(path: Path, vae: VAE, opt, batches, generator, device, shuffle_generator=None,
+             seed: int | None = None, rank: int = 0, world: int = 1) -> tuple[int, History]:
     blob = safe_load(path, map_location=device)
     if not isinstance(blob, dict) or blob.get("format") != _CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a pyro-lvae training checkpoint")
@@ -584,8 +651,19 @@ def _restore(path: Path, vae: VAE, opt, batches, generator, device) -> tuple[int
                 f"{path}: the optimiser state does not fit this model ({e})"
             ) from None
     batches.load_state_dict(blob["batches"])
-    _set_rng_state(blob["rng"], generator)
-    return int(blob["step"]), History.from_state_dict(blob["history"])
+    step = int(blob["step"])
+    states = blob["rng"] if isinstance(blob["rng"], list) else [blob["rng"]]
+    if len(states) == world:  # the same number of processes: continue exactly
+        _set_rng_state(states[rank], generator, shuffle_generator)
+    else:  # another number of processes: each rank reseeded from the seed, step and rank
+        base = rank_seed((seed or 0) + step, rank)
+        pyro.set_rng_seed(base)
+        generator.manual_seed(_data_seed(base))
+        if shuffle_generator is not None:
+            shuffle_generator.manual_seed(_data_seed((seed or 0) + step))
+        logger.warning("resumed on %d process(es) from a checkpoint of %d: training continues "
+                       "from step %d with fresh random streams", world, len(states), step)
+    return step, History.from_state_dict(blob["history"])
 
 
 def load_checkpoint_info(path: str | os.PathLike) -> dict[str, Any]:

@@ -1,16 +1,18 @@
 """The benchmark scripts run (tiny sizes); their measurements live in the docs, not here."""
 
-import importlib.util
+import importlib
+import sys
 from pathlib import Path
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 def _load(name):
-    spec = importlib.util.spec_from_file_location(name[:-3], BENCHMARKS / name)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    # an importable module: the scaling benchmark's workers are spawned processes that import
+    # it by name (they inherit sys.path)
+    if str(BENCHMARKS) not in sys.path:
+        sys.path.insert(0, str(BENCHMARKS))
+    return importlib.import_module(name[:-3])
 
 
 def test_long_run_memory_benchmark_small(tmp_path):
@@ -51,3 +53,9 @@ def test_reference_loss_is_the_same_objective():
         pyro.set_rng_seed(3)
         theirs = ref.loss(x)
         assert torch.allclose(ours, theirs, rtol=1e-5)
+
+
+def test_scaling_benchmark_small():
+    module = _load("scaling.py")
+    rate = module.measure("mlp", 2, 1, steps=5, batch=8)
+    assert rate > 0
