@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-REGISTERED = ["artificial_2d.py", "plain_pyro.py", "reproduce_manifold.py"]
+REGISTERED = ["artificial_2d.py", "fashion_mnist.py", "plain_pyro.py", "reproduce_manifold.py",
+              "tables.py"]
 
 
 def test_every_example_is_registered():
@@ -44,3 +45,15 @@ def test_reproduce_manifold_smoke(tmp_path):
                                                        "--out", str(tmp_path)]))
     assert [v[0][:3] for v in verdicts] == ["(a)", "(b)", "(c)", "(d)", "(e)"]
     assert (tmp_path / "reproduction.md").exists()
+
+
+def test_fashion_mnist_smoke(tmp_path):
+    module = _load("fashion_mnist.py")
+    bpd = module.main(module.parser().parse_args(["--smoke", "--out", str(tmp_path / "g.png")]))
+    assert bpd > 0 and (tmp_path / "g.png").exists()
+
+
+def test_tables_smoke():
+    module = _load("tables.py")
+    metrics = module.main(module.parser().parse_args(["--smoke"]))
+    assert 0 <= metrics["detection_auc"] <= 1 and 0 <= metrics["shape_similarity"] <= 1
