@@ -74,6 +74,22 @@ def _positive_int(name: str, value: Any) -> int:
     return value
 
 
+def _check_observation(observation: Any) -> None:
+    if not isinstance(observation, Observation):
+        raise ConfigError(
+            f"Expected observation to be an observation model such as lv.FixedScale(1.0) or "
+            f"lv.LearnedVectorScale() but got {observation!r}"
+        )
+
+
+def _check_factory(latent_dim: Any, blocks: Any, observation: Any) -> None:
+    """The checks every VAE factory makes before building networks."""
+    _positive_int("latent_dim", latent_dim)
+    if isinstance(blocks, bool) or not isinstance(blocks, int) or blocks < 0:
+        raise ConfigError(f"Expected blocks to be an integer >= 0 but got {blocks!r}")
+    _check_observation(observation)
+
+
 def _flat_apply(net: Callable, inputs: torch.Tensor, event_dim: int):
     """Apply ``net`` to a tensor with any batch shape by flattening it to one batch axis."""
     batch = inputs.shape[: inputs.dim() - event_dim]
@@ -252,11 +268,7 @@ class VAE(nn.Module):
     ) -> None:
         super().__init__()
         _positive_int("latent_dim", latent_dim)
-        if not isinstance(observation, Observation):
-            raise ConfigError(
-                f"Expected observation to be an observation model such as lv.FixedScale(1.0) or "
-                f"lv.LearnedScalarScale() but got {observation!r}"
-            )
+        _check_observation(observation)
         if isinstance(data_shape, int):
             data_shape = (data_shape,)
         if data_shape is not None:
@@ -407,15 +419,8 @@ def mlp_vae(
     :param str activation: ``relu``, ``elu``, ``silu`` or ``tanh``
     """
     _positive_int("data_dim", data_dim)
-    _positive_int("latent_dim", latent_dim)
     _positive_int("hidden", hidden)
-    if isinstance(blocks, bool) or not isinstance(blocks, int) or blocks < 0:
-        raise ConfigError(f"Expected blocks to be an integer >= 0 but got {blocks!r}")
-    if not isinstance(observation, Observation):
-        raise ConfigError(
-            f"Expected observation to be an observation model such as lv.LearnedScalarScale() "
-            f"but got {observation!r}"
-        )
+    _check_factory(latent_dim, blocks, observation)
     try:
         encoder = GaussianEncoder(
             ResidualMLP(data_dim, 2 * latent_dim, hidden, blocks, activation), latent_dim
@@ -462,16 +467,9 @@ def conv_vae(
     :param int blocks: residual blocks in each network
     """
     image_shape = tuple(image_shape)
-    _positive_int("latent_dim", latent_dim)
     _positive_int("width", width)
     _positive_int("convs", convs)
-    if isinstance(blocks, bool) or not isinstance(blocks, int) or blocks < 0:
-        raise ConfigError(f"Expected blocks to be an integer >= 0 but got {blocks!r}")
-    if not isinstance(observation, Observation):
-        raise ConfigError(
-            f"Expected observation to be an observation model such as lv.LearnedVectorScale() "
-            f"but got {observation!r}"
-        )
+    _check_factory(latent_dim, blocks, observation)
     try:
         encoder = GaussianEncoder(
             ConvEncoder(image_shape, 2 * latent_dim, width, convs, blocks, activation),

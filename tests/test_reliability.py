@@ -12,6 +12,7 @@ import numpy as np
 import pyro
 import pytest
 import torch
+from helpers import PoisonOnce
 
 import pyro_lvae as lv
 from pyro_lvae import io
@@ -97,23 +98,6 @@ def test_full_disk_or_unwritable_folder_is_a_clear_error_and_keeps_the_checkpoin
     monkeypatch.undo()
     assert torch.load(tmp_path / CHECKPOINT_NAME, weights_only=True)["step"] == 10
     assert not list(tmp_path.glob(".*.tmp"))
-
-
-class PoisonOnce(torch.optim.Adam):
-    """Adam that writes NaN into the parameters at its ``at``-th step."""
-
-    def __init__(self, params, at):
-        super().__init__(params, lr=1e-3)
-        self.at, self.calls = at, 0
-
-    def step(self, closure=None):
-        super().step(closure)
-        self.calls += 1
-        if self.calls == self.at:
-            with torch.no_grad():
-                for group in self.param_groups:
-                    for p in group["params"]:
-                        p.fill_(float("nan"))
 
 
 def test_rollback_restores_the_last_good_check_and_lowers_the_learning_rate(caplog):

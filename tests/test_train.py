@@ -4,6 +4,7 @@ import numpy as np
 import pyro
 import pytest
 import torch
+from helpers import PoisonOnce
 from pyro.infer import TraceMeanField_ELBO
 
 import pyro_lvae as lv
@@ -142,31 +143,12 @@ def test_divergence_stops_with_a_diagnosis_and_keeps_the_last_good_state(tmp_pat
     lv.fit(vae, data(), steps=10, batch_size=50, seed=0, out=tmp_path, check_every=5)
     good = (tmp_path / CHECKPOINT_NAME).read_bytes()
     bad = data()
-    bad_model_state = {k: v.clone() for k, v in vae.state_dict().items()}
     with pytest.raises(lv.TrainingDiverged, match=r"diverged at step \d+.*sigma.*data range"):
         lv.fit(vae, bad * 1e30, steps=40, batch_size=50, lr=1e3, seed=0, check_every=5,
                out=tmp_path, resume=True)
     assert all(torch.isfinite(v).all() for v in vae.state_dict().values())
     assert (tmp_path / CHECKPOINT_NAME).read_bytes() == good  # the last good checkpoint
     assert lv.load(tmp_path / CHECKPOINT_NAME) is not None
-    del bad_model_state
-
-
-class _PoisonAt(torch.optim.SGD):
-    """SGD that writes NaN into the parameters at one step."""
-
-    def __init__(self, params, at):
-        super().__init__(params, lr=1e-3)
-        self.at, self.calls = at, 0
-
-    def step(self, closure=None):
-        super().step(closure)
-        self.calls += 1
-        if self.calls == self.at:
-            with torch.no_grad():
-                for group in self.param_groups:
-                    for p in group["params"]:
-                        p.fill_(float("nan"))
 
 
 def test_nan_parameters_after_the_last_step_of_a_check_are_caught(tmp_path):
@@ -174,7 +156,7 @@ def test_nan_parameters_after_the_last_step_of_a_check_are_caught(tmp_path):
     # every recorded loss is finite: the poisoned update is the last one before the check
     with pytest.raises(lv.TrainingDiverged, match="diverged at step 5"):
         lv.fit(vae, data(), steps=10, batch_size=50, check_every=5, out=tmp_path,
-               checkpoint_every=5, optimizer=lambda params: _PoisonAt(params, at=5))
+               checkpoint_every=5, optimizer=lambda params: PoisonOnce(params, at=5))
     assert all(torch.isfinite(v).all() for v in vae.state_dict().values())
     assert not (tmp_path / CHECKPOINT_NAME).exists()  # nothing poisoned was written
 

@@ -38,6 +38,7 @@ from ..plots import smooth
 from ..points import EVAL_SEED
 from ..train import fit
 from ..vae import mlp_vae
+from . import Study
 
 __all__ = ["CollapseStudy", "SETTINGS", "CURVES", "run_job", "run_study", "write_outputs"]
 
@@ -55,7 +56,9 @@ KL_COLLAPSED = 0.1
 
 
 @dataclass
-class CollapseStudy:
+class CollapseStudy(Study):
+    QUICK = {"seeds": 2, "steps": 2500, "hidden": 64, "blocks": 2}
+
     curves: tuple[str, ...] = ("manifold2d", "spiral2d")
     variants: tuple[str, ...] = ("learned-scalar", "learned-vector")
     settings: tuple[str, ...] = tuple(SETTINGS)
@@ -66,12 +69,6 @@ class CollapseStudy:
     blocks: int = 4
     lr: float = 1e-3
     device: str = "cpu"
-
-    @classmethod
-    def quick(cls, **overrides: Any) -> CollapseStudy:
-        settings = {"seeds": 2, "steps": 2500, "hidden": 64, "blocks": 2}
-        settings.update(overrides)
-        return cls(**settings)
 
     def jobs(self) -> list[dict[str, Any]]:
         jobs = []

@@ -40,6 +40,7 @@ from ..parallel import run_jobs
 from ..points import EVAL_SEED
 from ..train import fit
 from ..vae import mlp_vae
+from . import Study
 
 __all__ = ["ManifoldStudy", "run_job", "run_study", "claims", "write_outputs",
            "energy_distance", "REPLAY_SEED_OFFSET", "EQUIVALENCE_MARGIN"]
@@ -52,8 +53,11 @@ EQUIVALENCE_MARGIN = 0.05
 
 
 @dataclass
-class ManifoldStudy:
+class ManifoldStudy(Study):
     """Settings (``quick()``: minutes on two CPU cores; the defaults: the paper's networks)."""
+
+    QUICK = {"sigmas": (1.0, 0.3, 0.1, 0.03, 0.01), "seeds": 3, "steps": 3000, "hidden": 100,
+             "blocks": 2, "eval_points": 2000, "iwae_points": 500, "iwae_samples": 200}
 
     sigmas: tuple[float, ...] = (1.0, 0.5, 0.2, 0.1, 0.05, 0.02, 0.01)
     seeds: int = 10
@@ -68,14 +72,6 @@ class ManifoldStudy:
     iwae_points: int = 1000
     iwae_samples: int = 1000
     device: str = "cpu"
-
-    @classmethod
-    def quick(cls, **overrides: Any) -> ManifoldStudy:
-        settings = {"sigmas": (1.0, 0.3, 0.1, 0.03, 0.01), "seeds": 3, "steps": 3000,
-                    "hidden": 100, "blocks": 2, "eval_points": 2000, "iwae_points": 500,
-                    "iwae_samples": 200}
-        settings.update(overrides)
-        return cls(**settings)
 
     def _common(self) -> dict[str, Any]:
         keep = ("steps", "batch_size", "hidden", "blocks", "latent_dim", "lr", "beta",

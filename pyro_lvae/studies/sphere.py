@@ -29,6 +29,7 @@ from ..observations import FixedScale, LearnedScalarScale
 from ..parallel import run_jobs
 from ..train import fit
 from ..vae import mlp_vae
+from . import Study
 
 __all__ = ["SphereStudy", "run_job", "run_study", "write_outputs"]
 
@@ -36,8 +37,10 @@ EVAL_SEED = 31415
 
 
 @dataclass
-class SphereStudy:
+class SphereStudy(Study):
     """Settings of the sphere study (``quick()`` finishes in minutes on two CPU cores)."""
+
+    QUICK = {"seeds": 1, "steps": 2500, "hidden": 64, "blocks": 2}
 
     dims: tuple[int, ...] = (2, 3, 8)
     ratios: tuple[float, ...] = (0.25, 0.5, 0.8, 1.25, 2.0)
@@ -51,12 +54,6 @@ class SphereStudy:
     ls_betas: tuple[str, ...] = ("1", "linear:1000:0.5:1")
     device: str = "cpu"
     extra: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def quick(cls, **overrides: Any) -> SphereStudy:
-        settings = {"seeds": 1, "steps": 2500, "hidden": 64, "blocks": 2}
-        settings.update(overrides)
-        return cls(**settings)
 
     def jobs(self) -> list[dict[str, Any]]:
         common = {"radius": self.radius, "steps": self.steps, "batch_size": self.batch_size,

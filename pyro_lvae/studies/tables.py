@@ -26,6 +26,7 @@ from ..io import atomic_write_text, write_csv
 from ..parallel import run_jobs
 from ..table_metrics import all_metrics
 from ..tabular import TabularModel
+from . import Study
 
 __all__ = ["TableStudy", "DATASETS", "SETTINGS", "run_job", "run_study", "write_outputs"]
 
@@ -57,7 +58,9 @@ def load_table(name: str):
 
 
 @dataclass
-class TableStudy:
+class TableStudy(Study):
+    QUICK = {"seeds": 1, "steps": 1000, "datasets": ("wine", "breast-cancer")}
+
     datasets: tuple[str, ...] = tuple(DATASETS)
     settings: tuple[str, ...] = tuple(SETTINGS)
     annealing: tuple[str, ...] = ("off", "on")
@@ -68,12 +71,6 @@ class TableStudy:
     blocks: int = 2
     batch_size: int = 128
     device: str = "cpu"
-
-    @classmethod
-    def quick(cls, **overrides: Any) -> TableStudy:
-        settings = {"seeds": 1, "steps": 1000, "datasets": ("wine", "breast-cancer")}
-        settings.update(overrides)
-        return cls(**settings)
 
     def jobs(self) -> list[dict[str, Any]]:
         return [{"dataset": d, "setting": s, "annealing": a, "seed": seed, "steps": self.steps,
