@@ -1,12 +1,14 @@
 """The ``pyro-lvae`` command.
 
-``pyro-lvae demo``   trains F-VAE (two fixed sigmas), LS-VAE and LV-VAE on the artificial problem
-                     and writes a table and figures (a few minutes on a laptop CPU).
-``pyro-lvae train``  trains one variant into a run folder (config, history, checkpoint, figures);
-                     ``--resume DIR`` continues a run from its last checkpoint.
-``pyro-lvae theory`` draws Theorem 1 (the sphere): the objective, r*(sigma) and sigma_c.
-``pyro-lvae reproduce STUDY`` runs one of the paper's studies (manifold, collapse, sphere) and
-                     writes its tables and figures.
+``demo``       F-VAE (two fixed sigmas), LS-VAE and LV-VAE on the artificial problem: a table and
+               figures (a few minutes on a laptop CPU)
+``train``      one variant on the artificial problem or images into a run folder (config,
+               history, checkpoint, summary, figures); ``--resume DIR`` continues a run;
+               ``--devices N`` trains data-parallel under torchrun
+``tabular``    ``fit`` a VAE to a CSV table, ``sample`` synthetic rows from it
+``reproduce``  one of the studies (manifold, collapse, sphere, tables): tables and figures
+``theory``     Theorem 1 (the sphere): the objective, r*(sigma) and sigma_c
+``bench``      the training step's speed against a hand-written PyTorch step
 
 Errors a user can cause print one line (``pyro-lvae: error: ...``) and exit with status 2.
 """
@@ -17,6 +19,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -24,10 +27,12 @@ from pathlib import Path
 from typing import Any
 
 import pyro
+import torch.distributed as dist
 
 from . import __version__
 from .annealing import parse_schedule
 from .datasets import manifold2d
+from .distributed import init_from_env, rank_info
 from .errors import CheckpointError, ConfigError, LVAEError
 from .io import atomic_write_text, save_figure
 from .observations import (
@@ -59,10 +64,6 @@ def _run_history(source: str) -> History:
 
 def _write_json(data: dict[str, Any], path: Path) -> None:
     atomic_write_text(json.dumps(data, indent=2) + "\n", path)
-
-
-def _save_figure(fig, path: Path) -> None:
-    save_figure(fig, path, dpi=80)
 
 
 def _train_settings(args: argparse.Namespace, task) -> dict[str, Any]:
@@ -119,29 +120,21 @@ def _train_run(vae: VAE, run: Path, settings: dict[str, Any], resume: bool,
     )
     seconds = time.perf_counter() - t0
     if rank != 0:  # rank 0 evaluates and writes; the others wait for it
-        import torch.distributed as dist
-
         dist.barrier()
         return {}
     history.to_csv(run / "history.csv")
     summary = task.report(vae, history, run, settings)
-    from .distributed import rank_info
-
     world = rank_info()[1]
     summary.update(steps=len(history), train_seconds=round(seconds, 2), device=str(vae.device),
                    processes=world)
     _write_json(summary, run / "summary.json")
     if world > 1:
-        import torch.distributed as dist
-
         dist.barrier()
     return summary
 
 
 def _launch(args: argparse.Namespace) -> int:
     """Run this same command under torchrun, on --devices processes per machine."""
-    import os
-
     from torch.distributed.run import main as torchrun
 
     from .distributed import torchrun_argv
@@ -171,10 +164,6 @@ def _launch(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    import os
-
-    from .distributed import init_from_env
-
     if args.devices < 1 or args.num_nodes < 1:
         raise ConfigError(f"Expected --devices >= 1 and --num-nodes >= 1 but got "
                           f"{args.devices}, {args.num_nodes}")
@@ -188,8 +177,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     rank = 0
     if worker:
         device = init_from_env(args.device)
-        import torch.distributed as dist
-
         rank = dist.get_rank()
         args.device = str(device)
         args.quiet = args.quiet or rank != 0
@@ -197,8 +184,6 @@ def cmd_train(args: argparse.Namespace) -> int:
         return _train(args, rank, check=not os.environ.get("PYRO_LVAE_LAUNCHED"))
     finally:
         if worker:
-            import torch.distributed as dist
-
             dist.destroy_process_group()
 
 
@@ -314,11 +299,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
         histories[name] = history
         row = figure_row(vae, name, x)
         rows.append(row)
-        _save_figure(points_figure([row]), out / f"{folder}.png")
+        save_figure(points_figure([row]), out / f"{folder}.png")
         print(f"  {name:<17} ELBO {summary['elbo']:8.3f}  sigma {summary['sigma']:.4f}  "
               f"({seconds:.0f} s)", flush=True)
-    _save_figure(points_figure(rows), out / "overview.png")
-    _save_figure(training_figure(histories), out / "training.png")
+    save_figure(points_figure(rows), out / "overview.png")
+    save_figure(training_figure(histories), out / "training.png")
     table = _demo_table(results)
     atomic_write_text(table + "\n", out / "results.md")
     print()
