@@ -16,7 +16,8 @@ from pyro_lvae import bench
 
 
 def main(args: argparse.Namespace) -> list:
-    results = bench.run(device=args.device, repetitions=args.repetitions, quick=args.quick)
+    results = bench.run(device=args.device, repetitions=args.repetitions, quick=args.quick,
+                        ablation=args.ablation)
     table = bench.markdown(results)
     print(table)
     if args.markdown:
@@ -30,6 +31,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--repetitions", type=int, default=5)
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--ablation", action="store_true", help="time the intermediate steps too")
     p.add_argument("--markdown", default=None, help="also write the table to this file")
     return p
 

@@ -9,6 +9,10 @@ run in one process:
 - ``pyro-lvae``: :func:`pyro_lvae.fit`'s default path (history, schedules and checks included);
 - ``pyro SVI``: ``pyro.infer.SVI`` with ``Trace_ELBO`` and ``pyro.optim.Adam``, for context.
 
+With ``ablation=True``, the steps between the two are timed too, to show what each change buys:
+``traced ELBO + torch Adam`` (the ELBO through Pyro's ``trace``/``replay`` handlers, one torch
+optimiser, validation off) and ``pyro SVI, validation on`` (Pyro's default).
+
 Repetitions alternate between the contestants, so that a change in the machine's load touches
 all of them; the ratio is of medians.
 """
@@ -27,6 +31,7 @@ import pyro
 import torch
 
 from .datasets import Dequantize, manifold2d
+from .elbo import elbo_terms
 from .observations import LearnedScalarScale, LearnedVectorScale
 from .train import fit, resolve_device
 from .vae import VAE, conv_vae, mlp_vae
@@ -119,7 +124,7 @@ def _sync(device: torch.device) -> None:
 
 
 def run_case(case: Case, device: str = "auto", repetitions: int = 5, svi: bool = True,
-             small: bool = False) -> dict[str, Any]:
+             small: bool = False, ablation: bool = False) -> dict[str, Any]:
     """Seconds per step of each contestant (one entry per repetition)."""
     device = resolve_device(device)
     pyro.set_rng_seed(0)
@@ -153,6 +158,26 @@ def run_case(case: Case, device: str = "auto", repetitions: int = 5, svi: bool =
     contestants = {"reference": reference, "pyro-lvae": ours}
     if svi:
         contestants["pyro SVI"] = plain_svi
+    if ablation:
+        traced_vae = copy.deepcopy(vae)
+        traced_vae.name = "bench_traced"
+        traced_opt = torch.optim.Adam(traced_vae.parameters(), lr=1e-3)
+
+        def traced(n: int) -> None:
+            with pyro.validation_enabled(False):
+                for _ in range(n):
+                    loss = elbo_terms(traced_vae.model, traced_vae.guide, batch()).loss
+                    traced_opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    traced_opt.step()
+
+        def validated_svi(n: int) -> None:
+            with pyro.validation_enabled(True):
+                for _ in range(n):
+                    svi_runner.step(batch())
+
+        contestants["traced ELBO + torch Adam"] = traced
+        contestants["pyro SVI, validation on"] = validated_svi
     for f in contestants.values():  # warm-up: allocators, lazy initialisation
         f(max(2, case.steps // 5))
     times: dict[str, list[float]] = {k: [] for k in contestants}
@@ -168,13 +193,14 @@ def run_case(case: Case, device: str = "auto", repetitions: int = 5, svi: bool =
 
 
 def run(device: str = "auto", repetitions: int = 5, quick: bool = False,
-        report=print) -> list[dict[str, Any]]:
+        report=print, ablation: bool = False) -> list[dict[str, Any]]:
     results = []
     for case in CASES:
         if quick:
             case = Case(case.name, case.kind, case.obs, case.batch_size,
                         max(2, case.steps // 5))
-        r = run_case(case, device, repetitions=2 if quick else repetitions)
+        r = run_case(case, device, repetitions=2 if quick else repetitions,
+                     ablation=ablation)
         report(_line(r))
         results.append(r)
     return results
@@ -201,6 +227,15 @@ def markdown(results: list[dict[str, Any]]) -> str:
             f"{1 / med['pyro-lvae']:.2f} | {r['batch_size'] / med['pyro-lvae']:.0f} | "
             f"{med['pyro-lvae'] / med['reference']:.3f} ({min(ratios):.3f} to "
             f"{max(ratios):.3f}) | {svi} |")
+    extra = [k for k in results[0]["seconds"] if k not in ("reference", "pyro-lvae",
+                                                           "pyro SVI")]
+    if extra:
+        lines += ["", "| case | " + " | ".join(f"{k} ratio" for k in extra) + " |",
+                  "|---|" + "---:|" * len(extra)]
+        for r in results:
+            med = {k: statistics.median(v) for k, v in r["seconds"].items()}
+            lines.append(f"| {r['case']} | " + " | ".join(
+                f"{med[k] / med['reference']:.2f}" for k in extra) + " |")
     env = (f"torch {torch.__version__}, pyro-ppl {pyro.__version__}, Python "
            f"{platform.python_version()}, {torch.get_num_threads()} threads")
     return "\n".join(lines) + f"\n\n{env}; {results[0]['repetitions']} alternating repetitions.\n"

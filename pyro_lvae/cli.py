@@ -360,7 +360,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     print(f"pyro-lvae bench on {device}: hand-written PyTorch step against pyro-lvae's "
           f"training step, same networks, loss and data", flush=True)
     results = bench.run(device=device, repetitions=args.repetitions, quick=args.quick,
-                        report=lambda line: print("  " + line, flush=True))
+                        report=lambda line: print("  " + line, flush=True),
+                        ablation=args.ablation)
     table = bench.markdown(results)
     print()
     print(table)
@@ -695,6 +696,9 @@ def build_parser() -> argparse.ArgumentParser:
                                       "PyTorch step (same networks, loss and data)")
     be.add_argument("--quick", action="store_true", help="fewer steps and repetitions")
     be.add_argument("--repetitions", type=int, default=5, help="alternating repetitions")
+    be.add_argument("--ablation", action="store_true",
+                    help="also time the intermediate steps (Pyro-traced ELBO with a torch "
+                         "optimiser; SVI with validation on)")
     be.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     be.add_argument("--out", default=None, help="also write the Markdown table here")
     be.set_defaults(func=cmd_bench)
