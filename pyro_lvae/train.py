@@ -320,7 +320,8 @@ def _set_rng_state(state: dict[str, Any], generator: torch.Generator,
 
 
 class _LossModule(torch.nn.Module):
-    """The VAE's ELBO as a module, for ``DistributedDataParallel``."""
+    """The VAE's ELBO terms as a module (so that ``DistributedDataParallel`` can wrap it):
+    computed directly for pyro-lvae's own model and guide, through Pyro's handlers otherwise."""
 
     def __init__(self, vae: VAE) -> None:
         super().__init__()
@@ -454,15 +455,17 @@ def fit(
         loss = elbo if elbo is not None else pyro.infer.Trace_ELBO()
         svi = SVI(vae.model, vae.guide, opt, loss=loss)
 
-    # the default step computes Trace_ELBO's loss without Pyro's handler stack (same numbers)
-    direct = svi is None and elbo is None and supports_direct(vae)
-    engine = None
-    if world > 1:
-        if svi is not None or elbo is not None:
-            raise ConfigError("distributed training uses fit's own ELBO step and a torch "
-                              "optimiser; elbo= and pyro.optim optimisers are not supported")
-        engine = torch.nn.parallel.DistributedDataParallel(
-            _LossModule(vae), device_ids=[device.index] if device.type == "cuda" else None)
+    # fit's own step: Trace_ELBO's loss (without Pyro's handler stack for pyro-lvae's model and
+    # guide: same numbers) and a torch optimiser; with several processes, through DDP
+    loss_module = None
+    if svi is None and elbo is None:
+        loss_module = _LossModule(vae)
+        if world > 1:
+            loss_module = torch.nn.parallel.DistributedDataParallel(
+                loss_module, device_ids=[device.index] if device.type == "cuda" else None)
+    elif world > 1:
+        raise ConfigError("distributed training uses fit's own ELBO step and a torch "
+                          "optimiser; elbo= and pyro.optim optimisers are not supported")
     history = History()
     start = 0
     out_dir = Path(out) if out is not None else None
@@ -531,20 +534,8 @@ def fit(
                 b = schedule(step)
                 vae.observation.set_step(step)
                 n = x.shape[0]
-                if engine is not None:
-                    terms = engine(x, b)
-                    opt.zero_grad(set_to_none=True)
-                    terms.loss.backward()
-                    opt.step()
-                    loss = terms.loss.detach()
-                elif direct:
-                    terms = direct_elbo_terms(vae, x, beta=b)
-                    opt.zero_grad(set_to_none=True)
-                    terms.loss.backward()
-                    opt.step()
-                    loss = terms.loss.detach()
-                elif svi is None and elbo is None:
-                    terms = elbo_terms(vae.model, vae.guide, x, beta=b)
+                if loss_module is not None:
+                    terms = loss_module(x, b)
                     opt.zero_grad(set_to_none=True)
                     terms.loss.backward()
                     opt.step()
