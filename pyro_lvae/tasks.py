@@ -17,6 +17,7 @@ import torch
 
 from . import evaluate
 from .datasets import IMAGE_DATASETS, PIXEL_TRANSFORMS, bits_per_dim, load_images, manifold2d
+from .elbo import likelihood_scale
 from .errors import ConfigError
 from .io import save_figure
 from .observations import (
@@ -187,6 +188,14 @@ class ImageTask:
                 out["sigma_on_constant_pixels"] = float(flat[constant].mean())
             if (~constant).any():
                 out["sigma_on_other_pixels"] = float(flat[~constant].mean())
+            floor = getattr(vae.observation, "min_scale", None)
+            if floor is not None:  # how many (image, pixel) sigmas sit at the floor
+                at_floor = 0
+                for xb in x.split(250):
+                    scale = likelihood_scale(vae.likelihood(vae.encode(xb)))
+                    at_floor += int((scale.expand_as(xb) < 1.1 * floor).sum())
+                out["min_scale"] = floor
+                out["share_of_sigmas_at_floor"] = at_floor / x.numel()
             save_figure(sigma_map_figure(sigma_map, data_std, f"{self.name}, {s['obs']}"),
                         run / "sigma.png")
         return out
