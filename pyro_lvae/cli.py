@@ -63,7 +63,10 @@ def _run_history(source: str) -> History:
 
 
 def _write_json(data: dict[str, Any], path: Path) -> None:
-    atomic_write_text(json.dumps(data, indent=2) + "\n", path)
+    """Strict JSON: a value that is not a finite number (bits/dim of scaled pixels) is null."""
+    clean = {k: None if isinstance(v, float) and not math.isfinite(v) else v
+             for k, v in data.items()}
+    atomic_write_text(json.dumps(clean, indent=2, allow_nan=False) + "\n", path)
 
 
 def _train_settings(args: argparse.Namespace, task) -> dict[str, Any]:

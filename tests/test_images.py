@@ -192,6 +192,17 @@ def test_two_step_image_training_writes_the_run(fake_mnist, tmp_path, obs):
     assert main(["train", "--resume", str(run), "--steps", "3", "--quiet"]) == 0
 
 
+def test_summary_is_strict_json_when_bits_per_dim_is_undefined(fake_mnist, tmp_path):
+    # scaled grey levels have no bits/dim (a density on discrete values): null, not NaN
+    run = tmp_path / "run"
+    argv = ["train", "--dataset", "fashion-mnist", "--data-root", str(fake_mnist), "--obs",
+            "learned-scalar", "--pixels", "scale", "--out", str(run), *TINY]
+    assert main(argv) == 0
+    text = (run / "summary.json").read_text()
+    summary = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON {c}"))
+    assert summary["elbo_bits_per_dim"] is None and math.isfinite(summary["elbo_nats"])
+
+
 def test_celeba_training_through_a_loader(tmp_path):
     root = fake_celeba(tmp_path)
     argv = ["train", "--dataset", "celeba", "--data-root", str(root), "--obs", "learned-scalar",
