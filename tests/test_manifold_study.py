@@ -69,6 +69,14 @@ def test_claims_fail_when_the_numbers_say_so():
     assert v["(d)"] is False  # F-VAE sigma=1 reconstructs as well as sigma=0.01 here
 
 
+def test_replay_claim_is_inconclusive_when_the_seeds_cannot_tell():
+    # a small mean difference with a spread too wide to show equivalence within the margin
+    results = []
+    for s, d in enumerate((0.15, -0.15, 0.1, -0.12)):
+        results += [fake("LS-VAE", s, -1.6), fake("LS replay", s, -1.6 + d)]
+    assert verdicts(results)["(c)"] is None
+
+
 def test_energy_distance_is_zero_for_one_distribution_and_grows_with_a_shift():
     g = torch.Generator().manual_seed(0)
     a, b = torch.randn(1500, 2, generator=g), torch.randn(1500, 2, generator=g)
