@@ -666,8 +666,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="sigma of continuous columns: fixed, learned-scalar, learned-column "
                          "(default), decoder (per row and column, the LV-VAE of tables) or tvae "
                          "(per column, clamped to [0.01, 1])")
-    tf.add_argument("--sigma", type=float, default=1.0,
-                    help="fixed sigma, or the initial sigma of learned modes (default 1)")
+    tf.add_argument("--sigma", type=float, default=None,
+                    help="fixed sigma, or the initial sigma of learned modes (default 1; 0.1 "
+                         "for tvae)")
     tf.add_argument("--min-scale", type=float, default=1e-3, help="floor on learned sigmas")
     tf.add_argument("--latent-dim", type=int, default=8, help="latent dimension (default 8)")
     tf.add_argument("--hidden", type=int, default=128, help="units per block (default 128)")

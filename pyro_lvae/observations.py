@@ -449,7 +449,9 @@ class MixedObservation(Observation):
     :param schema: per column ``["continuous"]``, ``["binary"]`` or ``["categorical", K]``
         (:meth:`TableTransformer.schema`)
     :param str sigma_mode: one of :data:`SIGMA_MODES`
-    :param float sigma: the fixed sigma (``fixed``) or the initial one (learned modes)
+    :param float sigma: the fixed sigma (``fixed``) or the initial one (learned modes); by
+        default 1, and 0.1 for ``tvae`` (CTGAN's start, strictly inside the clamp: at a bound
+        the clamp passes no gradient and sigma would never move)
     :param float min_scale: floor on learned sigmas (``tvae``: 0.01)
     :param float max_scale: ceiling, for ``tvae`` only (1.0)
     """
@@ -457,7 +459,8 @@ class MixedObservation(Observation):
     kind = "mixed"
 
     def __init__(self, schema: list[list[Any]], sigma_mode: str = "learned-column",
-                 sigma: float = 1.0, min_scale: float = 1e-3, max_scale: float = 1.0) -> None:
+                 sigma: float | None = None, min_scale: float = 1e-3,
+                 max_scale: float = 1.0) -> None:
         super().__init__()
         if sigma_mode not in SIGMA_MODES:
             raise ConfigError(f"unknown sigma mode {sigma_mode!r}; expected one of "
@@ -473,8 +476,14 @@ class MixedObservation(Observation):
         self.layout = {"n": len(self.schema), "cont": cont, "bin": binary, "cat": cat,
                        "k": [int(self.schema[j][1]) for j in cat]}
         self.sigma_mode = sigma_mode
+        if sigma is None:
+            sigma = 0.1 if sigma_mode == "tvae" else 1.0
         if sigma_mode == "tvae":
             min_scale, max_scale = 0.01, 1.0
+            if not 0.01 < sigma < 1.0:
+                raise ConfigError(f"a TVAE-like sigma starts strictly inside (0.01, 1), where "
+                                  f"its clamp passes gradients; got sigma={sigma} (leave it "
+                                  f"unset for CTGAN's 0.1)")
         self.init_scale, self.min_scale = (_positive("sigma", sigma), _positive("min_scale",
                                                                                min_scale))
         self.max_scale = _positive("max_scale", max_scale)

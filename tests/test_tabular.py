@@ -111,10 +111,26 @@ def test_mixed_log_density_is_the_sum_of_column_densities():
     assert torch.equal(p.mode[:, 2], cat.argmax(-1).float())
 
 
+def test_tvae_sigma_starts_inside_its_clamp_and_learns():
+    # at a bound of the clamp no gradient flows: a start there would freeze sigma for good
+    for bad in (1.0, 0.01, 5.0):
+        with pytest.raises(lv.ConfigError, match="strictly inside"):
+            lv.MixedObservation([["continuous"]], "tvae", sigma=bad)
+    rng = np.random.default_rng(0)
+    table = pd.DataFrame({"a": rng.normal(size=200), "b": rng.normal(size=200)})
+    model = TabularModel.fit(table, sigma_mode="tvae", latent_dim=2, hidden=16, blocks=1,
+                             steps=60, seed=0, device="cpu", progress=False)
+    scale = model.vae.observation.raw_scale.detach()
+    assert not torch.allclose(scale, torch.full_like(scale, 0.1))
+
+
 def test_sigma_modes():
     schema = [["continuous"], ["continuous"]]
     out = torch.zeros(3, 2)
-    tvae = lv.MixedObservation(schema, "tvae", sigma=5.0)
+    tvae = lv.MixedObservation(schema, "tvae")
+    assert torch.allclose(tvae(out, 1).scale, torch.full((3, 2), 0.1))  # CTGAN's start
+    with torch.no_grad():
+        tvae.raw_scale.fill_(5.0)
     assert torch.allclose(tvae(out, 1).scale, torch.ones(3, 2))  # clamped to [0.01, 1]
     with torch.no_grad():
         tvae.raw_scale.fill_(1e-6)

@@ -42,7 +42,7 @@ SETTINGS = {
     "learned scalar": ("learned-scalar", 1.0, "sample"),
     "learned per column": ("learned-column", 1.0, "sample"),
     "decoder output": ("decoder", 1.0, "sample"),
-    "TVAE-like": ("tvae", 1.0, "argmax"),
+    "TVAE-like": ("tvae", None, "argmax"),  # CTGAN's start, 0.1
 }
 ANNEALING = {"off": "1", "on": "linear:1000"}
 
