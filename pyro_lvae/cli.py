@@ -83,7 +83,7 @@ def _train_settings(args: argparse.Namespace, task) -> dict[str, Any]:
         "batch_size": given(args.batch_size, "batch_size"), "steps": args.steps,
         "lr": args.lr, "beta_schedule": args.beta_schedule, "device": args.device,
         "seed": args.seed, "checkpoint_every": args.checkpoint_every,
-        "on_divergence": args.on_divergence,
+        "on_divergence": args.on_divergence, "min_scale": given(args.min_scale, "min_scale"),
     }
     if args.dataset == "manifold2d":
         s.update(hidden=args.hidden, steps=given(args.steps, "steps"))
@@ -230,7 +230,7 @@ def _train(args: argparse.Namespace, rank: int, check: bool) -> int:
         resolve_device(args.device)
         pyro.set_rng_seed(args.seed)  # the initial weights
         history = _run_history(args.sigma_from) if args.sigma_from is not None else None
-        observation = build_observation(args.obs, args.sigma, args.min_scale,
+        observation = build_observation(args.obs, args.sigma, settings["min_scale"],
                                         task.channels(settings), history)
         settings["observation"] = observation.config()
         vae = task.build(settings, observation)
@@ -538,8 +538,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a run folder or history.csv of a learned-sigma run: with --obs "
                             "fixed, fix sigma at its final value (F*-VAE); with --obs "
                             "scheduled, replay its sigma trajectory")
-    train.add_argument("--min-scale", type=float, default=1e-3,
-                       help="floor on a learned sigma (default 1e-3)")
+    train.add_argument("--min-scale", type=float, default=None,
+                       help="floor on a learned sigma (default 1e-3 for points, 0.01 for "
+                            "images)")
     train.add_argument("--latent-dim", type=int, default=None,
                        help="latent dimension (default 2 for points, 256 for 28x28 images, "
                             "2048 for CelebA)")

@@ -75,7 +75,8 @@ class PointsTask:
     """The paper's artificial problem, :func:`pyro_lvae.datasets.manifold2d`."""
 
     name = "manifold2d"
-    defaults = {"latent_dim": 2, "blocks": 4, "batch_size": 100, "steps": 5000}
+    defaults = {"latent_dim": 2, "blocks": 4, "batch_size": 100, "steps": 5000,
+                "min_scale": 1e-3}
 
     def build(self, s: dict[str, Any], observation: Observation) -> VAE:
         return mlp_vae(2, s["latent_dim"], observation, hidden=s["hidden"], blocks=s["blocks"])
@@ -107,7 +108,10 @@ class ImageTask:
         self.shape = IMAGE_DATASETS[name][2]
         big = self.shape[1] >= 64
         self.defaults = {"latent_dim": 2048 if big else 256, "blocks": 5 if big else 4,
-                         "convs": 4 if big else 3, "batch_size": 128, "epochs": 10}
+                         "convs": 4 if big else 3, "batch_size": 128, "epochs": 10,
+                         # a per-pixel sigma floored at 1e-3 reaches it on background pixels
+                         # and training spikes when a garment reaches them (docs/images.md)
+                         "min_scale": 0.01}
 
     def build(self, s: dict[str, Any], observation: Observation) -> VAE:
         return conv_vae(self.shape, s["latent_dim"], observation, width=s["width"],
