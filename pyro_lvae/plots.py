@@ -257,7 +257,7 @@ def collapse_figure(results: Sequence[Mapping[str, Any]], title: str) -> Figure:
     column per setting, LS-VAE in blue, LV-VAE in orange, one line per seed."""
     settings = list(dict.fromkeys(r["setting"] for r in results))
     fig = Figure(figsize=(3.2 * len(settings), 6), layout="constrained")
-    axes = np.atleast_2d(fig.subplots(2, len(settings), sharex=True, sharey="row"))
+    axes = fig.subplots(2, len(settings), sharex=True, sharey="row", squeeze=False)
     colors = {"learned-scalar": DATA, "learned-vector": MEAN}
     names = {"learned-scalar": "LS-VAE", "learned-vector": "LV-VAE"}
     for j, setting in enumerate(settings):

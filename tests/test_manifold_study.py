@@ -89,10 +89,31 @@ def test_collapse_study_runs_and_writes_outputs(tmp_path):
     argv = ["reproduce", "collapse", *TINY, "--seeds", "1", "--out", str(tmp_path)]
     assert main(argv) == 0
     text = (tmp_path / "collapse.md").read_text()
-    for setting in ("plain", "init 0.1", "lr 3e-3", "warm 0.5", "warm 0"):
+    for setting in ("plain", "init 0.1", "lr 3e-3", "warm 0.5", "warm 0", "half warm"):
         assert f"| manifold2d | LS-VAE | {setting} |" in text
         assert f"| spiral2d | LV-VAE | {setting} |" in text
     assert (tmp_path / "collapse-spiral2d.png").exists()
+
+
+def test_half_spread_start_is_half_the_collapsed_sigma():
+    from pyro_lvae.datasets import spiral2d
+    from pyro_lvae.studies.collapse import spread
+
+    # the collapsed solution's sigma is the coordinates' root-mean-square spread
+    assert spread(spiral2d) == pytest.approx(0.34, abs=0.01)
+    assert spread(lambda n, generator: 0.3 * torch.randn(n, 2, generator=generator)) == (
+        pytest.approx(0.3, rel=0.02))
+
+
+def test_collapse_figure_with_one_setting():
+    from pyro_lvae.plots import collapse_figure
+
+    runs = [{"setting": "half warm", "variant": v, "trace_step": [0, 1, 2],
+             "trace_kl": [0.0, 0.5, 1.0], "trace_sigma": [1.0, 0.5, 0.2]}
+            for v in ("learned-scalar", "learned-vector")]
+    fig = collapse_figure(runs, "spiral2d")
+    kl_axes, sigma_axes = fig.axes[0], fig.axes[1]
+    assert len(fig.axes) == 2 and len(kl_axes.lines) == 2 and len(sigma_axes.lines) == 2
 
 
 def test_spiral2d_is_smaller_than_sigma_one():

@@ -15,6 +15,7 @@ init 0.1    the learned sigma starts at 0.1
 lr 3e-3     a three times larger learning rate
 warm 0.5    KL weight beta rises from 0.5 to 1 over the first 1000 steps
 warm 0      beta rises from 0 to 1 over the first 1000 steps
+half warm   sigma starts at half the curve's spread, with the warm-up from 0.5
 ==========  =================================================================
 """
 
@@ -40,15 +41,18 @@ from ..train import fit
 from ..vae import mlp_vae
 from . import Study
 
-__all__ = ["CollapseStudy", "SETTINGS", "CURVES", "run_job", "run_study", "write_outputs"]
+__all__ = ["CollapseStudy", "SETTINGS", "CURVES", "HALF_SPREAD", "spread", "run_job",
+           "run_study", "write_outputs"]
 
-#: settings: name -> (initial sigma, learning rate factor, beta schedule)
-SETTINGS: dict[str, tuple[float, float, str]] = {
+#: settings: name -> (initial sigma, or HALF_SPREAD; learning rate factor, beta schedule)
+HALF_SPREAD = "half the spread"
+SETTINGS: dict[str, tuple[float | str, float, str]] = {
     "plain": (1.0, 1.0, "1"),
     "init 0.1": (0.1, 1.0, "1"),
     "lr 3e-3": (1.0, 3.0, "1"),
     "warm 0.5": (1.0, 1.0, "linear:1000:0.5:1"),
     "warm 0": (1.0, 1.0, "linear:1000:0:1"),
+    "half warm": (HALF_SPREAD, 1.0, "linear:1000:0.5:1"),
 }
 CURVES = {"manifold2d": manifold2d, "spiral2d": spiral2d}
 #: a run counts as collapsed while its KL per point (smoothed over the trace) is below this
@@ -85,8 +89,17 @@ class CollapseStudy(Study):
         return jobs
 
 
+def spread(sampler) -> float:
+    """Root-mean-square standard deviation of a curve's coordinates (20000 fixed points): the
+    sigma of its collapsed solution."""
+    x = sampler(20000, generator=torch.Generator().manual_seed(EVAL_SEED + 1))
+    return float(x.var(0).mean().sqrt())
+
+
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
     init, lr_factor, beta = SETTINGS[job["setting"]]
+    if init == HALF_SPREAD:
+        init = 0.5 * spread(CURVES[job["curve"]])
     pyro.set_rng_seed(job["seed"])
     pyro.clear_param_store()
     obs = (LearnedScalarScale(init_scale=init) if job["variant"] == "learned-scalar"
