@@ -26,3 +26,11 @@ class CheckpointError(LVAEError, OSError):
 
 class TrainingDiverged(LVAEError, RuntimeError):
     """The loss or the parameters became NaN or infinite during training."""
+
+
+def check_positive_int(name: str, value: object) -> int:
+    """``value`` if it is an integer >= 1 (not a bool); else a :class:`ConfigError` naming
+    ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"Expected {name} to be an integer >= 1 but got {value!r}")
+    return value

@@ -28,7 +28,7 @@ import torch
 from pyro import poutine
 
 from .elbo import elbo_terms, likelihood_scale
-from .errors import ConfigError
+from .errors import check_positive_int
 
 __all__ = ["elbo", "iwae", "active_units", "kl_per_dim", "scale_summary", "summary"]
 
@@ -44,11 +44,6 @@ def _prepare(vae: Any, x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def _positive(name: str, value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"Expected {name} to be an integer >= 1 but got {value!r}")
-
-
 @torch.no_grad()
 def elbo(
     vae: Any, x: torch.Tensor, num_particles: int = 1, batch_size: int = 1000
@@ -57,8 +52,8 @@ def elbo(
 
     :returns: ``{"elbo", "reconstruction", "kl"}`` with ``elbo = -(reconstruction + kl)``
     """
-    _positive("num_particles", num_particles)
-    _positive("batch_size", batch_size)
+    check_positive_int("num_particles", num_particles)
+    check_positive_int("batch_size", batch_size)
     x = _prepare(vae, x)
     rec = kl = 0.0
     with poutine.block():
@@ -106,7 +101,7 @@ def iwae(
     """
     for name, value in (("num_samples", num_samples), ("batch_size", batch_size),
                         ("chunk_size", chunk_size)):
-        _positive(name, value)
+        check_positive_int(name, value)
     x = _prepare(vae, x)
     out = []
     with poutine.block():

@@ -40,7 +40,7 @@ from pyro.distributions import constraints
 from pyro.distributions.torch_distribution import TorchDistribution
 from pyro.nn import PyroModule, PyroParam
 
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, check_positive_int
 
 __all__ = [
     "Observation",
@@ -204,9 +204,7 @@ class LearnedChannelScale(Observation):
 
     def __init__(self, channels: int, init_scale: float = 1.0, min_scale: float = 1e-3) -> None:
         super().__init__()
-        if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
-            raise ConfigError(f"Expected channels to be an integer >= 1 but got {channels!r}")
-        self.channels = channels
+        self.channels = check_positive_int("channels", channels)
         self.init_scale, self.min_scale = _init_and_floor(init_scale, min_scale)
         self.scale = PyroParam(torch.full((channels,), self.init_scale),
                                constraints.greater_than(self.min_scale), event_dim=1)

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import CheckpointError, ConfigError, DataError
+from .errors import CheckpointError, ConfigError, DataError, check_positive_int
 from .io import atomic_write_text
 
 __all__ = ["Column", "TableTransformer", "TabularModel", "read_csv"]
@@ -358,8 +358,7 @@ class TabularModel:
                seed: int | None = None):
         """``n`` synthetic rows as a ``DataFrame``: ``z ~ N(0, I)``, then each column drawn
         (or at its mean / likelier value, see :meth:`MixedColumns.draw`)."""
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ConfigError(f"Expected n to be an integer >= 1 but got {n!r}")
+        check_positive_int("n", n)
         if seed is not None:
             torch.manual_seed(seed)
         z = torch.randn(n, self.vae.latent_dim, device=self.vae.device)

@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 from .annealing import Constant, Schedule, scale_latents
 from .distributed import gather_objects, rank_info, rank_seed, reduce_rows
 from .elbo import ELBOTerms, direct_elbo_terms, elbo_terms, scale_stats, supports_direct
-from .errors import CheckpointError, ConfigError, DataError, TrainingDiverged
+from .errors import CheckpointError, ConfigError, DataError, TrainingDiverged, check_positive_int
 from .io import atomic_save, safe_load, write_csv
 from .vae import _CHECKPOINT_FORMAT, VAE
 
@@ -413,8 +413,7 @@ def fit(
         history recorded since the last one (numpy arrays per column), for logging
     """
     for name, value in (("steps", steps), ("batch_size", batch_size), ("check_every", check_every)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"Expected {name} to be an integer >= 1 but got {value!r}")
+        check_positive_int(name, value)
     if checkpoint_every is not None and (not isinstance(checkpoint_every, int)
                                          or checkpoint_every < 1):
         raise ConfigError(f"Expected checkpoint_every >= 1 but got {checkpoint_every!r}")

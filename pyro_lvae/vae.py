@@ -40,7 +40,7 @@ from pyro.infer.util import is_validation_enabled
 from pyro.nn import PyroModule
 from torch import nn
 
-from .errors import CheckpointError, ConfigError, DataError
+from .errors import CheckpointError, ConfigError, DataError, check_positive_int
 from .io import atomic_save, safe_load
 from .nets import ConvDecoder, ConvEncoder, GaussianEncoder, ResidualMLP
 from .observations import FixedScale, LearnedScalarScale, Observation, observation_from_config
@@ -68,12 +68,6 @@ def _check_mode(mode: str) -> None:
         raise ConfigError(f"Expected mode to be one of {MODES} but got {mode!r}")
 
 
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"Expected {name} to be an integer >= 1 but got {value!r}")
-    return value
-
-
 def _check_observation(observation: Any) -> None:
     if not isinstance(observation, Observation):
         raise ConfigError(
@@ -84,7 +78,7 @@ def _check_observation(observation: Any) -> None:
 
 def _check_factory(latent_dim: Any, blocks: Any, observation: Any) -> None:
     """The checks every VAE factory makes before building networks."""
-    _positive_int("latent_dim", latent_dim)
+    check_positive_int("latent_dim", latent_dim)
     if isinstance(blocks, bool) or not isinstance(blocks, int) or blocks < 0:
         raise ConfigError(f"Expected blocks to be an integer >= 0 but got {blocks!r}")
     _check_observation(observation)
@@ -267,7 +261,7 @@ class VAE(nn.Module):
         name: str | None = None,
     ) -> None:
         super().__init__()
-        _positive_int("latent_dim", latent_dim)
+        check_positive_int("latent_dim", latent_dim)
         _check_observation(observation)
         if isinstance(data_shape, int):
             data_shape = (data_shape,)
@@ -330,7 +324,7 @@ class VAE(nn.Module):
         """Generate ``n`` points: ``z ~ N(0, I)``, then the mean of ``p(x | z)``
         (``mode="mean"``) or a draw from it (``mode="sample"``)."""
         _check_mode(mode)
-        _positive_int("n", n)
+        check_positive_int("n", n)
         with poutine.block():
             trace = poutine.trace(self.model).get_trace(batch_size=n)
         site = trace.nodes["x"]
@@ -418,8 +412,8 @@ def mlp_vae(
     :param int blocks: residual blocks in each network
     :param str activation: ``relu``, ``elu``, ``silu`` or ``tanh``
     """
-    _positive_int("data_dim", data_dim)
-    _positive_int("hidden", hidden)
+    check_positive_int("data_dim", data_dim)
+    check_positive_int("hidden", hidden)
     _check_factory(latent_dim, blocks, observation)
     try:
         encoder = GaussianEncoder(
@@ -467,8 +461,8 @@ def conv_vae(
     :param int blocks: residual blocks in each network
     """
     image_shape = tuple(image_shape)
-    _positive_int("width", width)
-    _positive_int("convs", convs)
+    check_positive_int("width", width)
+    check_positive_int("convs", convs)
     _check_factory(latent_dim, blocks, observation)
     try:
         encoder = GaussianEncoder(

@@ -28,7 +28,7 @@ import math
 
 import torch
 
-from ..errors import ConfigError
+from ..errors import ConfigError, check_positive_int
 
 __all__ = ["manifold2d", "manifold2d_curve", "manifold2d_noise_profile", "distance_to_curve",
            "spiral2d", "spiral2d_curve", "sphere", "MANIFOLD_NOISE", "MANIFOLD_REGIONS"]
@@ -61,8 +61,7 @@ def manifold2d(
         >>> x.shape, region.tolist()
         (torch.Size([5, 2]), [1, 2, 0, 0, 0])
     """
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ConfigError(f"Expected n to be an integer >= 1 but got {n!r}")
+    check_positive_int("n", n)
     dtype = dtype or torch.get_default_dtype()
     s = torch.rand(n, generator=generator, dtype=dtype)
     eps = torch.randn(n, 2, generator=generator, dtype=dtype)
@@ -94,8 +93,7 @@ def spiral2d(n: int, generator: torch.Generator | None = None,
     ``s ~ U(0, 1)``, angle ``4 pi s``, radius ``0.15 + 0.6 s``, with isotropic noise of standard
     deviation 0.02. Each coordinate has a standard deviation of about 0.34, a third of the usual
     initial sigma, so a learned sigma starts far above the collapsed solution's own scale."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ConfigError(f"Expected n to be an integer >= 1 but got {n!r}")
+    check_positive_int("n", n)
     dtype = dtype or torch.get_default_dtype()
     s = torch.rand(n, generator=generator, dtype=dtype)
     eps = torch.randn(n, 2, generator=generator, dtype=dtype)
@@ -134,10 +132,8 @@ def sphere(
         >>> [round(v, 5) for v in x.norm(dim=-1).tolist()]
         [2.0, 2.0, 2.0, 2.0]
     """
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ConfigError(f"Expected n to be an integer >= 1 but got {n!r}")
-    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
-        raise ConfigError(f"Expected dim to be an integer >= 1 but got {dim!r}")
+    check_positive_int("n", n)
+    check_positive_int("dim", dim)
     if not (math.isfinite(radius) and radius > 0):
         raise ConfigError(f"Expected radius > 0 but got {radius}")
     u = torch.randn(n, dim, generator=generator, dtype=dtype or torch.get_default_dtype())
