@@ -152,12 +152,14 @@ def kl_per_dim(vae: Any, x: torch.Tensor, batch_size: int = 1000) -> torch.Tenso
 
 @torch.no_grad()
 def scale_summary(
-    vae: Any, x: torch.Tensor, groups: torch.Tensor | None = None, batch_size: int = 1000
+    vae: Any, x: torch.Tensor, groups: torch.Tensor | None = None, batch_size: int = 1000,
+    floor: float | None = None,
 ) -> dict[str, Any] | None:
     """The observation model's sigma at each point's posterior mean: overall mean, mean per data
     dimension, and mean per group of points (``groups``: an integer label per point, such as
-    the noise region of :func:`pyro_lvae.datasets.manifold2d`). ``None`` for models without a
-    scale."""
+    the noise region of :func:`pyro_lvae.datasets.manifold2d`). With ``floor`` (a learned
+    sigma's ``min_scale``), also ``share_at_floor``: the share of (point, dimension) sigmas
+    below 1.1 times it. ``None`` for models without a scale."""
     x = _prepare(vae, x)
     scales = []
     with poutine.block():
@@ -174,6 +176,8 @@ def scale_summary(
         "sigma": float(per_point.mean()),
         "sigma_per_dim": scale.mean(dim=0).cpu(),
     }
+    if floor is not None:
+        out["share_at_floor"] = float((scale < 1.1 * floor).sum()) / scale.numel()
     if groups is not None:
         groups = groups.to(per_point.device)
         out["sigma_per_group"] = {int(g): float(per_point[groups == g].mean())

@@ -118,6 +118,10 @@ def test_scale_summary_per_dimension_and_group():
     assert set(s["sigma_per_group"]) == {0, 1, 2}
     fixed = evaluate.scale_summary(lv.mlp_vae(2, 2, lv.FixedScale(0.3), hidden=8, blocks=1), x)
     assert fixed["sigma"] == pytest.approx(0.3)
+    assert "share_at_floor" not in fixed
+    fixed_vae = lv.mlp_vae(2, 2, lv.FixedScale(0.3), hidden=8, blocks=1)
+    assert evaluate.scale_summary(fixed_vae, x, floor=0.28)["share_at_floor"] == 1.0
+    assert evaluate.scale_summary(fixed_vae, x, floor=0.1)["share_at_floor"] == 0.0
 
 
 def test_summary_has_every_number():
