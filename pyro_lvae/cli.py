@@ -32,7 +32,7 @@ import torch.distributed as dist
 from . import __version__
 from .annealing import parse_schedule
 from .datasets import manifold2d
-from .distributed import init_from_env, rank_info
+from .distributed import check_launch, init_from_env, rank_info
 from .errors import CheckpointError, ConfigError, LVAEError
 from .io import atomic_write_text, save_figure
 from .observations import (
@@ -167,11 +167,7 @@ def _launch(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    if args.devices < 1 or args.num_nodes < 1:
-        raise ConfigError(f"Expected --devices >= 1 and --num-nodes >= 1 but got "
-                          f"{args.devices}, {args.num_nodes}")
-    if not 0 <= args.node_rank < args.num_nodes:
-        raise ConfigError(f"Expected 0 <= --node-rank < --num-nodes but got {args.node_rank}")
+    check_launch(args.devices, args.num_nodes, args.node_rank)
     worker = "LOCAL_RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1
     if (args.devices > 1 or args.num_nodes > 1) and not worker:
         if args.resume is None:

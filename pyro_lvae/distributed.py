@@ -32,7 +32,7 @@ import torch.distributed as dist
 from .errors import ConfigError
 
 __all__ = ["rank_info", "rank_seed", "is_distributed", "init_from_env", "reduce_rows",
-           "gather_objects", "torchrun_argv"]
+           "gather_objects", "check_launch", "torchrun_argv"]
 
 
 def is_distributed() -> bool:
@@ -97,15 +97,20 @@ def gather_objects(obj: Any) -> list[Any]:
     return out
 
 
-def torchrun_argv(devices: int, num_nodes: int, node_rank: int, master_addr: str,
-                  master_port: int, command: list[str]) -> list[str]:
-    """``torchrun`` arguments that start ``python -m pyro_lvae.cli <command>`` on ``devices``
-    processes per machine, over ``num_nodes`` machines."""
+def check_launch(devices: int, num_nodes: int, node_rank: int) -> None:
+    """Refuse impossible process counts and machine indices (before anything starts)."""
     if devices < 1 or num_nodes < 1:
         raise ConfigError(f"Expected --devices >= 1 and --num-nodes >= 1 but got {devices}, "
                           f"{num_nodes}")
     if not 0 <= node_rank < num_nodes:
         raise ConfigError(f"Expected 0 <= --node-rank < --num-nodes but got {node_rank}")
+
+
+def torchrun_argv(devices: int, num_nodes: int, node_rank: int, master_addr: str,
+                  master_port: int, command: list[str]) -> list[str]:
+    """``torchrun`` arguments that start ``python -m pyro_lvae.cli <command>`` on ``devices``
+    processes per machine, over ``num_nodes`` machines."""
+    check_launch(devices, num_nodes, node_rank)
     argv = [f"--nproc_per_node={devices}", f"--nnodes={num_nodes}"]
     if num_nodes == 1:
         argv += ["--standalone"]

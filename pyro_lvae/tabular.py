@@ -129,8 +129,6 @@ class TableTransformer:
             else:
                 labels = sorted((_plain(u) for u in uniques), key=lambda u: (str(type(u)), u))
                 kind = "binary" if len(labels) == 2 else "categorical"
-                if len(labels) < 2:
-                    kind = "categorical"
                 columns.append(Column(str(name), kind, dtype, labels))
         return cls(columns, continuous)
 
