@@ -461,7 +461,11 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
           f"run, residual MLP {study.blocks}x{study.hidden}, on {device} with {workers} "
           f"worker(s)", flush=True)
     t0 = time.perf_counter()
-    results = module.run_study(study, workers=workers,
+    cache = out / "jobs"
+    if args.fresh and cache.is_dir():
+        for old in cache.glob("*.json"):
+            old.unlink()
+    results = module.run_study(study, workers=workers, cache=cache,
                                report=None if args.quiet else lambda line: print(line, flush=True))
     written = module.write_outputs(study, results, out)
     print((out / STUDIES[args.study][1]).read_text())
@@ -637,6 +641,10 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     rp.add_argument("--out", default=None, help="output folder (default runs/STUDY)")
     rp.add_argument("--quiet", action="store_true", help="no line per finished run")
+    rp.add_argument("--fresh", action="store_true",
+                    help="train every run again: by default, runs finished by an earlier "
+                         "(perhaps interrupted) call with the same settings are read back from "
+                         "OUT/jobs")
     rp.set_defaults(func=cmd_reproduce)
 
     tab = sub.add_parser("tabular", help="fit a VAE to a CSV table and sample synthetic rows")

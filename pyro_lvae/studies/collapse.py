@@ -37,7 +37,7 @@ from ..observations import LearnedScalarScale, LearnedVectorScale
 from ..parallel import run_jobs
 from ..plots import smooth
 from ..points import EVAL_SEED
-from ..train import fit
+from ..train import fit, fused_adam
 from ..vae import mlp_vae
 from . import Study
 
@@ -107,8 +107,8 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     vae = mlp_vae(2, 2, obs, hidden=job["hidden"], blocks=job["blocks"])
     sampler = CURVES[job["curve"]]
     history = fit(vae, sampler, steps=job["steps"], batch_size=job["batch_size"],
-                  lr=job["lr"] * lr_factor, beta=parse_schedule(beta), device=job["device"],
-                  seed=job["seed"], progress=False)
+                  optimizer=fused_adam(job["lr"] * lr_factor), beta=parse_schedule(beta),
+                  device=job["device"], seed=job["seed"], progress=False)
     x = sampler(3000, generator=torch.Generator().manual_seed(EVAL_SEED)).to(vae.device)
     held_out = evaluate.elbo(vae, x, num_particles=2)
     units, _ = evaluate.active_units(vae, x)
@@ -132,8 +132,9 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def run_study(study: CollapseStudy, workers: int = 1, report=None) -> list[dict[str, Any]]:
-    return run_jobs(run_job, study.jobs(), workers=workers, report=report)
+def run_study(study: CollapseStudy, workers: int = 1, report=None,
+              cache=None) -> list[dict[str, Any]]:
+    return run_jobs(run_job, study.jobs(), workers=workers, report=report, cache=cache)
 
 
 def _groups(results):

@@ -38,7 +38,7 @@ from ..io import atomic_write_text, save_figure, write_csv
 from ..observations import FixedScale, LearnedScalarScale, LearnedVectorScale, ScheduledScale
 from ..parallel import run_jobs
 from ..points import EVAL_SEED
-from ..train import fit
+from ..train import fit, fused_adam
 from ..vae import mlp_vae
 from . import Study
 
@@ -172,8 +172,8 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     vae = mlp_vae(2, job["latent_dim"], _observation(job), hidden=job["hidden"],
                   blocks=job["blocks"])
     history = fit(vae, manifold2d, steps=job["steps"], batch_size=job["batch_size"],
-                  lr=job["lr"], beta=parse_schedule(job["beta"]), device=job["device"],
-                  seed=seed, progress=False)
+                  optimizer=fused_adam(job["lr"]), beta=parse_schedule(job["beta"]),
+                  device=job["device"], seed=seed, progress=False)
     result = {k: job[k] for k in ("variant", "seed", "obs")}
     result.update(_measure(vae, job))
     result["final_sigma"] = float(history["sigma"][-1])
@@ -185,9 +185,13 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def run_study(study: ManifoldStudy, workers: int = 1, report=None) -> list[dict[str, Any]]:
-    first = run_jobs(run_job, study.first_jobs(), workers=workers, report=report)
-    second = run_jobs(run_job, study.second_jobs(first), workers=workers, report=report)
+def run_study(study: ManifoldStudy, workers: int = 1, report=None,
+              cache=None) -> list[dict[str, Any]]:
+    """Every run of ``study``; ``cache``: a folder keeping finished runs (see
+    :func:`pyro_lvae.parallel.run_jobs`)."""
+    first = run_jobs(run_job, study.first_jobs(), workers=workers, report=report, cache=cache)
+    second = run_jobs(run_job, study.second_jobs(first), workers=workers, report=report,
+                      cache=cache)
     return first + second
 
 

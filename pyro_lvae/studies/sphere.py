@@ -27,7 +27,7 @@ from ..datasets import sphere
 from ..io import atomic_write_text, save_figure, write_csv
 from ..observations import FixedScale, LearnedScalarScale
 from ..parallel import run_jobs
-from ..train import fit
+from ..train import fit, fused_adam
 from ..vae import mlp_vae
 from . import Study
 
@@ -97,8 +97,9 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         observation = LearnedScalarScale(init_scale=job["sigma"])
     vae = mlp_vae(d, d, observation, hidden=job["hidden"], blocks=job["blocks"])
     history = fit(vae, partial(sphere, dim=d, radius=radius), steps=job["steps"],
-                  batch_size=job["batch_size"], lr=job["lr"], beta=parse_schedule(job["beta"]),
-                  device=job["device"], seed=job["seed"], progress=False)
+                  batch_size=job["batch_size"], optimizer=fused_adam(job["lr"]),
+                  beta=parse_schedule(job["beta"]), device=job["device"], seed=job["seed"],
+                  progress=False)
     sigma = float(history["sigma"][-1])
     prior_radius, prior_spread, rec_radius = _radii(vae, d, radius)
     x = sphere(4000, d, radius, generator=torch.Generator().manual_seed(EVAL_SEED + 1))
@@ -123,9 +124,10 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def run_study(study: SphereStudy, workers: int = 1, report=None) -> list[dict[str, Any]]:
+def run_study(study: SphereStudy, workers: int = 1, report=None,
+              cache=None) -> list[dict[str, Any]]:
     """Run every job of ``study``; results in job order."""
-    return run_jobs(run_job, study.jobs(), workers=workers, report=report)
+    return run_jobs(run_job, study.jobs(), workers=workers, report=report, cache=cache)
 
 
 def _variant(r: dict[str, Any]) -> str:

@@ -106,8 +106,9 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
             "final_sigma": float(model.history["sigma"][-1])}
 
 
-def run_study(study: TableStudy, workers: int = 1, report=None) -> list[dict[str, Any]]:
-    return run_jobs(run_job, study.jobs(), workers=workers, report=report)
+def run_study(study: TableStudy, workers: int = 1, report=None,
+              cache=None) -> list[dict[str, Any]]:
+    return run_jobs(run_job, study.jobs(), workers=workers, report=report, cache=cache)
 
 
 KEYS = ("shape_similarity", "association_difference", "detection_auc", "utility_synthetic",
