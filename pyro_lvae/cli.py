@@ -242,6 +242,9 @@ def _train(args: argparse.Namespace, rank: int, check: bool) -> int:
     if rank != 0:
         return 0
     print(_format_summary(settings["obs"], summary))
+    note = collapse_note(settings["obs"], summary)
+    if note:
+        print(f"warning: {note}", file=sys.stderr)
     files = ["config.json", "history.csv", CHECKPOINT_NAME, "summary.json",
              *TASKS[settings["dataset"]].figures]
     print(f"wrote {run}/: {' '.join(files)}")
@@ -259,6 +262,29 @@ def _format_summary(name: str, s: dict[str, Any]) -> str:
     sig = f"{s['sigma']:.4g}" if "sigma" in s else "-"
     return (f"{name}: held-out ELBO {s['elbo']:.3f} nats/point (reconstruction "
             f"{s['reconstruction']:.3f}, KL {s['kl']:.3f}), sigma {sig}, {tail}")
+
+
+#: held-out KL per data point (nats) below which a trained model counts as collapsed
+COLLAPSED_KL = 0.1
+
+
+def collapse_note(obs: str, summary: dict[str, Any]) -> str | None:
+    """What to do when a trained model ended in the collapsed solution (the decoder ignores
+    ``z``: held-out KL per data point below :data:`COLLAPSED_KL`), else ``None``."""
+    kl = summary.get("kl", summary.get("kl_nats"))
+    if kl is None or not kl < COLLAPSED_KL:
+        return None
+    head = (f"the model ended collapsed (held-out KL {kl:.3f} nats per data point: every z "
+            f"decodes to about the same output, the optimum of Theorem 1 for a sigma above the "
+            f"data's critical scale); ")
+    if obs == "fixed":
+        return head + "train again with a smaller --sigma, or learn it (--obs learned-scalar)"
+    if obs.startswith("learned"):
+        return head + ("start sigma below the data's spread (--sigma, about half the spread "
+                       "worked in our runs), keep a KL warm-up (--beta-schedule "
+                       "linear:1000:0.5:1), or try --obs learned-vector; see "
+                       "docs/reproduction.md, 'The collapsed start'")
+    return head + "a KL warm-up (--beta-schedule linear:1000:0.5:1) may free it"
 
 
 #: the demo's variants: (name, folder, observation factory)

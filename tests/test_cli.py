@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from pyro_lvae.cli import main
+from pyro_lvae.cli import collapse_note, main
 from pyro_lvae.train import History
 
 TINY = ["--hidden", "8", "--blocks", "1", "--quiet"]
@@ -60,3 +60,24 @@ def test_console_script_unknown_variant_exits_2_without_traceback():
                           capture_output=True, text=True)
     assert proc.returncode == 2
     assert "invalid choice: 'gaussian'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_collapse_note_names_the_remedy_per_observation_model():
+    assert collapse_note("learned-scalar", {"kl": 1.2}) is None
+    assert collapse_note("learned-scalar", {"kl": float("nan")}) is None
+    learned = collapse_note("learned-scalar", {"kl": 0.01})
+    assert "collapsed" in learned and "--sigma" in learned and "half the spread" in learned
+    assert "smaller --sigma" in collapse_note("fixed", {"kl": 0.0})
+    assert "warm-up" in collapse_note("bernoulli", {"kl_nats": 0.05})
+
+
+def test_train_warns_when_the_model_ends_collapsed(tmp_path, capsys):
+    # sigma = 20, far above the curve's critical scale: the decoder learns to ignore z
+    assert main(["train", "--obs", "fixed", "--sigma", "20", "--steps", "300",
+                 "--out", str(tmp_path / "big"), *TINY]) == 0
+    summary = json.loads((tmp_path / "big" / "summary.json").read_text())
+    assert summary["kl"] < 0.1
+    assert "warning: the model ended collapsed" in capsys.readouterr().err
+    main(["train", "--obs", "fixed", "--sigma", "0.1", "--steps", "300",
+          "--out", str(tmp_path / "small"), *TINY])
+    assert "collapsed" not in capsys.readouterr().err
