@@ -25,7 +25,7 @@ from .observations import (
     Observation,
     ScheduledScale,
 )
-from .train import History, fit
+from .train import History, fit, fused_adam
 from .vae import VAE, Guide, Model, conv_vae, fixed_star, mlp_vae, rebuild
 
 __version__ = "0.1.0"
@@ -42,6 +42,6 @@ __all__ = [
     "LearnedVectorScale", "ScheduledScale", "BernoulliObservation",
     "ContinuousBernoulliObservation", "MixedObservation", "tabular",
     "scale_latents", "Constant", "LinearWarmup", "Sigmoid", "Cyclical", "parse_schedule",
-    "fit", "History", "GaussianEncoder", "ResidualMLP", "datasets", "evaluate",
+    "fit", "fused_adam", "History", "GaussianEncoder", "ResidualMLP", "datasets", "evaluate",
     "LVAEError", "ConfigError", "DataError", "CheckpointError", "TrainingDiverged",
 ]
