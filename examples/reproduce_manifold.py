@@ -30,11 +30,14 @@ def main(args: argparse.Namespace) -> list:
         study = ManifoldStudy.quick(device=device)
     else:
         study = ManifoldStudy(seeds=args.seeds, device=device)
-    results = run_study(study, workers=args.workers or default_workers(device), report=print)
-    write_outputs(study, results, Path(args.out))
+    out = Path(args.out)
+    results = run_study(study, workers=args.workers or default_workers(device), report=print,
+                        cache=out / "jobs")  # a rerun reads finished runs back
+    write_outputs(study, results, out)
     verdicts = claims(results)
+    word = {True: "holds", False: "does not hold", None: "inconclusive"}
     for claim, holds, evidence in verdicts:
-        print(f"{claim}: {'holds' if holds else 'does not hold'} ({evidence})")
+        print(f"{claim}: {word[holds]} ({evidence})")
     return verdicts
 
 

@@ -128,3 +128,18 @@ def test_spiral2d_is_smaller_than_sigma_one():
 def test_reproduce_rejects_non_positive_sizes(study, tmp_path, capsys):
     assert main(["reproduce", study, "--seeds", "0", "--out", str(tmp_path)]) == 2
     assert "--seeds >= 1" in capsys.readouterr().err
+
+
+def test_held_out_probe_records_the_elbo_without_changing_training():
+    study = ManifoldStudy.quick(seeds=1, steps=300, hidden=8, blocks=1, eval_points=200,
+                                iwae_points=20, iwae_samples=5)
+    job = next(j for j in study.first_jobs() if j["variant"] == "LV-VAE")
+    plain = manifold.run_job(job)
+    probed = manifold.run_job({**job, "eval_every": 100, "min_scale": 1e-3})
+    assert [step for step, _ in probed["elbo_trace"]] == [100, 200, 300]
+    assert all(np.isfinite(e) and e < 5 for _, e in probed["elbo_trace"])
+    # the same training: same final sigma and held-out ELBO to the last digits
+    assert probed["final_sigma"] == plain["final_sigma"]
+    assert probed["elbo"] == pytest.approx(plain["elbo"], abs=1e-6)
+    floored = manifold.run_job({**job, "min_scale": 0.2})
+    assert min(floored["sigma_moderate"], floored["sigma_small"]) >= 0.2

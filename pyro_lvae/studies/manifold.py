@@ -121,11 +121,29 @@ def energy_distance(a: torch.Tensor, b: torch.Tensor) -> float:
 def _observation(job: dict[str, Any]):
     if job["obs"] == "fixed":
         return FixedScale(job["sigma"])
+    floor = {"min_scale": job["min_scale"]} if "min_scale" in job else {}
     if job["obs"] == "learned-scalar":
-        return LearnedScalarScale()
+        return LearnedScalarScale(**floor)
     if job["obs"] == "learned-vector":
-        return LearnedVectorScale()
+        return LearnedVectorScale(**floor)
     return ScheduledScale(job["schedule"])
+
+
+def _held_out_probe(every: int, points: int = 2000):
+    """A ``fit`` callback recording the held-out ELBO (one draw per point, fixed points) every
+    ``every`` steps, with torch's random state restored afterwards so that training runs exactly
+    as without it; and the list it appends ``(step, elbo)`` to."""
+    x = manifold2d(points, torch.Generator().manual_seed(EVAL_SEED + 11))
+    record: list[tuple[int, float]] = []
+
+    def callback(step: int, rows: dict[str, np.ndarray], vae) -> None:
+        if step % every:
+            return
+        cuda = [vae.device] if vae.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda), torch.no_grad():
+            record.append((step, evaluate.elbo(vae, x.to(vae.device))["elbo"]))
+
+    return callback, record
 
 
 @torch.no_grad()
@@ -165,16 +183,26 @@ def _measure(vae, job: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
-    """Train and measure one run (module-level: it runs in worker processes)."""
+    """Train and measure one run (module-level: it runs in worker processes).
+
+    Beyond the study's settings a job may set ``min_scale`` (the floor of a learned sigma) and
+    ``eval_every`` (record the held-out ELBO every so many steps, a multiple of 100, into
+    ``elbo_trace``; training is unchanged by it)."""
     seed = job.get("init_seed", job["seed"])
     pyro.set_rng_seed(seed)
     pyro.clear_param_store()
     vae = mlp_vae(2, job["latent_dim"], _observation(job), hidden=job["hidden"],
                   blocks=job["blocks"])
+    callbacks, record = (), None
+    if job.get("eval_every"):
+        probe, record = _held_out_probe(job["eval_every"])
+        callbacks = (probe,)
     history = fit(vae, manifold2d, steps=job["steps"], batch_size=job["batch_size"],
                   optimizer=fused_adam(job["lr"]), beta=parse_schedule(job["beta"]),
-                  device=job["device"], seed=seed, progress=False)
+                  device=job["device"], seed=seed, progress=False, callbacks=callbacks)
     result = {k: job[k] for k in ("variant", "seed", "obs")}
+    if record is not None:
+        result["elbo_trace"] = record
     result.update(_measure(vae, job))
     result["final_sigma"] = float(history["sigma"][-1])
     every = max(1, len(history) // 1000)
