@@ -112,11 +112,13 @@ def decode_result(text: str) -> dict[str, Any]:
 
 
 def job_key(fn: Callable, job: dict[str, Any]) -> str:
-    """A file name for ``fn(job)``'s result: the function, the job's settings and the package
-    version, hashed (a change of any of them is a different job)."""
+    """A file name for ``fn(job)``'s result: the function, the job's settings (all but its
+    ``label``, which names it in reports) and the package version, hashed (a change of any of
+    them is a different job)."""
     from . import __version__
 
-    text = json.dumps([f"{fn.__module__}.{fn.__qualname__}", __version__, _encode(job)],
+    settings = {k: v for k, v in job.items() if k != "label"}
+    text = json.dumps([f"{fn.__module__}.{fn.__qualname__}", __version__, _encode(settings)],
                       sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 

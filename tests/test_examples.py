@@ -4,11 +4,12 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-REGISTERED = ["artificial_2d.py", "fashion_mnist.py", "plain_pyro.py", "reproduce_manifold.py",
-              "tables.py"]
+REGISTERED = ["artificial_2d.py", "fashion_mnist.py", "learning_rate_study.py", "plain_pyro.py",
+              "reproduce_manifold.py", "tables.py"]
 
 
 def test_every_example_is_registered():
@@ -57,3 +58,14 @@ def test_tables_smoke():
     module = _load("tables.py")
     metrics = module.main(module.parser().parse_args(["--smoke"]))
     assert 0 <= metrics["detection_auc"] <= 1 and 0 <= metrics["shape_similarity"] <= 1
+
+
+def test_learning_rate_study_smoke(tmp_path):
+    module = _load("learning_rate_study.py")
+    args = module.parser().parse_args(["--smoke", "--workers", "1", "--out", str(tmp_path)])
+    table = module.main(args)
+    assert set(table) == {label for label, _, _ in module.SETTINGS}
+    for row in table.values():
+        assert np.isfinite(row["final"]) and row["swing"] >= 0
+    assert (tmp_path / "elbo-over-training.png").exists()
+    assert len(list((tmp_path / "jobs").glob("*.json"))) == len(module.SETTINGS)
