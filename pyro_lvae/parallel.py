@@ -3,10 +3,11 @@
 Small networks do not use two cores well from one process; separate processes do. Workers are
 started with ``spawn`` (forking a process whose torch thread pools already exist can hang).
 
-Jobs run with subnormal floats flushed to zero on the CPU: late in training, gradients and
-Adam's second moments of small networks drift into the subnormal range, where the CPU's
-arithmetic is many times slower (a residual MLP 4x200 step went from 11 to 17 ms over 1500
-steps with them, and stayed at 10 ms without). Values below 1.2e-38 are lost, nothing else.
+Jobs run with subnormal floats flushed to zero on the CPU: where a parameter's gradient is
+exactly zero (weights of ReLU units inactive on the batch), Adam's first moment shrinks by 0.9
+per step into the subnormal range, where the CPU's arithmetic is many times slower (a residual
+MLP 4x200 step went from 11.6 to 17 ms over 1500 steps with them, and stayed at 10.5 ms
+without; docs/performance.md). Values below 1.2e-38 become 0, nothing else changes.
 
 With ``cache=FOLDER``, each finished job's result is written there (JSON, atomically) under
 a name derived from the job's settings and the package version; a later call with the same
