@@ -24,6 +24,7 @@ from .observations import (
     MixedObservation,
     Observation,
     ScheduledScale,
+    initial_scale,
 )
 from .train import History, fit, fused_adam
 from .vae import VAE, Guide, Model, conv_vae, fixed_star, mlp_vae, rebuild
@@ -40,7 +41,7 @@ __all__ = [
     "VAE", "Model", "Guide", "mlp_vae", "conv_vae", "fixed_star", "rebuild", "load",
     "Observation", "FixedScale", "LearnedScalarScale", "LearnedChannelScale",
     "LearnedVectorScale", "ScheduledScale", "BernoulliObservation",
-    "ContinuousBernoulliObservation", "MixedObservation", "tabular",
+    "ContinuousBernoulliObservation", "MixedObservation", "initial_scale", "tabular",
     "scale_latents", "Constant", "LinearWarmup", "Sigmoid", "Cyclical", "parse_schedule",
     "fit", "fused_adam", "History", "GaussianEncoder", "ResidualMLP", "datasets", "evaluate",
     "LVAEError", "ConfigError", "DataError", "CheckpointError", "TrainingDiverged",

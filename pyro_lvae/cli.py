@@ -41,6 +41,7 @@ from .observations import (
     FixedScale,
     LearnedScalarScale,
     LearnedVectorScale,
+    initial_scale,
 )
 from .plots import points_figure, training_figure
 from .points import figure_row, held_out, summarize
@@ -54,6 +55,8 @@ logger = logging.getLogger("pyro_lvae")
 #: learned sigma that starts at the data's own scale, the collapsed solution (KL = 0, sigma =
 #: data std) is exactly marginal when the coordinates are uncorrelated; any beta < 1 makes it
 #: unstable, and starting at 0.5 rather than 0 avoids the tiny-sigma optimum that beta = 0 invites.
+#: With it, a learned sigma starts at half the data's spread (below the collapsed solution's
+#: sigma) unless --sigma is given: docs/reproduction.md, "The collapsed start".
 DEFAULT_BETA = "linear:1000:0.5:1"
 
 
@@ -226,7 +229,10 @@ def _train(args: argparse.Namespace, rank: int, check: bool) -> int:
         resolve_device(args.device)
         pyro.set_rng_seed(args.seed)  # the initial weights
         history = _run_history(args.sigma_from) if args.sigma_from is not None else None
-        observation = build_observation(args.obs, args.sigma, settings["min_scale"],
+        sigma = args.sigma
+        if sigma is None and args.obs.startswith("learned"):
+            sigma = _data_scaled_start(task, settings, say=rank == 0 and not args.quiet)
+        observation = build_observation(args.obs, sigma, settings["min_scale"],
                                         task.channels(settings), history)
         settings["observation"] = observation.config()
         vae = task.build(settings, observation)
@@ -249,6 +255,22 @@ def _train(args: argparse.Namespace, rank: int, check: bool) -> int:
              *TASKS[settings["dataset"]].figures]
     print(f"wrote {run}/: {' '.join(files)}")
     return 0
+
+
+def _data_scaled_start(task, settings: dict[str, Any], say: bool) -> float:
+    """The default start of a learned sigma: half the training data's spread (the collapsed
+    solution's sigma); see :func:`pyro_lvae.observations.initial_scale`."""
+    sigma = initial_scale(task.sample(settings))
+    if sigma <= settings["min_scale"]:
+        raise ConfigError(
+            f"half the training data's spread ({sigma:.3g}), the default start of a learned "
+            f"sigma, is not above the floor --min-scale {settings['min_scale']:g}; lower "
+            f"--min-scale or give the start with --sigma")
+    settings["sigma_start"] = "half the training data's spread"
+    if say:
+        print(f"pyro-lvae: the learned sigma starts at {sigma:.4g}, half the training data's "
+              f"spread ({2 * sigma:.4g}); --sigma sets another start", flush=True)
+    return sigma
 
 
 def _format_summary(name: str, s: dict[str, Any]) -> str:
@@ -280,8 +302,8 @@ def collapse_note(obs: str, summary: dict[str, Any]) -> str | None:
     if obs == "fixed":
         return head + "train again with a smaller --sigma, or learn it (--obs learned-scalar)"
     if obs.startswith("learned"):
-        return head + ("start sigma below the data's spread (--sigma, about half the spread "
-                       "worked in our runs), keep a KL warm-up (--beta-schedule "
+        return head + ("start sigma lower (--sigma; the default, half the data's spread, "
+                       "never collapsed in our runs), keep a KL warm-up (--beta-schedule "
                        "linear:1000:0.5:1), or try --obs learned-vector; see "
                        "docs/reproduction.md, 'The collapsed start'")
     return head + "a KL warm-up (--beta-schedule linear:1000:0.5:1) may free it"
@@ -559,7 +581,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "in [0, 1]) (default learned-scalar)")
     train.add_argument("--sigma", type=float, default=None,
                        help="fixed sigma (fixed, default 1) or initial sigma (learned-*, "
-                            "default 1)")
+                            "default: half the training data's spread, measured on 10000 "
+                            "points or the first 10000 images; 1 is the paper's start)")
     train.add_argument("--sigma-from", metavar="RUN", default=None,
                        help="a run folder or history.csv of a learned-sigma run: with --obs "
                             "fixed, fix sigma at its final value (F*-VAE); with --obs "

@@ -56,6 +56,7 @@ __all__ = [
     "SIGMA_MODES",
     "observation_from_config",
     "OBSERVATIONS",
+    "initial_scale",
 ]
 
 
@@ -81,6 +82,39 @@ def _init_and_floor(init_scale: Any, min_scale: Any) -> tuple[float, float]:
             f"min_scale={min_scale}"
         )
     return init_scale, min_scale
+
+
+def initial_scale(data: torch.Tensor, fraction: float = 0.5) -> float:
+    """A start for a learned sigma scaled to the data: ``fraction`` times the data's spread, the
+    root-mean-square standard deviation of its coordinates over the first axis.
+
+    The spread is the sigma of the collapsed solution (every z decoded to the data mean, KL = 0;
+    Theorem 1 of Berger & Sebag). A learned sigma that starts at or above it starts in that
+    solution's basin, and on some data never leaves it; half the spread (the default) avoided
+    the collapsed start in every run of docs/reproduction.md, "The collapsed start". Use it as
+    ``LearnedScalarScale(init_scale=initial_scale(x))``; ``pyro-lvae train`` does so when
+    ``--sigma`` is not given.
+
+    :param torch.Tensor data: a sample of training data, ``(N, ...)`` with ``N >= 2``
+    :param float fraction: the share of the spread to start at; 1 gives the spread itself
+    """
+    if not isinstance(data, torch.Tensor):
+        raise DataError(f"Expected the data as a torch.Tensor but got {type(data).__name__}")
+    if data.dim() < 2 or data.shape[0] < 2:
+        raise DataError(f"Expected at least two data points, shape (N, ...) with N >= 2, but got "
+                        f"shape {tuple(data.shape)}")
+    fraction = _positive("fraction", fraction)
+    x = data.detach().reshape(data.shape[0], -1)
+    if not x.is_floating_point():  # raw pixels, counts
+        x = x.to(torch.get_default_dtype())
+    if not torch.isfinite(x).all():
+        raise DataError("the data hold NaN or infinite values; clean them before measuring "
+                        "their spread")
+    spread = float(x.var(dim=0).mean().sqrt())
+    if spread == 0:
+        raise DataError("every data point is the same (spread 0): there is nothing to model; "
+                        "give the initial sigma yourself if this is intended")
+    return fraction * spread
 
 
 class Observation(PyroModule):
@@ -171,7 +205,9 @@ class LearnedScalarScale(Observation):
     parametrisation ``sigma = min_scale + exp(u)`` reaches any value above the floor.
 
     :param float init_scale: initial sigma; the paper starts at 1 so that the latent term
-        dominates early training (the self-annealing start)
+        dominates early training (the self-annealing start). On data whose spread is near or
+        below 1 that start sits in the collapsed solution's basin; :func:`initial_scale` (half
+        the data's spread) is the start that worked on every curve we tried
     :param float min_scale: floor on sigma, below ``init_scale``
     """
 

@@ -36,6 +36,9 @@ from .vae import VAE, conv_vae, mlp_vae
 
 __all__ = ["TASKS", "PointsTask", "ImageTask", "build_observation"]
 
+#: data points (or images) drawn to measure the training data's spread
+SPREAD_SAMPLE = 10000
+
 
 def build_observation(kind: str, sigma: float | None, min_scale: float, channels: int,
                       history: History | None = None) -> Observation:
@@ -85,6 +88,10 @@ class PointsTask:
 
     def data(self, s: dict[str, Any]):
         return manifold2d, None, s["steps"], None
+
+    def sample(self, s: dict[str, Any], n: int = SPREAD_SAMPLE) -> torch.Tensor:
+        """``n`` training points drawn with a fixed seed (to measure the data's spread)."""
+        return manifold2d(n, generator=torch.Generator().manual_seed(EVAL_SEED + 1))
 
     def report(self, vae: VAE, history: History, run: Path, s: dict[str, Any]) -> dict[str, Any]:
         x, region = held_out()
@@ -141,6 +148,15 @@ class ImageTask:
             num_workers=s["num_workers"], pin_memory=torch.cuda.is_available(),
             persistent_workers=s["num_workers"] > 0)
         return loader, self._transform(s), steps, per_epoch
+
+    def sample(self, s: dict[str, Any], n: int = SPREAD_SAMPLE) -> torch.Tensor:
+        """The first ``n`` training images as the model sees them (to measure the data's
+        spread; the same on every process of a distributed run)."""
+        images = load_images(self.name, s["data_root"], train=True, download=s["download"])
+        n = min(n, len(images))
+        raw = (images[:n] if isinstance(images, torch.Tensor)
+               else torch.stack([images[i] for i in range(n)]))
+        return self._transform(s)(raw, torch.Generator().manual_seed(EVAL_SEED + 1))
 
     def _test_images(self, s: dict[str, Any], device) -> tuple[torch.Tensor, torch.Tensor]:
         images = load_images(self.name, s["data_root"], train=False, download=False)

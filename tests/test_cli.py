@@ -44,6 +44,29 @@ def test_train_fixed_star_and_scheduled_replay_from_a_learned_run(tmp_path):
                                               .tolist(), rel=1e-5)
 
 
+def test_a_learned_sigma_starts_at_half_the_data_spread_unless_given(tmp_path, capsys):
+    def start(name, *extra):
+        assert main(["train", "--steps", "1", "--out", str(tmp_path / name), *TINY[:-1],
+                     *extra]) == 0
+        return json.loads((tmp_path / name / "config.json").read_text())
+
+    # manifold2d's coordinates have a root-mean-square spread of about 0.97
+    config = start("ls")
+    assert config["observation"]["init_scale"] == pytest.approx(0.484, abs=0.01)
+    assert config["sigma_start"] == "half the training data's spread"
+    assert "starts at 0.48" in capsys.readouterr().out
+    lv_config = start("lv", "--obs", "learned-vector")
+    assert lv_config["observation"]["init_scale"] == config["observation"]["init_scale"]
+    given = start("given", "--sigma", "1")
+    assert given["observation"]["init_scale"] == 1.0 and "sigma_start" not in given
+    assert start("fixed", "--obs", "fixed")["observation"]["scale"] == 1.0
+    # a floor above the data-scaled start: refused, naming both ways out, nothing written
+    assert main(["train", "--steps", "1", "--min-scale", "0.6", "--out", str(tmp_path / "bad"),
+                 *TINY]) == 2
+    err = capsys.readouterr().err
+    assert "--min-scale" in err and "--sigma" in err and not (tmp_path / "bad").exists()
+
+
 def test_demo_writes_table_and_figures(tmp_path, capsys):
     assert main(["demo", "--steps", "20", "--out", str(tmp_path), *TINY]) == 0
     table = (tmp_path / "results.md").read_text()
@@ -66,7 +89,7 @@ def test_collapse_note_names_the_remedy_per_observation_model():
     assert collapse_note("learned-scalar", {"kl": 1.2}) is None
     assert collapse_note("learned-scalar", {"kl": float("nan")}) is None
     learned = collapse_note("learned-scalar", {"kl": 0.01})
-    assert "collapsed" in learned and "--sigma" in learned and "half the spread" in learned
+    assert "collapsed" in learned and "--sigma" in learned and "half the data's spread" in learned
     assert "smaller --sigma" in collapse_note("fixed", {"kl": 0.0})
     assert "warm-up" in collapse_note("bernoulli", {"kl_nats": 0.05})
 

@@ -189,6 +189,11 @@ def test_two_step_image_training_writes_the_run(fake_mnist, tmp_path, obs):
         assert summary["constant_pixels"] >= 56 and "sigma_on_constant_pixels" in summary
     if obs == "learned-vector":
         assert 0 <= summary["share_of_sigmas_at_floor"] <= 1 and summary["min_scale"] == 0.01
+        # the default start: half the root-mean-square spread of the training pixels
+        pixels = load_images("fashion-mnist", fake_mnist).numpy().reshape(40, -1) / 255.0
+        half = 0.5 * np.sqrt(pixels.var(axis=0, ddof=1).mean())
+        config = json.loads((run / "config.json").read_text())
+        assert config["observation"]["init_scale"] == pytest.approx(half, rel=0.01)
     assert main(["train", "--resume", str(run), "--steps", "3", "--quiet"]) == 0
 
 

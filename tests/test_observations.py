@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pyro
 import pyro.distributions as dist
 import pytest
@@ -175,6 +176,30 @@ def test_non_positive_scales_are_refused_with_the_argument_named(bad):
         lv.LearnedScalarScale(min_scale=bad)
     with pytest.raises(lv.ConfigError, match="min_scale"):
         lv.LearnedVectorScale(min_scale=bad)
+
+
+def test_initial_scale_is_a_share_of_the_root_mean_square_spread():
+    x = torch.randn(500, 1, 2, 3, generator=torch.Generator().manual_seed(0))
+    x = x * torch.arange(1.0, 7.0).reshape(1, 1, 2, 3) + 5.0
+    rms = float(np.sqrt(np.var(x.reshape(500, -1).numpy().astype(np.float64), axis=0,
+                               ddof=1).mean()))
+    assert lv.initial_scale(x) == pytest.approx(0.5 * rms, rel=1e-5)
+    assert lv.initial_scale(x, fraction=1.0) == pytest.approx(rms, rel=1e-5)
+    assert lv.initial_scale(torch.tensor([[0, 2], [2, 0]], dtype=torch.uint8)) == \
+        pytest.approx(0.5 * np.sqrt(2.0))
+    assert 0.5 * rms == pytest.approx(0.5 * np.sqrt(np.mean(np.arange(1, 7) ** 2)), rel=0.1)
+
+
+@pytest.mark.parametrize("bad, match", [
+    (torch.tensor([[0.0, float("nan")], [1.0, 2.0]]), "NaN"),
+    (torch.ones(5, 3), "spread 0"),
+    (torch.randn(1, 3), "at least two"),
+    (torch.randn(7), "at least two"),
+    ([[0.0, 1.0], [1.0, 0.0]], "torch.Tensor"),
+])
+def test_initial_scale_refuses_data_it_cannot_measure(bad, match):
+    with pytest.raises(lv.DataError, match=match):
+        lv.initial_scale(bad)
 
 
 def test_floor_above_initial_scale_is_refused():

@@ -33,7 +33,7 @@ from .. import evaluate
 from ..annealing import parse_schedule
 from ..datasets import manifold2d, spiral2d
 from ..io import atomic_write_text, save_figure, write_csv
-from ..observations import LearnedScalarScale, LearnedVectorScale
+from ..observations import LearnedScalarScale, LearnedVectorScale, initial_scale
 from ..parallel import run_jobs
 from ..plots import smooth
 from ..points import EVAL_SEED
@@ -93,7 +93,7 @@ def spread(sampler) -> float:
     """Root-mean-square standard deviation of a curve's coordinates (20000 fixed points): the
     sigma of its collapsed solution."""
     x = sampler(20000, generator=torch.Generator().manual_seed(EVAL_SEED + 1))
-    return float(x.var(0).mean().sqrt())
+    return initial_scale(x, fraction=1.0)
 
 
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
