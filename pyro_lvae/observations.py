@@ -207,7 +207,7 @@ class LearnedScalarScale(Observation):
     :param float init_scale: initial sigma; the paper starts at 1 so that the latent term
         dominates early training (the self-annealing start). On data whose spread is near or
         below 1 that start sits in the collapsed solution's basin; :func:`initial_scale` (half
-        the data's spread) is the start that worked on every curve we tried
+        the data's spread) is the start that never collapsed in our runs
     :param float min_scale: floor on sigma, below ``init_scale``
     """
 
