@@ -73,6 +73,14 @@ def build_observation(kind: str, sigma: float | None, min_scale: float, channels
     raise ConfigError(f"unknown observation model {kind!r}")
 
 
+def _first_images(images, n: int) -> torch.Tensor:
+    """The first ``n`` images (or all, if fewer) of a tensor or of a dataset of tensors."""
+    n = min(n, len(images))
+    if isinstance(images, torch.Tensor):
+        return images[:n]
+    return torch.stack([images[i] for i in range(n)])
+
+
 class PointsTask:
     """The paper's artificial problem, :func:`pyro_lvae.datasets.manifold2d`."""
 
@@ -153,16 +161,12 @@ class ImageTask:
         """The first ``n`` training images as the model sees them (to measure the data's
         spread; the same on every process of a distributed run)."""
         images = load_images(self.name, s["data_root"], train=True, download=s["download"])
-        n = min(n, len(images))
-        raw = (images[:n] if isinstance(images, torch.Tensor)
-               else torch.stack([images[i] for i in range(n)]))
+        raw = _first_images(images, n)
         return self._transform(s)(raw, torch.Generator().manual_seed(EVAL_SEED + 1))
 
     def _test_images(self, s: dict[str, Any], device) -> tuple[torch.Tensor, torch.Tensor]:
         images = load_images(self.name, s["data_root"], train=False, download=False)
-        n = min(s["eval_images"], len(images))
-        raw = (images[:n] if isinstance(images, torch.Tensor)
-               else torch.stack([images[i] for i in range(n)]))
+        raw = _first_images(images, s["eval_images"])
         x = self._transform(s)(raw, torch.Generator().manual_seed(EVAL_SEED))
         return raw, x.to(device)
 
