@@ -9,7 +9,7 @@ import pytest
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 REGISTERED = ["artificial_2d.py", "fashion_mnist.py", "learning_rate_study.py", "plain_pyro.py",
-              "reproduce_manifold.py", "tables.py"]
+              "reproduce_manifold.py", "table_start_study.py", "tables.py"]
 
 
 def test_every_example_is_registered():
@@ -69,3 +69,17 @@ def test_learning_rate_study_smoke(tmp_path):
         assert np.isfinite(row["final"]) and row["swing"] >= 0
     assert (tmp_path / "elbo-over-training.png").exists()
     assert len(list((tmp_path / "jobs").glob("*.json"))) == len(module.SETTINGS)
+
+
+def test_table_start_study_smoke(tmp_path):
+    module = _load("table_start_study.py")
+    args = module.parser().parse_args(["--smoke", "--workers", "1", "--out", str(tmp_path)])
+    table = module.main(args)
+    assert set(table) == {("learned per column", "off"), ("learned per column", "on")}
+    for row in table.values():
+        assert set(row) == set(module.METRICS)
+        for mean, _, up, pairs in row.values():
+            assert np.isfinite(mean) and pairs == 1 and up in (0, 1)
+    assert "| learned per column | off |" in (tmp_path / "differences.md").read_text()
+    # each pair's two runs differ only in the start: 2 settings x 2 annealing
+    assert len(list((tmp_path / "jobs").glob("*.json"))) == 4
