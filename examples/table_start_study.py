@@ -23,7 +23,7 @@ import numpy as np
 
 from pyro_lvae.io import atomic_write_text
 from pyro_lvae.parallel import run_jobs
-from pyro_lvae.studies.tables import HALF_START, SETTINGS, TableStudy, run_job
+from pyro_lvae.studies.tables import HALF_START, HALF_START_SUFFIX, TableStudy, run_job
 
 #: metric -> column title
 METRICS = {"active_units": "active units", "elbo": "held-out ELBO",
@@ -38,7 +38,7 @@ def paired_differences(results: list[dict]) -> dict[tuple[str, str], dict[str, t
     for (setting, annealing, dataset, seed), low in by_key.items():
         if setting not in HALF_START:
             continue
-        base = setting.removesuffix(", start 0.5")
+        base = setting.removesuffix(HALF_START_SUFFIX)
         high = by_key[(base, annealing, dataset, seed)]
         row = table.setdefault((base, annealing), {m: [] for m in METRICS})
         for m in METRICS:
@@ -67,7 +67,7 @@ def markdown(table: dict[tuple[str, str], dict[str, tuple]]) -> str:
 
 
 def main(args: argparse.Namespace) -> dict[tuple[str, str], dict[str, tuple]]:
-    learned = tuple(name for name, (_, sigma, _) in SETTINGS.items() if sigma == 1.0)
+    learned = tuple(name.removesuffix(HALF_START_SUFFIX) for name in HALF_START)
     if args.smoke:
         study = TableStudy(datasets=("wine",), settings=learned[1:2] + tuple(HALF_START)[1:2],
                            seeds=1, steps=50, hidden=16, blocks=1)

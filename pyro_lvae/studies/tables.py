@@ -28,8 +28,8 @@ from ..table_metrics import all_metrics
 from ..tabular import TabularModel
 from . import Study
 
-__all__ = ["TableStudy", "DATASETS", "SETTINGS", "HALF_START", "run_job", "run_study",
-           "write_outputs"]
+__all__ = ["TableStudy", "DATASETS", "SETTINGS", "HALF_START", "HALF_START_SUFFIX",
+           "run_job", "run_study", "write_outputs"]
 
 #: name -> (loader in sklearn.datasets, target column, categorical columns)
 DATASETS = {
@@ -48,7 +48,8 @@ SETTINGS = {
 #: the learned settings started at 0.5, half the spread of standardised columns (the start
 #: ``pyro-lvae train`` uses on points and images); not in the default study, see
 #: examples/table_start_study.py and docs/tabular.md, "The start of a learned sigma"
-HALF_START = {f"{name}, start 0.5": (mode, 0.5, discrete)
+HALF_START_SUFFIX = ", start 0.5"
+HALF_START = {name + HALF_START_SUFFIX: (mode, 0.5, discrete)
               for name, (mode, sigma, discrete) in SETTINGS.items() if sigma == 1.0}
 ANNEALING = {"off": "1", "on": "linear:1000"}
 
