@@ -1,7 +1,7 @@
 """Training-step speed of pyro-lvae against a hand-written PyTorch step (and plain Pyro SVI).
 
 The same networks, loss, optimiser and data work in one process, repetitions alternating; see
-``pyro_lvae.bench``. Equivalent to ``pyro-lvae bench``.
+``pyro_lvae.experiments.bench``. Equivalent to ``pyro-lvae bench``.
 
     python benchmarks/speed.py                 # all cases, 5 repetitions
     python benchmarks/speed.py --quick         # fewer steps and repetitions
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from pyro_lvae import bench
+from pyro_lvae.experiments import bench
 
 
 def main(args: argparse.Namespace) -> list:

@@ -18,8 +18,8 @@ from pathlib import Path
 import pyro
 
 import pyro_lvae as lv
-from pyro_lvae.plots import points_figure, training_figure
-from pyro_lvae.points import figure_row, held_out, summarize
+from pyro_lvae.experiments.plots import points_figure, training_figure
+from pyro_lvae.experiments.points import figure_row, held_out, summarize
 
 
 def main(args: argparse.Namespace) -> dict[str, dict]:

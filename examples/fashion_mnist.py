@@ -20,7 +20,7 @@ import pyro
 import torch
 
 import pyro_lvae as lv
-from pyro_lvae.plots import image_grid_figure
+from pyro_lvae.experiments.plots import image_grid_figure
 
 
 def main(args: argparse.Namespace) -> float:

@@ -1,13 +1,13 @@
 """Held-out ELBO over training on the artificial problem, per variant and learning rate.
 
 The manifold study scores each run by its final weights. This script follows the held-out ELBO
-(2000 fixed points, one draw each) every ``--every`` steps, for LS-VAE and LV-VAE at Adam's
-1e-3 (the study's setting) and at 3e-4, and for LV-VAE with its sigma floored at 0.01, on the
-study's seeds and networks, so that one can see whether a final value is typical of the run or
-caught in a swing. Runs are kept in ``OUT/jobs`` and read back on a rerun; each
-is the study's own run (``pyro_lvae.studies.manifold.run_job``, the probe does not change the
-training). Writes ``elbo-over-training.png`` and prints per setting the final ELBO, the mean
-over the last half of the probes, and the largest swing between neighbouring probes.
+(2000 fixed points, one draw each) every ``--every`` steps, for LS-VAE and LV-VAE at Adam's 1e-3
+(the study's setting) and at 3e-4, and for LV-VAE with its sigma floored at 0.01, on the study's
+seeds and networks, so that one can see whether a final value is typical of the run or caught in a
+swing. Runs are kept in ``OUT/jobs`` and read back on a rerun; each is the study's own run
+(``pyro_lvae.experiments.studies.manifold.run_job``, the probe does not change the training).
+Writes ``elbo-over-training.png`` and prints per setting the final ELBO, the mean over the last
+half of the probes, and the largest swing between neighbouring probes.
 
     python examples/learning_rate_study.py           # 20 runs of 10000 steps: ~16 min on 2 cores
     python examples/learning_rate_study.py --smoke   # seconds: tiny networks
@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
+from pyro_lvae.experiments.jobs import default_workers, run_jobs
+from pyro_lvae.experiments.studies.manifold import ManifoldStudy, run_job
 from pyro_lvae.io import save_figure
-from pyro_lvae.parallel import default_workers, run_jobs
-from pyro_lvae.studies.manifold import ManifoldStudy, run_job
 
 #: (label, variant of the study, changes to its job)
 SETTINGS = (

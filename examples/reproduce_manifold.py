@@ -1,10 +1,10 @@
 """The paper's study of the artificial problem from Python (Berger & Sebag, Table 1, Figs 4, 8-10).
 
 The same study as ``pyro-lvae reproduce manifold``, driven through
-``pyro_lvae.studies.manifold``: F-VAE over a grid of fixed sigma, LS-VAE, LV-VAE, F*-VAE and
-LS-VAE's replayed sigma schedule, over several seeds in parallel processes. It prints the table
-and the paper's claims checked in numbers, and writes the figures. Change the settings (the
-sigma grid, the networks, the KL schedule) to extend the study.
+``pyro_lvae.experiments.studies.manifold``: F-VAE over a grid of fixed sigma, LS-VAE, LV-VAE,
+F*-VAE and LS-VAE's replayed sigma schedule, over several seeds in parallel processes. It prints
+the table and the paper's claims checked in numbers, and writes the figures. Change the settings
+(the sigma grid, the networks, the KL schedule) to extend the study.
 
     python examples/reproduce_manifold.py --quick          # minutes on two CPU cores
     python examples/reproduce_manifold.py                  # the full study (hours on a CPU)
@@ -16,9 +16,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pyro_lvae.parallel import default_workers
-from pyro_lvae.studies.manifold import ManifoldStudy, claims, run_study, write_outputs
-from pyro_lvae.train import resolve_device
+from pyro_lvae.experiments.jobs import default_workers
+from pyro_lvae.experiments.studies.manifold import ManifoldStudy, claims, run_study, write_outputs
+from pyro_lvae.training.fit import resolve_device
 
 
 def main(args: argparse.Namespace) -> list:

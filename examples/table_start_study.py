@@ -3,8 +3,8 @@
 ``pyro-lvae train`` starts a learned sigma at half the data's spread on points and images. This
 script asks whether tables should too: it runs the three learned settings of the tables study
 (learned scalar, learned per column, decoder output), with KL annealing off and on, from the
-study's start (1) and from 0.5 (``pyro_lvae.studies.tables.HALF_START``), on the same tables,
-splits, seeds and steps, and prints per setting the difference (start 0.5 minus start 1) of
+study's start (1) and from 0.5 (``pyro_lvae.experiments.studies.tables.HALF_START``), on the same
+tables, splits, seeds and steps, and prints per setting the difference (start 0.5 minus start 1) of
 each metric, averaged over the (table, seed) pairs, with its standard error and how many pairs
 moved up. Runs are kept in ``OUT/jobs`` and read back on a rerun.
 
@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
+from pyro_lvae.experiments.jobs import run_jobs
+from pyro_lvae.experiments.studies.tables import HALF_START, HALF_START_SUFFIX, TableStudy, run_job
 from pyro_lvae.io import atomic_write_text
-from pyro_lvae.parallel import run_jobs
-from pyro_lvae.studies.tables import HALF_START, HALF_START_SUFFIX, TableStudy, run_job
 
 #: metric -> column title
 METRICS = {"active_units": "active units", "elbo": "held-out ELBO",

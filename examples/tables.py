@@ -4,7 +4,7 @@ The wine table bundled with scikit-learn (13 continuous columns and a three-clas
 split 70/30; a VAE whose continuous columns have a sigma per row and column output by the
 decoder (the LV-VAE of tables) is fitted on the training rows with
 ``pyro_lvae.tabular.TabularModel``; synthetic rows keep the original columns, types and
-categories; ``pyro_lvae.table_metrics`` scores them against the held-out rows. Needs the
+categories; ``pyro_lvae.tabular.metrics`` scores them against the held-out rows. Needs the
 ``tabular`` extra (pandas, scikit-learn).
 
     python examples/tables.py
@@ -17,8 +17,8 @@ import argparse
 
 from sklearn.datasets import load_wine
 
-from pyro_lvae.table_metrics import all_metrics
 from pyro_lvae.tabular import TabularModel
+from pyro_lvae.tabular.metrics import all_metrics
 
 
 def main(args: argparse.Namespace) -> dict:

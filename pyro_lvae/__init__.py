@@ -10,7 +10,7 @@ observation model a swappable, learnable part of any Pyro model/guide pair.
 - V. Berger, M. Sebag. *Variational Auto-Encoders: Not all failures are equal*. arXiv:2003.01972.
 """
 
-from . import datasets, evaluate, tabular
+from . import datasets, evaluate, objective, tabular, theory
 from .annealing import Constant, Cyclical, LinearWarmup, Sigmoid, parse_schedule, scale_latents
 from .errors import CheckpointError, ConfigError, DataError, LVAEError, TrainingDiverged
 from .nets import GaussianEncoder, ResidualMLP
@@ -21,12 +21,12 @@ from .observations import (
     LearnedChannelScale,
     LearnedScalarScale,
     LearnedVectorScale,
-    MixedObservation,
     Observation,
     ScheduledScale,
     initial_scale,
 )
-from .train import History, fit, fused_adam
+from .tabular import MixedObservation
+from .training import History, fit, fused_adam
 from .vae import VAE, Guide, Model, conv_vae, fixed_star, mlp_vae, rebuild
 
 __version__ = "0.1.0"

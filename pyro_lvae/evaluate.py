@@ -27,8 +27,8 @@ import pyro
 import torch
 from pyro import poutine
 
-from .elbo import elbo_terms, likelihood_scale
 from .errors import check_positive_int
+from .objective import elbo_terms, likelihood_scale
 
 __all__ = ["elbo", "iwae", "active_units", "kl_per_dim", "scale_summary", "summary"]
 

@@ -95,7 +95,7 @@ def test_trace_elbo_and_meanfield_agree_under_beta(beta):
         meanfield = TraceMeanField_ELBO().differentiable_loss(vae.model, vae.guide, x)
     # same z draws: they differ only by beta * (Monte Carlo KL - analytic KL)
     pyro.set_rng_seed(4)
-    terms = lv.elbo.elbo_terms(vae.model, vae.guide, x)
+    terms = lv.objective.elbo_terms(vae.model, vae.guide, x)
     loc, scale = vae.guide.posterior(x)
     q = dist.Normal(loc, scale).to_event(1)
     p = dist.Normal(torch.zeros(2), torch.ones(2)).to_event(1)

@@ -25,7 +25,7 @@ def test_long_run_memory_benchmark_small(tmp_path):
 
 
 def test_speed_benchmark_runs_every_contestant_on_tiny_networks():
-    from pyro_lvae import bench
+    from pyro_lvae.experiments import bench
 
     for case in bench.CASES:
         small = bench.Case(case.name, case.kind, case.obs, 8, 3)
@@ -42,8 +42,8 @@ def test_reference_loss_is_the_same_objective():
     import torch
 
     import pyro_lvae as lv
-    from pyro_lvae.bench import _Reference
-    from pyro_lvae.elbo import direct_elbo_terms
+    from pyro_lvae.experiments.bench import _Reference
+    from pyro_lvae.objective import direct_elbo_terms
 
     for obs in (lv.LearnedScalarScale(), lv.LearnedVectorScale()):
         vae = lv.mlp_vae(2, 2, obs, hidden=8, blocks=1)

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from pyro_lvae.cli import collapse_note, main
-from pyro_lvae.train import History
+from pyro_lvae.training.fit import History
 
 TINY = ["--hidden", "8", "--blocks", "1", "--quiet"]
 

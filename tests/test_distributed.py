@@ -13,9 +13,9 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 import pyro_lvae as lv
-from pyro_lvae.distributed import rank_seed
-from pyro_lvae.elbo import direct_elbo_terms
-from pyro_lvae.train import _data_seed
+from pyro_lvae.objective import direct_elbo_terms
+from pyro_lvae.training.distributed import rank_seed
+from pyro_lvae.training.fit import _data_seed
 
 WORLD, BATCH, STEPS, SEED = 2, 8, 12, 3
 

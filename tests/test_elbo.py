@@ -6,7 +6,7 @@ import torch
 from pyro.infer import Trace_ELBO
 
 import pyro_lvae as lv
-from pyro_lvae.elbo import elbo_terms
+from pyro_lvae.objective import elbo_terms
 
 OBSERVATIONS = {
     "fixed": lambda d: lv.FixedScale(0.4),
@@ -31,7 +31,7 @@ def _data(kind, shape):
 def test_elbo_terms_have_trace_elbo_loss_and_gradients(kind, image, beta, path):
     """Both ways of computing the terms equal Trace_ELBO's loss under scale_latents(beta), and
     its gradients, with parts that add up."""
-    from pyro_lvae.elbo import direct_elbo_terms, supports_direct
+    from pyro_lvae.objective import direct_elbo_terms, supports_direct
 
     if image:
         shape = (2, 8, 8)

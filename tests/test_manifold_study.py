@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from pyro_lvae.cli import main
-from pyro_lvae.studies import manifold
-from pyro_lvae.studies.manifold import ManifoldStudy, claims, energy_distance
+from pyro_lvae.experiments.studies import manifold
+from pyro_lvae.experiments.studies.manifold import ManifoldStudy, claims, energy_distance
 
 TINY = ["--quick", "--seeds", "2", "--steps", "40", "--hidden", "8", "--blocks", "1",
         "--workers", "1", "--quiet"]
@@ -97,7 +97,7 @@ def test_collapse_study_runs_and_writes_outputs(tmp_path):
 
 def test_half_spread_start_is_half_the_collapsed_sigma():
     from pyro_lvae.datasets import spiral2d
-    from pyro_lvae.studies.collapse import spread
+    from pyro_lvae.experiments.studies.collapse import spread
 
     # the collapsed solution's sigma is the coordinates' root-mean-square spread
     assert spread(spiral2d) == pytest.approx(0.34, abs=0.01)
@@ -106,7 +106,7 @@ def test_half_spread_start_is_half_the_collapsed_sigma():
 
 
 def test_collapse_figure_with_one_setting():
-    from pyro_lvae.plots import collapse_figure
+    from pyro_lvae.experiments.plots import collapse_figure
 
     runs = [{"setting": "half warm", "variant": v, "trace_step": [0, 1, 2],
              "trace_kl": [0.0, 0.5, 1.0], "trace_sigma": [1.0, 0.5, 0.2]}

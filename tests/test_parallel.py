@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from pyro_lvae.cli import main
+from pyro_lvae.experiments.jobs import decode_result, encode_result, job_key, run_jobs
 from pyro_lvae.observations import LearnedScalarScale
-from pyro_lvae.parallel import decode_result, encode_result, job_key, run_jobs
-from pyro_lvae.train import fit, fused_adam
+from pyro_lvae.training.fit import fit, fused_adam
 from pyro_lvae.vae import mlp_vae
 
 CALLS = []

@@ -16,7 +16,7 @@ from helpers import PoisonOnce
 
 import pyro_lvae as lv
 from pyro_lvae import io
-from pyro_lvae.train import CHECKPOINT_NAME, History
+from pyro_lvae.training.fit import CHECKPOINT_NAME, History
 
 TRAIN = [sys.executable, "-m", "pyro_lvae.cli", "train", "--obs", "learned-vector",
          "--hidden", "8", "--blocks", "1", "--steps", "1200", "--checkpoint-every", "100",

@@ -4,8 +4,8 @@ import pytest
 
 from pyro_lvae import theory
 from pyro_lvae.cli import main
-from pyro_lvae.parallel import run_jobs
-from pyro_lvae.studies.sphere import SphereStudy, run_job
+from pyro_lvae.experiments.jobs import run_jobs
+from pyro_lvae.experiments.studies.sphere import SphereStudy, run_job
 
 
 def job(ratio, obs="fixed", steps=600):

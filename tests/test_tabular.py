@@ -9,9 +9,9 @@ import torch
 import torch.distributions as td
 
 import pyro_lvae as lv
-from pyro_lvae import table_metrics as M
 from pyro_lvae.cli import main
 from pyro_lvae.tabular import TableTransformer, TabularModel
+from pyro_lvae.tabular import metrics as M
 
 
 def table(n=60, seed=0):
@@ -224,7 +224,7 @@ def test_cli_tabular_sample_errors(tmp_path, capsys):
 
 
 def test_table_study_job_and_outputs(tmp_path):
-    from pyro_lvae.studies.tables import TableStudy, run_job, write_outputs
+    from pyro_lvae.experiments.studies.tables import TableStudy, run_job, write_outputs
 
     study = TableStudy.quick(steps=30, hidden=16, blocks=1, datasets=("wine",),
                              settings=("TVAE-like",), annealing=("on",))

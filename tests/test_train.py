@@ -8,8 +8,8 @@ from helpers import PoisonOnce
 from pyro.infer import TraceMeanField_ELBO
 
 import pyro_lvae as lv
-from pyro_lvae.points import held_out, summarize
-from pyro_lvae.train import CHECKPOINT_NAME
+from pyro_lvae.experiments.points import held_out, summarize
+from pyro_lvae.training.fit import CHECKPOINT_NAME
 
 
 def tiny(obs=None, hidden=8):

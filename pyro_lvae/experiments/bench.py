@@ -30,11 +30,11 @@ from typing import Any
 import pyro
 import torch
 
-from .datasets import Dequantize, manifold2d
-from .elbo import elbo_terms
-from .observations import LearnedScalarScale, LearnedVectorScale
-from .train import fit, resolve_device
-from .vae import VAE, conv_vae, mlp_vae
+from ..datasets import Dequantize, manifold2d
+from ..objective import elbo_terms
+from ..observations import LearnedScalarScale, LearnedVectorScale
+from ..training import fit, resolve_device
+from ..vae import VAE, conv_vae, mlp_vae
 
 __all__ = ["Case", "CASES", "run_case", "run", "markdown"]
 

@@ -21,14 +21,14 @@ import numpy as np
 import pyro
 import torch
 
-from .. import evaluate, theory
-from ..annealing import parse_schedule
-from ..datasets import sphere
-from ..io import atomic_write_text, save_figure, write_csv
-from ..observations import FixedScale, LearnedScalarScale
-from ..parallel import run_jobs
-from ..train import fit, fused_adam
-from ..vae import mlp_vae
+from ... import evaluate, theory
+from ...annealing import parse_schedule
+from ...datasets import sphere
+from ...io import atomic_write_text, save_figure, write_csv
+from ...observations import FixedScale, LearnedScalarScale
+from ...training import fit, fused_adam
+from ...vae import mlp_vae
+from ..jobs import run_jobs
 from . import Study
 
 __all__ = ["SphereStudy", "run_job", "run_study", "write_outputs"]

@@ -29,25 +29,25 @@ from typing import Any
 import pyro
 import torch.distributed as dist
 
-from . import __version__
-from .annealing import parse_schedule
-from .datasets import manifold2d
-from .distributed import check_launch, init_from_env, rank_info
-from .errors import CheckpointError, ConfigError, LVAEError
-from .io import atomic_write_text, save_figure
-from .observations import (
+from .. import __version__
+from ..annealing import parse_schedule
+from ..datasets import manifold2d
+from ..errors import CheckpointError, ConfigError, LVAEError
+from ..experiments.plots import points_figure, training_figure
+from ..experiments.points import figure_row, held_out, summarize
+from ..experiments.tasks import TASKS, build_observation
+from ..io import atomic_write_text, save_figure
+from ..observations import (
     OBSERVATIONS,
-    SIGMA_MODES,
     FixedScale,
     LearnedScalarScale,
     LearnedVectorScale,
     initial_scale,
 )
-from .plots import points_figure, training_figure
-from .points import figure_row, held_out, summarize
-from .tasks import TASKS, build_observation
-from .train import CHECKPOINT_NAME, History, fit, resolve_device
-from .vae import VAE, mlp_vae
+from ..tabular import SIGMA_MODES
+from ..training import CHECKPOINT_NAME, History, fit, resolve_device
+from ..training.distributed import check_launch, init_from_env, rank_info
+from ..vae import VAE, mlp_vae
 
 logger = logging.getLogger("pyro_lvae")
 
@@ -113,7 +113,7 @@ def _train_run(vae: VAE, run: Path, settings: dict[str, Any], resume: bool,
     every = settings.get("checkpoint_every") or per_epoch or 1000
     callbacks = []
     if tensorboard and rank == 0:
-        from .tensorboard import TensorBoardCallback
+        from ..training.tensorboard import TensorBoardCallback
 
         callbacks.append(TensorBoardCallback(tensorboard))
     t0 = time.perf_counter()
@@ -143,7 +143,7 @@ def _launch(args: argparse.Namespace) -> int:
     """Run this same command under torchrun, on --devices processes per machine."""
     from torch.distributed.run import main as torchrun
 
-    from .distributed import torchrun_argv
+    from ..training.distributed import torchrun_argv
 
     skip = {"--devices", "--num-nodes", "--node-rank", "--master-addr", "--master-port"}
     command, it = [], iter(args.argv)
@@ -377,8 +377,8 @@ def _demo_table(results: Sequence[dict[str, Any]]) -> str:
 
 
 def cmd_theory(args: argparse.Namespace) -> int:
-    from . import theory
-    from .plots import theory_figure
+    from .. import theory
+    from ..experiments.plots import theory_figure
 
     out = _make_dir(Path(args.out))
     sigma_c = theory.critical_sigma(args.radius, args.dim)
@@ -399,7 +399,7 @@ def cmd_theory(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from . import bench
+    from ..experiments import bench
 
     if args.repetitions < 1:
         raise ConfigError(f"Expected --repetitions >= 1 but got {args.repetitions}")
@@ -423,7 +423,7 @@ def _names(text: str | None) -> list[str]:
 
 
 def cmd_tabular_fit(args: argparse.Namespace) -> int:
-    from .tabular import TabularModel, read_csv
+    from ..tabular import TabularModel, read_csv
 
     out = Path(args.out)
     if (out / TabularModel.MODEL_FILE).exists():
@@ -440,7 +440,7 @@ def cmd_tabular_fit(args: argparse.Namespace) -> int:
         lr=args.lr, beta=beta, seed=args.seed, device=args.device, progress=not args.quiet,
         out=out)
     model.history.to_csv(out / "history.csv")
-    from . import evaluate
+    from .. import evaluate
 
     x = model.transformer.transform(table, missing=args.missing).to(model.vae.device)
     summary = {"rows": len(x), "columns": {c.name: c.kind for c in model.transformer.columns},
@@ -457,7 +457,7 @@ def cmd_tabular_fit(args: argparse.Namespace) -> int:
 
 
 def cmd_tabular_sample(args: argparse.Namespace) -> int:
-    from .tabular import TabularModel
+    from ..tabular import TabularModel
 
     if args.n < 1:
         raise ConfigError(f"Expected -n >= 1 but got {args.n}")
@@ -471,17 +471,17 @@ def cmd_tabular_sample(args: argparse.Namespace) -> int:
 
 #: study name -> (module, main output file)
 STUDIES = {
-    "manifold": ("pyro_lvae.studies.manifold", "reproduction.md"),
-    "collapse": ("pyro_lvae.studies.collapse", "collapse.md"),
-    "sphere": ("pyro_lvae.studies.sphere", "sphere.md"),
-    "tables": ("pyro_lvae.studies.tables", "tables.md"),
+    "manifold": ("pyro_lvae.experiments.studies.manifold", "reproduction.md"),
+    "collapse": ("pyro_lvae.experiments.studies.collapse", "collapse.md"),
+    "sphere": ("pyro_lvae.experiments.studies.sphere", "sphere.md"),
+    "tables": ("pyro_lvae.experiments.studies.tables", "tables.md"),
 }
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
     import importlib
 
-    from .parallel import default_workers
+    from ..experiments.jobs import default_workers
 
     module = importlib.import_module(STUDIES[args.study][0])
     study_cls = next(getattr(module, n) for n in module.__all__ if n.endswith("Study"))

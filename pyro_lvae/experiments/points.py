@@ -9,10 +9,10 @@ from typing import Any
 
 import torch
 
-from . import evaluate
-from .datasets import MANIFOLD_REGIONS, manifold2d, manifold2d_noise_profile
-from .elbo import likelihood_scale
-from .vae import VAE
+from .. import evaluate
+from ..datasets import MANIFOLD_REGIONS, manifold2d, manifold2d_noise_profile
+from ..objective import likelihood_scale
+from ..vae import VAE
 
 __all__ = ["EVAL_SEED", "held_out", "summarize", "figure_row"]
 
@@ -47,7 +47,8 @@ def summarize(vae: VAE, x: torch.Tensor, region: torch.Tensor,
 
 @torch.no_grad()
 def figure_row(vae: VAE, title: str, x: torch.Tensor, n_generate: int = 2000) -> dict[str, Any]:
-    """One row of :func:`pyro_lvae.plots.points_figure` for ``vae`` on held-out ``x``."""
+    """One row of :func:`~pyro_lvae.experiments.plots.points_figure` for ``vae`` on held-out
+    ``x``."""
     x = x.to(vae.device)
     z = torch.randn(n_generate, vae.latent_dim, device=vae.device)
     px = vae.likelihood(z)

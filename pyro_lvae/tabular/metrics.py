@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ConfigError, DataError
-from .tabular import TableTransformer
+from ..errors import ConfigError, DataError
+from .encoding import TableTransformer
 
 __all__ = ["shape_similarity", "association_difference", "detection_auc", "utility",
            "all_metrics"]

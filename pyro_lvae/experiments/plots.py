@@ -120,7 +120,7 @@ def theory_figure(dim: int = 2, radius: float = 1.0,
     """The paper's Figure 2: the objective L(r) over (r, sigma) for data on a sphere, with the
     optimal radius r*(sigma) and the critical scale sigma_c; and r*/R against sigma/sigma_c for
     several dimensions."""
-    from . import theory
+    from .. import theory
 
     sigma_c = theory.critical_sigma(radius, dim)
     sigma = np.logspace(np.log10(sigma_c / 20), np.log10(sigma_c * 4), 300)
@@ -156,7 +156,7 @@ def theory_figure(dim: int = 2, radius: float = 1.0,
 def sphere_figure(dim: int, radius: float, results: Sequence[Mapping[str, Any]]) -> Figure:
     """Measured radius of trained VAEs against the theory's r*, and LS-VAE's sigma over
     training, for one dimension of the sphere study."""
-    from . import theory
+    from .. import theory
 
     sigma_c = theory.critical_sigma(radius, dim)
     fig = Figure(figsize=(13, 4), layout="constrained")
@@ -200,9 +200,9 @@ def sphere_figure(dim: int, radius: float, results: Sequence[Mapping[str, Any]])
 
 
 def manifold_study_figures(results: Sequence[Mapping[str, Any]]) -> dict[str, Figure]:
-    """Figures of :mod:`pyro_lvae.studies.manifold`: reconstructions and generations per variant
-    (seed 0), loss parts for a fixed and a learned sigma, LS-VAE's sigma over training, and the
-    ELBO of every seed per variant."""
+    """Figures of :mod:`pyro_lvae.experiments.studies.manifold`: reconstructions and generations
+    per variant (seed 0), loss parts for a fixed and a learned sigma, LS-VAE's sigma over
+    training, and the ELBO of every seed per variant."""
     by_variant: dict[str, list[Mapping[str, Any]]] = {}
     for r in results:
         by_variant.setdefault(r["variant"], []).append(r)

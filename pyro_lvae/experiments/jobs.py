@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .io import atomic_write_text
+from ..io import atomic_write_text
 
 __all__ = ["run_jobs", "default_workers", "job_key", "encode_result", "decode_result"]
 
@@ -116,7 +116,7 @@ def job_key(fn: Callable, job: dict[str, Any]) -> str:
     """A file name for ``fn(job)``'s result: the function, the job's settings (all but its
     ``label``, which names it in reports) and the package version, hashed (a change of any of
     them is a different job)."""
-    from . import __version__
+    from .. import __version__
 
     settings = {k: v for k, v in job.items() if k != "label"}
     text = json.dumps([f"{fn.__module__}.{fn.__qualname__}", __version__, _encode(settings)],

@@ -4,7 +4,7 @@ TVAE-like setting, on scikit-learn's bundled tables.
 For each data set (shuffled, 70% training rows, 30% held-out) and each setting, a VAE is fitted
 with :class:`pyro_lvae.tabular.TabularModel` on the training rows; as many synthetic rows are
 sampled; and the synthetic table is compared with the held-out real rows
-(:mod:`pyro_lvae.table_metrics`), beside the held-out ELBO per row and the active units.
+(:mod:`pyro_lvae.tabular.metrics`), beside the held-out ELBO per row and the active units.
 
 The TVAE-like setting follows CTGAN's TVAE: one sigma per continuous column clamped to
 [0.01, 1], and categories decoded by argmax when sampling.
@@ -20,12 +20,12 @@ import numpy as np
 import pyro
 import torch
 
-from .. import evaluate
-from ..annealing import parse_schedule
-from ..io import atomic_write_text, write_csv
-from ..parallel import run_jobs
-from ..table_metrics import all_metrics
-from ..tabular import TabularModel
+from ... import evaluate
+from ...annealing import parse_schedule
+from ...io import atomic_write_text, write_csv
+from ...tabular import TabularModel
+from ...tabular.metrics import all_metrics
+from ..jobs import run_jobs
 from . import Study
 
 __all__ = ["TableStudy", "DATASETS", "SETTINGS", "HALF_START", "HALF_START_SUFFIX",

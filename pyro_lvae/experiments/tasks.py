@@ -15,11 +15,11 @@ from typing import Any
 
 import torch
 
-from . import evaluate
-from .datasets import IMAGE_DATASETS, PIXEL_TRANSFORMS, bits_per_dim, load_images, manifold2d
-from .errors import ConfigError
-from .io import save_figure
-from .observations import (
+from .. import evaluate
+from ..datasets import IMAGE_DATASETS, PIXEL_TRANSFORMS, bits_per_dim, load_images, manifold2d
+from ..errors import ConfigError
+from ..io import save_figure
+from ..observations import (
     BernoulliObservation,
     ContinuousBernoulliObservation,
     FixedScale,
@@ -29,10 +29,10 @@ from .observations import (
     Observation,
     ScheduledScale,
 )
+from ..training import History
+from ..vae import VAE, conv_vae, mlp_vae
 from .plots import image_grid_figure, points_figure, sigma_map_figure, training_figure
 from .points import EVAL_SEED, figure_row, held_out, summarize
-from .train import History
-from .vae import VAE, conv_vae, mlp_vae
 
 __all__ = ["TASKS", "PointsTask", "ImageTask", "build_observation"]
 
@@ -139,7 +139,7 @@ class ImageTask:
 
     def data(self, s: dict[str, Any]):
         """``(data, transform, steps, steps per epoch)``."""
-        from .distributed import rank_info
+        from ..training.distributed import rank_info
 
         rank, world = rank_info()
         images = load_images(self.name, s["data_root"], train=True, download=s["download"])

@@ -2,9 +2,9 @@
 
 The default step is ``Trace_ELBO``'s loss, minimised by a torch optimiser over the VAE's module
 parameters, the learned sigma included. For pyro-lvae's own model and guide it is computed
-without Pyro's handler stack (:func:`~pyro_lvae.elbo.direct_elbo_terms`: the same random draws,
+without Pyro's handler stack (:func:`~pyro_lvae.objective.direct_elbo_terms`: the same random draws,
 loss and gradients, pinned by parity tests); for subclasses it goes through Pyro's ``trace`` and
-``replay`` (:func:`~pyro_lvae.elbo.elbo_terms`). Both yield the reconstruction and KL parts at
+``replay`` (:func:`~pyro_lvae.objective.elbo_terms`). Both yield the reconstruction and KL parts at
 no extra cost. Pass ``elbo=`` any Pyro ELBO
 (``TraceMeanField_ELBO``, ``RenyiELBO``, ...) to train on it instead, and ``optimizer=`` a
 ``pyro.optim`` optimiser to go through ``pyro.infer.SVI``.
@@ -38,12 +38,12 @@ import torch
 from pyro.infer import SVI
 from tqdm.auto import tqdm
 
-from .annealing import Constant, Schedule, scale_latents
+from ..annealing import Constant, Schedule, scale_latents
+from ..errors import CheckpointError, ConfigError, DataError, TrainingDiverged, check_positive_int
+from ..io import atomic_save, safe_load, write_csv
+from ..objective import ELBOTerms, direct_elbo_terms, elbo_terms, scale_stats, supports_direct
+from ..vae import _CHECKPOINT_FORMAT, VAE
 from .distributed import gather_objects, rank_info, rank_seed, reduce_rows
-from .elbo import ELBOTerms, direct_elbo_terms, elbo_terms, scale_stats, supports_direct
-from .errors import CheckpointError, ConfigError, DataError, TrainingDiverged, check_positive_int
-from .io import atomic_save, safe_load, write_csv
-from .vae import _CHECKPOINT_FORMAT, VAE
 
 __all__ = ["fit", "History", "resolve_device", "fused_adam", "CHECKPOINT_NAME"]
 

@@ -31,15 +31,15 @@ import numpy as np
 import pyro
 import torch
 
-from .. import evaluate
-from ..annealing import parse_schedule
-from ..datasets import MANIFOLD_REGIONS, distance_to_curve, manifold2d
-from ..io import atomic_write_text, save_figure, write_csv
-from ..observations import FixedScale, LearnedScalarScale, LearnedVectorScale, ScheduledScale
-from ..parallel import run_jobs
+from ... import evaluate
+from ...annealing import parse_schedule
+from ...datasets import MANIFOLD_REGIONS, distance_to_curve, manifold2d
+from ...io import atomic_write_text, save_figure, write_csv
+from ...observations import FixedScale, LearnedScalarScale, LearnedVectorScale, ScheduledScale
+from ...training import fit, fused_adam
+from ...vae import mlp_vae
+from ..jobs import run_jobs
 from ..points import EVAL_SEED
-from ..train import fit, fused_adam
-from ..vae import mlp_vae
 from . import Study
 
 __all__ = ["ManifoldStudy", "run_job", "run_study", "claims", "write_outputs",
@@ -216,7 +216,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
 def run_study(study: ManifoldStudy, workers: int = 1, report=None,
               cache=None) -> list[dict[str, Any]]:
     """Every run of ``study``; ``cache``: a folder keeping finished runs (see
-    :func:`pyro_lvae.parallel.run_jobs`)."""
+    :func:`pyro_lvae.experiments.jobs.run_jobs`)."""
     first = run_jobs(run_job, study.first_jobs(), workers=workers, report=report, cache=cache)
     second = run_jobs(run_job, study.second_jobs(first), workers=workers, report=report,
                       cache=cache)

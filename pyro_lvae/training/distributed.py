@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 __all__ = ["rank_info", "rank_seed", "is_distributed", "init_from_env", "reduce_rows",
            "gather_objects", "check_launch", "torchrun_argv"]

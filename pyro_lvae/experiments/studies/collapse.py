@@ -29,16 +29,16 @@ import numpy as np
 import pyro
 import torch
 
-from .. import evaluate
-from ..annealing import parse_schedule
-from ..datasets import manifold2d, spiral2d
-from ..io import atomic_write_text, save_figure, write_csv
-from ..observations import LearnedScalarScale, LearnedVectorScale, initial_scale
-from ..parallel import run_jobs
+from ... import evaluate
+from ...annealing import parse_schedule
+from ...datasets import manifold2d, spiral2d
+from ...io import atomic_write_text, save_figure, write_csv
+from ...observations import LearnedScalarScale, LearnedVectorScale, initial_scale
+from ...training import fit, fused_adam
+from ...vae import mlp_vae
+from ..jobs import run_jobs
 from ..plots import smooth
 from ..points import EVAL_SEED
-from ..train import fit, fused_adam
-from ..vae import mlp_vae
 from . import Study
 
 __all__ = ["CollapseStudy", "SETTINGS", "CURVES", "HALF_SPREAD", "spread", "run_job",

@@ -1,0 +1,96 @@
+"""The contract every observation model ``p(x | z)`` follows, and the argument checks they share."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from typing import Any
+
+import pyro.distributions as dist
+import torch
+from pyro.nn import PyroModule
+
+from ..errors import ConfigError
+
+__all__ = ["Observation", "OBSERVATIONS"]
+
+#: every observation model by its command-line name (filled as the classes are defined)
+OBSERVATIONS: dict[str, type[Observation]] = {}
+
+
+_instances = itertools.count()
+
+
+def _positive(name: str, value: Any) -> float:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"Expected {name} to be a positive number but got {value!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"Expected {name} > 0 (and finite) but got {value}")
+    return value
+
+
+def _init_and_floor(init_scale: Any, min_scale: Any) -> tuple[float, float]:
+    init_scale = _positive("init_scale", init_scale)
+    min_scale = _positive("min_scale", min_scale)
+    if init_scale <= min_scale:
+        raise ConfigError(
+            f"Expected init_scale > min_scale but got init_scale={init_scale}, "
+            f"min_scale={min_scale}"
+        )
+    return init_scale, min_scale
+
+
+class Observation(PyroModule):
+    """Base class: maps decoder output to ``p(x | z)``.
+
+    Subclasses set :attr:`outputs_per_channel`, the number of decoder outputs per data channel
+    (1 for a location only, 2 for a location and a scale), and implement :meth:`forward`.
+    The channel axis is the first event axis: features for vectors, channels for images.
+    """
+
+    #: decoder outputs per data channel
+    outputs_per_channel: int = 1
+    #: short name used by the command line and in saved configurations
+    kind: str = ""
+
+    def __init__(self) -> None:
+        # a unique root name, so that two observation models used on their own never share a
+        # param-store entry; a parent PyroModule (the VAE's model) renames it on assignment
+        super().__init__(f"{self.kind or 'observation'}{next(_instances)}")
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.__dict__.get("kind"):
+            OBSERVATIONS[cls.kind] = cls
+
+    def output_shape(self, data_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The decoder output per data point for data of shape ``data_shape``:
+        ``outputs_per_channel`` times the channels (first axis), the rest unchanged."""
+        return (self.outputs_per_channel * data_shape[0],) + tuple(data_shape[1:])
+
+    def forward(self, output: torch.Tensor, event_dim: int) -> dist.TorchDistribution:
+        """Return ``p(x | z)`` given the decoder output for ``z``.
+
+        :param torch.Tensor output: decoder output, shape ``batch + (k * C,) + rest``
+        :param int event_dim: number of event dimensions of one data point
+        """
+        raise NotImplementedError
+
+    def set_step(self, step: int) -> None:
+        """Tell the observation model the current training step (used by schedules)."""
+
+    def check_support(self, x: torch.Tensor) -> None:
+        """Raise :class:`~pyro_lvae.errors.DataError` if ``x`` lies outside the support.
+
+        Normal models accept any finite value (finiteness is checked with the data's shape)."""
+
+    def config(self) -> dict[str, Any]:
+        """A JSON-serialisable description; :func:`observation_from_config` rebuilds from it."""
+        raise NotImplementedError
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in self.config().items() if k != "kind")
+
+

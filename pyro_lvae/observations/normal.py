@@ -1,0 +1,239 @@
+"""Normal observation models: a fixed, learned, per-channel, per-dimension or scheduled sigma.
+
+**References**
+
+- V. Berger, M. Sebag. *Variational Auto-Encoders: Not all failures are equal*. arXiv:2003.01972.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import pyro.distributions as dist
+import torch
+import torch.nn.functional as F
+from pyro.distributions import constraints
+from pyro.nn import PyroParam
+
+from ..errors import ConfigError, DataError, check_positive_int
+from .base import Observation, _init_and_floor, _positive
+
+__all__ = ["FixedScale", "LearnedScalarScale", "LearnedChannelScale", "LearnedVectorScale",
+           "ScheduledScale", "initial_scale"]
+
+
+def initial_scale(data: torch.Tensor, fraction: float = 0.5) -> float:
+    """A start for a learned sigma scaled to the data: ``fraction`` times the data's spread, the
+    root-mean-square standard deviation of its coordinates over the first axis.
+
+    The spread is the sigma of the collapsed solution (every z decoded to the data mean, KL = 0;
+    Theorem 1 of Berger & Sebag). A learned sigma that starts at or above it starts in that
+    solution's basin, and on some data never leaves it; half the spread (the default) avoided
+    the collapsed start in every run of docs/reproduction.md, "The collapsed start". Use it as
+    ``LearnedScalarScale(init_scale=initial_scale(x))``; ``pyro-lvae train`` does so when
+    ``--sigma`` is not given.
+
+    :param torch.Tensor data: a sample of training data, ``(N, ...)`` with ``N >= 2``
+    :param float fraction: the share of the spread to start at; 1 gives the spread itself
+    """
+    if not isinstance(data, torch.Tensor):
+        raise DataError(f"Expected the data as a torch.Tensor but got {type(data).__name__}")
+    if data.dim() < 2 or data.shape[0] < 2:
+        raise DataError(f"Expected at least two data points, shape (N, ...) with N >= 2, but got "
+                        f"shape {tuple(data.shape)}")
+    fraction = _positive("fraction", fraction)
+    x = data.detach().reshape(data.shape[0], -1)
+    if not x.is_floating_point():  # raw pixels, counts
+        x = x.to(torch.get_default_dtype())
+    if not torch.isfinite(x).all():
+        raise DataError("the data hold NaN or infinite values; clean them before measuring "
+                        "their spread")
+    spread = float(x.var(dim=0).mean().sqrt())
+    if spread == 0:
+        raise DataError("every data point is the same (spread 0): there is nothing to model; "
+                        "give the initial sigma yourself if this is intended")
+    return fraction * spread
+
+
+
+def _normal(loc: torch.Tensor, scale: torch.Tensor, event_dim: int) -> dist.TorchDistribution:
+    return dist.Normal(loc, scale).to_event(event_dim)
+
+
+class FixedScale(Observation):
+    """F-VAE: ``p(x | z) = N(mu(z), scale^2)`` with a fixed ``scale``.
+
+    Training with a mean squared error is this model with ``scale = 1/sqrt(2)`` (up to constants).
+
+    :param float scale: the fixed standard deviation sigma (> 0)
+
+    Example::
+
+        >>> import torch, pyro_lvae as lv
+        >>> p = lv.FixedScale(0.1)(torch.zeros(3, 2), event_dim=1)
+        >>> round(float(p.log_prob(torch.zeros(3, 2))[0]), 4)   # 2 log N(0 | 0, 0.1^2)
+        2.7673
+    """
+
+    kind = "fixed"
+
+    def __init__(self, scale: float) -> None:
+        super().__init__()
+        self.register_buffer("scale", torch.tensor(_positive("scale", scale)))
+
+    def forward(self, output: torch.Tensor, event_dim: int) -> dist.TorchDistribution:
+        return _normal(output, self.scale.to(output.dtype), event_dim)
+
+    def config(self) -> dict[str, Any]:
+        return {"kind": self.kind, "scale": float(self.scale)}
+
+
+class LearnedScalarScale(Observation):
+    """LS-VAE: one learned sigma shared by every data dimension (Berger & Sebag, Eq. 10).
+
+    sigma is a :class:`~pyro.nn.PyroParam` of this module, constrained to ``(min_scale, inf)``,
+    so it trains on every path that trains the module: ``SVI`` with a Pyro optimiser, a torch
+    optimiser over ``Trace_ELBO()(model, guide).parameters()``, Lightning and DDP. The
+    parametrisation ``sigma = min_scale + exp(u)`` reaches any value above the floor.
+
+    :param float init_scale: initial sigma; the paper starts at 1 so that the latent term
+        dominates early training (the self-annealing start). On data whose spread is near or
+        below 1 that start sits in the collapsed solution's basin; :func:`initial_scale` (half
+        the data's spread) is the start that never collapsed in our runs
+    :param float min_scale: floor on sigma, below ``init_scale``
+    """
+
+    kind = "learned-scalar"
+
+    def __init__(self, init_scale: float = 1.0, min_scale: float = 1e-3) -> None:
+        super().__init__()
+        self.init_scale, self.min_scale = _init_and_floor(init_scale, min_scale)
+        self.scale = PyroParam(torch.tensor(self.init_scale),
+                               constraints.greater_than(self.min_scale))
+
+    def forward(self, output: torch.Tensor, event_dim: int) -> dist.TorchDistribution:
+        return _normal(output, self.scale.to(output.dtype), event_dim)
+
+    def config(self) -> dict[str, Any]:
+        return {"kind": self.kind, "init_scale": self.init_scale, "min_scale": self.min_scale}
+
+
+class LearnedChannelScale(Observation):
+    """A learned sigma per channel: the first event axis (an image's colour channels, a table's
+    columns), shared over the rest (the pixels). A ``PyroParam`` of shape ``(channels,)``,
+    floored like :class:`LearnedScalarScale`; it does not depend on ``z``.
+
+    :param int channels: size of the first event axis
+    :param float init_scale: initial sigma of every channel
+    :param float min_scale: floor on every sigma
+    """
+
+    kind = "learned-channel"
+
+    def __init__(self, channels: int, init_scale: float = 1.0, min_scale: float = 1e-3) -> None:
+        super().__init__()
+        self.channels = check_positive_int("channels", channels)
+        self.init_scale, self.min_scale = _init_and_floor(init_scale, min_scale)
+        self.scale = PyroParam(torch.full((channels,), self.init_scale),
+                               constraints.greater_than(self.min_scale), event_dim=1)
+
+    def forward(self, output: torch.Tensor, event_dim: int) -> dist.TorchDistribution:
+        channels = output.shape[output.dim() - event_dim]
+        if channels != self.channels:
+            raise ConfigError(f"LearnedChannelScale has {self.channels} channel(s) but the data "
+                              f"have {channels}")
+        scale = self.scale.to(output.dtype).reshape((channels,) + (1,) * (event_dim - 1))
+        return _normal(output, scale, event_dim)
+
+    def config(self) -> dict[str, Any]:
+        return {"kind": self.kind, "channels": self.channels, "init_scale": self.init_scale,
+                "min_scale": self.min_scale}
+
+
+class LearnedVectorScale(Observation):
+    """LV-VAE: the decoder outputs a sigma per data dimension (Berger & Sebag, Eq. 11).
+
+    The decoder has twice the output channels: the first half is the location, the second a raw
+    scale turned into ``sigma = min_scale + softplus(raw + c)``, with ``c`` chosen so that a raw
+    output of 0 gives ``init_scale``. softplus does not overflow for large raw values and, unlike
+    a ``1 + softplus`` form, lets sigma fall anywhere above the floor.
+
+    :param float min_scale: floor on every sigma; keeps the likelihood bounded on constant or
+        quantised dimensions
+    :param float init_scale: sigma for a raw decoder output of 0 (the start of training)
+    """
+
+    kind = "learned-vector"
+    outputs_per_channel = 2
+
+    def __init__(self, min_scale: float = 1e-3, init_scale: float = 1.0) -> None:
+        super().__init__()
+        self.init_scale, self.min_scale = _init_and_floor(init_scale, min_scale)
+        # softplus(offset) = init_scale - min_scale
+        self._offset = math.log(math.expm1(self.init_scale - self.min_scale))
+
+    def forward(self, output: torch.Tensor, event_dim: int) -> dist.TorchDistribution:
+        loc, raw = output.chunk(2, dim=-event_dim)
+        scale = self.min_scale + F.softplus(raw + self._offset)
+        return _normal(loc, scale, event_dim)
+
+    def config(self) -> dict[str, Any]:
+        return {"kind": self.kind, "min_scale": self.min_scale, "init_scale": self.init_scale}
+
+
+class ScheduledScale(Observation):
+    """A fixed sigma that follows a per-step schedule (the paper's annealing replay).
+
+    At training step ``t`` sigma is ``schedule[min(t, len(schedule) - 1)]``. :func:`pyro_lvae.fit`
+    calls :meth:`set_step` before every step; in a hand-written loop call it yourself. The
+    schedule is a buffer, so it is saved with the model.
+
+    :param schedule: sigma per step (a sequence or 1-D tensor of positive numbers), for instance
+        the trajectory recorded by an LS-VAE run (see :meth:`from_history`)
+    """
+
+    kind = "scheduled"
+
+    def __init__(self, schedule: Sequence[float] | torch.Tensor) -> None:
+        super().__init__()
+        values = torch.as_tensor(schedule, dtype=torch.get_default_dtype()).detach().clone()
+        if values.ndim != 1 or values.numel() == 0:
+            raise ConfigError(
+                f"Expected schedule to be a non-empty 1-D sequence of scales but got shape "
+                f"{tuple(values.shape)}"
+            )
+        if not (torch.isfinite(values).all() and (values > 0).all()):
+            raise ConfigError("Expected every scale in schedule to be positive and finite")
+        self.register_buffer("schedule", values)
+        self._step = 0
+
+    @classmethod
+    def from_history(cls, history: Any) -> ScheduledScale:
+        """Replay the sigma trajectory of a training history (a :class:`~pyro_lvae.History`
+        or a mapping with a ``"sigma"`` column)."""
+        sigma = torch.as_tensor(history["sigma"], dtype=torch.get_default_dtype())
+        if sigma.numel() == 0 or not torch.isfinite(sigma).all():
+            raise ConfigError("the history has no finite 'sigma' trajectory to replay")
+        return cls(sigma)
+
+    def set_step(self, step: int) -> None:
+        self._step = int(step)
+
+    @property
+    def scale(self) -> torch.Tensor:
+        """sigma at the current step."""
+        return self.schedule[min(self._step, self.schedule.numel() - 1)]
+
+    def forward(self, output: torch.Tensor, event_dim: int) -> dist.TorchDistribution:
+        return _normal(output, self.scale.to(output.dtype), event_dim)
+
+    def config(self) -> dict[str, Any]:
+        return {"kind": self.kind, "length": self.schedule.numel()}
+
+    def extra_repr(self) -> str:
+        s = self.schedule
+        return f"steps={s.numel()}, first={float(s[0]):.4g}, last={float(s[-1]):.4g}"
+
+

@@ -1,0 +1,216 @@
+"""``p(x | z)`` for rows of a table of mixed columns: Normal, Bernoulli and Categorical terms."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pyro.distributions as dist
+import torch
+import torch.nn.functional as F
+from pyro.distributions import constraints
+from pyro.distributions.torch_distribution import TorchDistribution
+from pyro.nn import PyroParam
+
+from ..errors import ConfigError, DataError
+from ..observations.base import Observation, _init_and_floor, _positive
+
+__all__ = ["MixedObservation", "MixedColumns", "SIGMA_MODES"]
+
+
+#: how a mixed table's continuous columns get their sigma
+SIGMA_MODES = ("fixed", "learned-scalar", "learned-column", "decoder", "tvae")
+
+
+class MixedColumns(TorchDistribution):
+    """The distribution of a row of mixed columns (event shape: the number of columns).
+
+    ``mean``: the Normal mean of continuous columns, the probability of binary ones and the most
+    probable category of categorical ones; ``sample``: a draw of every column;
+    ``scale``: the continuous columns' sigma.
+    """
+
+    arg_constraints: dict[str, Any] = {}
+    support = constraints.real_vector
+
+    def __init__(self, layout: dict[str, Any], loc: torch.Tensor, scale: torch.Tensor,
+                 bin_logits: torch.Tensor, cat_logits: list[torch.Tensor]) -> None:
+        self.layout = layout
+        self.loc, self.scale, self.bin_logits, self.cat_logits = loc, scale, bin_logits, cat_logits
+        super().__init__(loc.shape[:-1], torch.Size([layout["n"]]), validate_args=False)
+
+    def expand(self, batch_shape, _instance=None):
+        shape = torch.Size(batch_shape)
+        return MixedColumns(self.layout, self.loc.expand(shape + self.loc.shape[-1:]),
+                            self.scale.expand(shape + self.scale.shape[-1:]),
+                            self.bin_logits.expand(shape + self.bin_logits.shape[-1:]),
+                            [c.expand(shape + c.shape[-1:]) for c in self.cat_logits])
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        lay = self.layout
+        lp = dist.Normal(self.loc, self.scale).log_prob(x[..., lay["cont"]]).sum(-1)
+        if lay["bin"]:
+            lp = lp + dist.Bernoulli(logits=self.bin_logits).log_prob(
+                x[..., lay["bin"]]).sum(-1)
+        for j, logits in zip(lay["cat"], self.cat_logits, strict=True):
+            lp = lp + dist.Categorical(logits=logits).log_prob(x[..., j].long())
+        return lp
+
+    def _assemble(self, cont, binary, cats) -> torch.Tensor:
+        lay = self.layout
+        out = self.loc.new_zeros(self.batch_shape + (lay["n"],))
+        out[..., lay["cont"]] = cont
+        if lay["bin"]:
+            out[..., lay["bin"]] = binary
+        for j, c in zip(lay["cat"], cats, strict=True):
+            out[..., j] = c.to(out.dtype)
+        return out
+
+    def sample(self, sample_shape=()):
+        if sample_shape:
+            return self.expand(torch.Size(sample_shape) + self.batch_shape).sample()
+        return self.draw("sample", "sample")
+
+    @property
+    def mean(self) -> torch.Tensor:
+        return self._assemble(self.loc, torch.sigmoid(self.bin_logits),
+                              [lg.argmax(-1) for lg in self.cat_logits])
+
+    @property
+    def mode(self) -> torch.Tensor:
+        """Decoder means for continuous columns, the likelier value of binary and categorical
+        ones."""
+        return self.draw("mean", "argmax")
+
+    @torch.no_grad()
+    def draw(self, continuous: str = "sample", discrete: str = "sample") -> torch.Tensor:
+        """Rows with continuous columns drawn (``"sample"``) or at their mean (``"mean"``),
+        and binary and categorical columns drawn (``"sample"``) or at their likelier value
+        (``"argmax"``: TVAE's decoding)."""
+        if continuous not in ("sample", "mean") or discrete not in ("sample", "argmax"):
+            raise ConfigError(f"Expected continuous in (sample, mean) and discrete in (sample, "
+                              f"argmax) but got {continuous!r}, {discrete!r}")
+        cont = dist.Normal(self.loc, self.scale).sample() if continuous == "sample" else self.loc
+        if discrete == "sample":
+            binary = dist.Bernoulli(logits=self.bin_logits).sample()
+            cats = [dist.Categorical(logits=lg).sample() for lg in self.cat_logits]
+        else:
+            binary = (self.bin_logits > 0).to(self.loc.dtype)
+            cats = [lg.argmax(-1) for lg in self.cat_logits]
+        return self._assemble(cont, binary, cats)
+
+
+class MixedObservation(Observation):
+    """``p(x | z)`` for rows of mixed columns (a table encoded by
+    :class:`pyro_lvae.tabular.TableTransformer`): one observed site per row whose log-density
+    sums a Normal term per continuous column, a Bernoulli term per binary column and a
+    Categorical term per categorical column. The continuous columns' sigma is ``fixed``,
+    ``learned-scalar`` (one for all columns), ``learned-column`` (one per column, not depending
+    on z), ``decoder`` (output by the decoder per column and row: the LV-VAE of tables) or
+    ``tvae`` (one per column, clamped to [0.01, 1], as in CTGAN's TVAE).
+
+    :param schema: per column ``["continuous"]``, ``["binary"]`` or ``["categorical", K]``
+        (:meth:`TableTransformer.schema`)
+    :param str sigma_mode: one of :data:`SIGMA_MODES`
+    :param float sigma: the fixed sigma (``fixed``) or the initial one (learned modes); by
+        default 1, and 0.1 for ``tvae`` (CTGAN's start, strictly inside the clamp: at a bound
+        the clamp passes no gradient and sigma would never move)
+    :param float min_scale: floor on learned sigmas (``tvae``: 0.01)
+    :param float max_scale: ceiling, for ``tvae`` only (1.0)
+    """
+
+    kind = "mixed"
+
+    def __init__(self, schema: list[list[Any]], sigma_mode: str = "learned-column",
+                 sigma: float | None = None, min_scale: float = 1e-3,
+                 max_scale: float = 1.0) -> None:
+        super().__init__()
+        if sigma_mode not in SIGMA_MODES:
+            raise ConfigError(f"unknown sigma mode {sigma_mode!r}; expected one of "
+                              f"{', '.join(SIGMA_MODES)}")
+        self.schema = [list(c) for c in schema]
+        cont = [j for j, c in enumerate(self.schema) if c[0] == "continuous"]
+        binary = [j for j, c in enumerate(self.schema) if c[0] == "binary"]
+        cat = [j for j, c in enumerate(self.schema) if c[0] == "categorical"]
+        bad = [c for c in self.schema if c[0] not in ("continuous", "binary", "categorical")]
+        if bad or not self.schema:
+            raise ConfigError(f"a schema lists columns as ['continuous'], ['binary'] or "
+                              f"['categorical', K]; got {bad or 'no columns'}")
+        self.layout = {"n": len(self.schema), "cont": cont, "bin": binary, "cat": cat,
+                       "k": [int(self.schema[j][1]) for j in cat]}
+        self.sigma_mode = sigma_mode
+        if sigma is None:
+            sigma = 0.1 if sigma_mode == "tvae" else 1.0
+        if sigma_mode == "tvae":
+            min_scale, max_scale = 0.01, 1.0
+            if not 0.01 < sigma < 1.0:
+                raise ConfigError(f"a TVAE-like sigma starts strictly inside (0.01, 1), where "
+                                  f"its clamp passes gradients; got sigma={sigma} (leave it "
+                                  f"unset for CTGAN's 0.1)")
+        self.init_scale, self.min_scale = (_positive("sigma", sigma), _positive("min_scale",
+                                                                               min_scale))
+        self.max_scale = _positive("max_scale", max_scale)
+        n_cont = max(len(cont), 1)
+        if sigma_mode == "fixed":
+            self.register_buffer("fixed_scale", torch.tensor(self.init_scale))
+        elif sigma_mode in ("learned-scalar", "learned-column"):
+            _init_and_floor(sigma, min_scale)
+            size = () if sigma_mode == "learned-scalar" else (n_cont,)
+            self.scale = PyroParam(torch.full(size, self.init_scale),
+                                   constraints.greater_than(self.min_scale),
+                                   event_dim=len(size))
+        elif sigma_mode == "tvae":
+            self.raw_scale = torch.nn.Parameter(torch.full((n_cont,), self.init_scale))
+        else:  # decoder
+            _init_and_floor(sigma, min_scale)
+            self._offset = math.log(math.expm1(self.init_scale - self.min_scale))
+
+    def output_shape(self, data_shape: tuple[int, ...]) -> tuple[int, ...]:
+        lay = self.layout
+        if tuple(data_shape) != (lay["n"],):
+            raise ConfigError(f"the mixed observation model has {lay['n']} columns but the data "
+                              f"shape is {tuple(data_shape)}")
+        n_cont = len(lay["cont"]) * (2 if self.sigma_mode == "decoder" else 1)
+        return (n_cont + len(lay["bin"]) + sum(lay["k"]),)
+
+    def forward(self, output: torch.Tensor, event_dim: int) -> MixedColumns:
+        lay = self.layout
+        n_c = len(lay["cont"])
+        loc, rest = output[..., :n_c], output[..., n_c:]
+        if self.sigma_mode == "decoder":
+            raw, rest = rest[..., :n_c], rest[..., n_c:]
+            scale = self.min_scale + F.softplus(raw + self._offset)
+        elif self.sigma_mode == "fixed":
+            scale = self.fixed_scale.to(loc.dtype).expand_as(loc)
+        elif self.sigma_mode == "tvae":
+            scale = self.raw_scale[:n_c].clamp(self.min_scale, self.max_scale).expand_as(loc)
+        else:
+            s = self.scale.to(loc.dtype)
+            scale = (s if s.dim() else s.expand(max(n_c, 1)))[:n_c].expand_as(loc)
+        n_b = len(lay["bin"])
+        bin_logits, rest = rest[..., :n_b], rest[..., n_b:]
+        cats = list(rest.split(lay["k"], dim=-1)) if lay["k"] else []
+        return MixedColumns(lay, loc, scale, bin_logits, cats)
+
+    def check_support(self, x: torch.Tensor) -> None:
+        lay = self.layout
+        if lay["bin"]:
+            b = x[..., lay["bin"]]
+            if not bool(((b == 0) | (b == 1)).all()):
+                raise DataError("binary columns must hold 0 or 1 (encode the table with "
+                                "TableTransformer)")
+        for j, k in zip(lay["cat"], lay["k"], strict=True):
+            c = x[..., j]
+            if not bool(((c == c.round()) & (c >= 0) & (c < k)).all()):
+                raise DataError(f"categorical column {j} must hold codes 0..{k - 1} (encode the "
+                                f"table with TableTransformer)")
+
+    def config(self) -> dict[str, Any]:
+        return {"kind": self.kind, "schema": self.schema, "sigma_mode": self.sigma_mode,
+                "sigma": self.init_scale, "min_scale": self.min_scale,
+                "max_scale": self.max_scale}
+
+    def extra_repr(self) -> str:
+        lay = self.layout
+        return (f"continuous={len(lay['cont'])}, binary={len(lay['bin'])}, "
+                f"categorical={lay['k']}, sigma_mode={self.sigma_mode}")
