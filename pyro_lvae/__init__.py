@@ -11,7 +11,15 @@ observation model a swappable, learnable part of any Pyro model/guide pair.
 """
 
 from . import datasets, evaluate, objective, tabular, theory
-from .annealing import Constant, Cyclical, LinearWarmup, Sigmoid, parse_schedule, scale_latents
+from .annealing import (
+    Constant,
+    Cyclical,
+    LinearWarmup,
+    Sigmoid,
+    annealed,
+    parse_schedule,
+    scale_latents,
+)
 from .errors import CheckpointError, ConfigError, DataError, LVAEError, TrainingDiverged
 from .nets import GaussianEncoder, ResidualMLP
 from .observations import (
@@ -42,7 +50,7 @@ __all__ = [
     "Observation", "FixedScale", "LearnedScalarScale", "LearnedChannelScale",
     "LearnedVectorScale", "ScheduledScale", "BernoulliObservation",
     "ContinuousBernoulliObservation", "MixedObservation", "initial_scale", "tabular",
-    "scale_latents", "Constant", "LinearWarmup", "Sigmoid", "Cyclical", "parse_schedule",
+    "scale_latents", "annealed", "Constant", "LinearWarmup", "Sigmoid", "Cyclical", "parse_schedule",
     "fit", "fused_adam", "History", "GaussianEncoder", "ResidualMLP", "datasets", "evaluate",
     "LVAEError", "ConfigError", "DataError", "CheckpointError", "TrainingDiverged",
 ]

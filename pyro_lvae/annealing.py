@@ -4,8 +4,19 @@
 in the model and in the guide alike, and leaves observed sites alone. Used as a context around
 ``svi.step`` it covers both programs, so that under ``Trace_ELBO`` the loss becomes
 ``-E[log p(x|z)] + beta * KL`` and ``TraceMeanField_ELBO`` (which reads the guide's scale for its
-analytic KL) agrees. Scaling only the model changes the objective; scaling the guide's site is
-what makes it a weight on the KL term.
+analytic KL) agrees. Scaling only the model changes the objective (the model's log p(z) is
+weighted but not the guide's log q(z|x)): wrap both programs or neither.
+
+Under the JIT ELBOs (``JitTrace_ELBO``, ``JitTraceEnum_ELBO``, ...) the compiled function sees
+only the programs' positional inputs: a beta set by a handler would be baked into the compiled
+trace at the first step and ignored afterwards. :func:`annealed` makes beta such an input
+(``svi.step(beta, x)``), exact under every ELBO; :func:`scale_latents` refuses to run inside a
+JIT trace and names that remedy.
+
+What counts as "latent": every sample site that is not observed, global latents (outside the
+data plate) included, so their KL is weighted too. Sites marked for enumeration
+(``infer={"enumerate": ...}``, as ``TraceEnum_ELBO`` sums them out) are left unscaled: they are
+part of the marginal likelihood, not of a KL term, and Pyro requires one scale across them.
 
 For a fixed-sigma Normal VAE, weighting the KL by beta is the same objective, up to a factor and
 a constant, as a VAE with ``sigma' = sigma * sqrt(beta)``; KL annealing (Bowman et al.) is beta
@@ -20,7 +31,9 @@ rising from about 0 to 1.
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +44,7 @@ from .errors import ConfigError
 
 __all__ = [
     "scale_latents",
+    "annealed",
     "LatentScaleMessenger",
     "Schedule",
     "Constant",
@@ -40,34 +54,50 @@ __all__ = [
     "parse_schedule",
 ]
 
+_JIT_REMEDY = (
+    "annealing with a handler around the step is ignored under the JIT ELBOs (the compiled "
+    "trace keeps the first beta); pass beta as an input instead: "
+    "svi = SVI(lv.annealed(model), lv.annealed(guide), optim, JitTrace_ELBO()); "
+    "svi.step(torch.tensor(beta), x) -- or use Trace_ELBO"
+)
+
+
+def _check_beta(beta: Any) -> float | torch.Tensor:
+    if isinstance(beta, torch.Tensor):
+        if beta.numel() != 1:
+            raise ConfigError(f"Expected a scalar beta but got shape {tuple(beta.shape)}")
+        return beta
+    try:
+        beta = float(beta)
+    except (TypeError, ValueError):
+        raise ConfigError(f"Expected beta to be a number but got {beta!r}") from None
+    if not math.isfinite(beta) or beta < 0:
+        raise ConfigError(f"Expected beta >= 0 (and finite) but got {beta}")
+    return beta
+
 
 class LatentScaleMessenger(Messenger):
-    """Multiplies the log-density of unobserved sample sites by ``beta``.
+    """Multiplies the log-density of unobserved, non-enumerated sample sites by ``beta``.
 
     ``beta = 0`` (a Python number) masks the latent sites out instead of scaling them, since
     Pyro's ``poutine.scale`` refuses 0 and ``0 * log q`` would be NaN where ``log q`` is infinite.
-    A tensor ``beta`` is used as is (no host synchronisation; under ``JitTrace_ELBO`` pass a
-    tensor rather than a float so that a new value does not recompile).
-    ``pyro.factor`` statements count as observed and are not scaled.
+    A tensor ``beta`` is used as is (no host synchronisation). ``pyro.factor`` statements count
+    as observed and are not scaled. Inside a JIT trace it raises :class:`ConfigError` unless it
+    was made by :func:`annealed` (whose beta is an input of the compiled function).
     """
 
-    def __init__(self, beta: float | torch.Tensor) -> None:
-        if isinstance(beta, torch.Tensor):
-            if beta.numel() != 1:
-                raise ConfigError(f"Expected a scalar beta but got shape {tuple(beta.shape)}")
-        else:
-            try:
-                beta = float(beta)
-            except (TypeError, ValueError):
-                raise ConfigError(f"Expected beta to be a number but got {beta!r}") from None
-            if not math.isfinite(beta) or beta < 0:
-                raise ConfigError(f"Expected beta >= 0 (and finite) but got {beta}")
+    def __init__(self, beta: float | torch.Tensor, *, traced_input: bool = False) -> None:
         super().__init__()
-        self.beta = beta
+        self.beta = _check_beta(beta)
+        self.traced_input = traced_input
 
     def _process_message(self, msg: dict[str, Any]) -> None:
         if msg["type"] != "sample" or msg["is_observed"]:
             return
+        if msg["infer"].get("enumerate"):
+            return
+        if not self.traced_input and torch.jit.is_tracing():
+            raise ConfigError(_JIT_REMEDY)
         if isinstance(self.beta, float):
             if self.beta == 0.0:
                 msg["mask"] = False
@@ -85,11 +115,43 @@ def scale_latents(beta: float | torch.Tensor) -> LatentScaleMessenger:
         with lv.scale_latents(0.3):
             svi.step(x)
 
-    or wrap a program: ``lv.scale_latents(0.3)(model)``.
+    Wrapping one program (``lv.scale_latents(0.3)(model)``) scales only that program's latent
+    sites: wrap the model *and* the guide, or use :func:`annealed` for both. Under the JIT
+    ELBOs use :func:`annealed` (a handler's beta is fixed at compilation; this one refuses).
 
     :param beta: weight of the latent term, ``>= 0``; a Python number or a scalar tensor
     """
     return LatentScaleMessenger(beta)
+
+
+def annealed(program: Callable[..., Any]) -> Callable[..., Any]:
+    """``program`` with the KL weight as its first argument: ``annealed(program)(beta, *args)``
+    runs ``program(*args)`` under :func:`scale_latents` ``(beta)``.
+
+    Wrap the model and the guide alike. Because beta is a positional input, it is exact under
+    the JIT ELBOs too, where the compiled function sees only the programs' inputs (pass a
+    tensor, ``torch.tensor(beta)``, so that a new value does not recompile)::
+
+        svi = SVI(lv.annealed(vae.model), lv.annealed(vae.guide), optim, JitTrace_ELBO())
+        for step in range(steps):
+            svi.step(torch.tensor(schedule(step)), x)
+
+    Example::
+
+        >>> import torch, pyro, pyro_lvae as lv
+        >>> vae = lv.mlp_vae(2, 1, lv.FixedScale(1.0), hidden=8, blocks=1)
+        >>> model, guide = lv.annealed(vae.model), lv.annealed(vae.guide)
+        >>> loss = pyro.infer.Trace_ELBO().loss(model, guide, torch.tensor(0.5), torch.zeros(4, 2))
+    """
+    if not callable(program):
+        raise ConfigError(f"Expected a Pyro program (a callable) but got {program!r}")
+
+    @functools.wraps(program)
+    def run(beta: float | torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        with LatentScaleMessenger(beta, traced_input=True):
+            return program(*args, **kwargs)
+
+    return run
 
 
 class Schedule:
