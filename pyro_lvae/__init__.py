@@ -50,7 +50,8 @@ __all__ = [
     "Observation", "FixedScale", "LearnedScalarScale", "LearnedChannelScale",
     "LearnedVectorScale", "ScheduledScale", "BernoulliObservation",
     "ContinuousBernoulliObservation", "MixedObservation", "initial_scale", "tabular",
-    "scale_latents", "annealed", "Constant", "LinearWarmup", "Sigmoid", "Cyclical", "parse_schedule",
-    "fit", "fused_adam", "History", "GaussianEncoder", "ResidualMLP", "datasets", "evaluate",
+    "scale_latents", "annealed", "Constant", "LinearWarmup", "Sigmoid", "Cyclical",
+    "parse_schedule", "fit", "fused_adam", "History", "GaussianEncoder", "ResidualMLP",
+    "datasets", "evaluate", "objective", "theory",
     "LVAEError", "ConfigError", "DataError", "CheckpointError", "TrainingDiverged",
 ]

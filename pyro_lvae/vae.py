@@ -26,9 +26,13 @@ Example::
 
 from __future__ import annotations
 
+import copy
 import itertools
 import json
+import logging
 import os
+import warnings
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -38,18 +42,26 @@ import torch
 from pyro import poutine
 from pyro.infer.util import is_validation_enabled
 from pyro.nn import PyroModule
+from pyro.nn.module import _Context
+from pyro.poutine.runtime import am_i_wrapped
 from torch import nn
 
 from .errors import CheckpointError, ConfigError, DataError, check_positive_int
 from .io import atomic_save, safe_load
 from .nets import ConvDecoder, ConvEncoder, GaussianEncoder, ResidualMLP
+from .objective import likelihood_scale
 from .observations import FixedScale, LearnedScalarScale, Observation, observation_from_config
 
 __all__ = ["Model", "Guide", "VAE", "mlp_vae", "conv_vae", "fixed_star", "rebuild", "BUILDERS",
            "MODES"]
 
 MODES = ("mean", "sample")
+#: below this many nats of KL(q(z|x) || p(z)) per data point a VAE is reported as collapsed
+COLLAPSE_NATS = 0.1
 _names = itertools.count()
+#: the VAEs alive in this process, by name (their param-store prefixes)
+_live: weakref.WeakValueDictionary[str, VAE] = weakref.WeakValueDictionary()
+logger = logging.getLogger(__name__)
 _FORMAT = "pyro-lvae-model"
 _CHECKPOINT_FORMAT = "pyro-lvae-checkpoint"
 
@@ -93,6 +105,36 @@ def _flat_apply(net: Callable, inputs: torch.Tensor, event_dim: int):
     if isinstance(out, tuple):
         return tuple(o.reshape(batch + o.shape[1:]) for o in out)
     return out.reshape(batch + out.shape[1:])
+
+
+def _rename(module: PyroModule, name: str) -> None:
+    """Give a root PyroModule (and its PyroModule descendants) a new param-store prefix and a
+    fresh context: what a copy needs to stop sharing the original's param-store entries."""
+    context = _Context()
+
+    def visit(m: nn.Module, prefix: str) -> None:
+        for key, child in m._modules.items():
+            if isinstance(child, PyroModule):
+                child._pyro_name = f"{prefix}.{key}"
+                child._pyro_context = context
+                visit(child, child._pyro_name)
+            elif child is not None:  # plain modules: their PyroModules are roots of their own
+                for sub in child.modules():
+                    if isinstance(sub, PyroModule) and sub is not child:
+                        _rename(sub, f"{sub._pyro_name}.copy{next(_names)}")
+    module._pyro_name = name
+    module._pyro_context = context
+    visit(module, name)
+
+
+def _foreign_prefixes(own: str) -> set[str]:
+    """Prefixes ``P`` of param-store entries named ``P.model...`` that belong to no VAE alive in
+    this process, when none belongs to the VAE named ``own``."""
+    keys = list(pyro.get_param_store().keys())
+    if any(k.startswith(f"{own}.model.") for k in keys):
+        return set()
+    prefixes = {k.split(".model.", 1)[0] for k in keys if ".model." in k}
+    return {p for p in prefixes if p != own and p not in _live}
 
 
 class _DataChecks:
@@ -171,6 +213,24 @@ class Model(_DataChecks, PyroModule):
         # prior constants as buffers, so that .to(device) moves them
         self.register_buffer("prior_loc", torch.zeros(latent_dim))
         self.register_buffer("prior_scale", torch.ones(latent_dim))
+        self._store_checked = False
+
+    def _check_param_store(self) -> None:
+        """Warn once when the param store holds another VAE's entries that nothing owns and none
+        of this one's: a store saved by another process, whose automatic names differ."""
+        self._store_checked = True
+        own = self._pyro_name.rsplit(".model", 1)[0]
+        foreign = sorted(_foreign_prefixes(own))
+        if foreign:
+            warnings.warn(
+                f"Pyro's param store holds parameters of {', '.join(map(repr, foreign))}, "
+                f"which no VAE in this process owns, and none of this VAE ({own!r}); they are "
+                f"not used. If you restored a param store saved by another process, build the "
+                f"VAE with name={foreign[0]!r} so that its entries are found (or save and load "
+                f"models with vae.save and lv.load, which need no param store); otherwise call "
+                f"pyro.clear_param_store() to drop stale entries",
+                stacklevel=3,
+            )
 
     def likelihood(self, z: torch.Tensor) -> dist.TorchDistribution:
         """``p(x | z)`` for a batch of latent codes ``z`` (any batch shape)."""
@@ -190,10 +250,13 @@ class Model(_DataChecks, PyroModule):
         return self.observation.forward(out, self.event_dim)
 
     def forward(self, x: torch.Tensor | None = None, batch_size: int | None = None):
+        if not self._store_checked and am_i_wrapped():
+            self._check_param_store()
         if x is not None:
             self.check_data(x)
             if is_validation_enabled():
                 self.observation.check_support(x)
+            self.observation.initialize(x)
             n = x.shape[0]
         elif batch_size is None:
             raise ConfigError("give the model data x or a batch_size to generate")
@@ -267,7 +330,7 @@ class VAE(nn.Module):
             data_shape = (data_shape,)
         if data_shape is not None:
             data_shape = tuple(int(s) for s in data_shape)
-        name = f"vae{next(_names)}" if name is None else name
+        name = f"vae{next(_names)}" if name is None else str(name)
         self.name = name
         self.latent_dim = latent_dim
         self.data_shape = data_shape
@@ -275,6 +338,21 @@ class VAE(nn.Module):
         self.guide = Guide(encoder, latent_dim, data_shape, f"{name}.guide")
         #: how a factory built this VAE (for save/load); None for hand-assembled VAEs
         self.config: dict[str, Any] | None = None
+        _live[name] = self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> VAE:
+        """An independent copy: same weights, new param-store names (a copy that kept the
+        original's names would read and write the original's entries under SVI)."""
+        new = self.__class__.__new__(self.__class__)
+        memo[id(self)] = new
+        for key, value in self.__dict__.items():
+            new.__dict__[key] = copy.deepcopy(value, memo)
+        new.name = f"vae{next(_names)}"
+        _rename(new.model, f"{new.name}.model")
+        _rename(new.guide, f"{new.name}.guide")
+        new.model._store_checked = False
+        _live[new.name] = new
+        return new
 
     @property
     def observation(self) -> Observation:
@@ -285,6 +363,57 @@ class VAE(nn.Module):
         return self.model.prior_loc.device
 
     # ---- queries -------------------------------------------------------------------------------
+    @torch.no_grad()
+    def sigma(self, x: torch.Tensor | None = None) -> torch.Tensor:
+        """The observation model's sigma, for every variant.
+
+        Without data: the sigma that does not depend on ``z`` (a scalar for F-, LS- and
+        scheduled models, one per channel for a learned channel scale). With data ``x``: sigma
+        at the reconstruction of each point (the posterior mean of ``z``), shape ``x.shape``;
+        the only form for LV-VAE, whose decoder outputs sigma per dimension.
+        """
+        obs = self.observation
+        if x is None:
+            shared = obs.shared_scale
+            if shared is None:
+                raise ConfigError(
+                    f"the sigma of {type(obs).__name__} depends on z (or it has none): pass "
+                    f"data, vae.sigma(x), to read it at the reconstructions of x"
+                )
+            return shared.detach()
+        self.observation.initialize(x)  # an untrained model takes its start from the first data
+        scale = likelihood_scale(self.likelihood(self.encode(x)))
+        if scale is None:
+            raise ConfigError(f"{type(obs).__name__} has no sigma (it is not a Normal model)")
+        return scale.expand(x.shape).clone()
+
+    @torch.no_grad()
+    def kl_per_point(self, x: torch.Tensor) -> float:
+        """The mean over ``x`` of KL(q(z|x) || p(z)) in nats (closed form for the standard
+        Normal prior); below :data:`COLLAPSE_NATS` the VAE ignores its latent code."""
+        self.guide.check_data(x)
+        with poutine.block():
+            loc, scale = self.guide.posterior(x)
+        prior_loc, prior_scale = self.model.prior_loc, self.model.prior_scale
+        kl = torch.distributions.kl_divergence(
+            torch.distributions.Normal(loc, scale), torch.distributions.Normal(prior_loc,
+                                                                               prior_scale))
+        return float(kl.sum(-1).mean())
+
+    def _warn_if_collapsed(self, x: torch.Tensor) -> None:
+        if getattr(self, "_collapse_warned", False) or x.shape[0] < 2:
+            return
+        kl = self.kl_per_point(x)
+        if kl < COLLAPSE_NATS:
+            self._collapse_warned = True
+            warnings.warn(
+                f"this VAE is collapsed: KL(q(z|x) || p(z)) is {kl:.3g} nats per point on these "
+                f"data, so its reconstructions ignore x (every z decodes near the data mean). "
+                f"Start a learned sigma from the data (the default init_scale=None, or "
+                f"lv.initial_scale(x)), or warm the KL weight up (lv.LinearWarmup)",
+                stacklevel=3,
+            )
+
     @torch.no_grad()
     def encode(self, x: torch.Tensor, mode: str = "mean") -> torch.Tensor:
         """Latent codes of ``x``: the posterior mean (``mode="mean"``) or a draw from ``q(z|x)``."""
@@ -309,6 +438,9 @@ class VAE(nn.Module):
         ``z ~ q(z | x)``, then ``x' ~ p(x | z)`` (with a learned sigma, this carries its noise).
         """
         _check_mode(mode)
+        self.guide.check_data(x)
+        self.observation.initialize(x)  # an untrained model takes its start from the first data
+        self._warn_if_collapsed(x)
         with poutine.block():
             if mode == "mean":
                 loc = self.encode(x)
@@ -337,10 +469,13 @@ class VAE(nn.Module):
         atomic_save(self.to_file_dict(), path)
 
     def to_file_dict(self) -> dict[str, Any]:
+        config = None
+        if self.config is not None:  # the observation's settings now (a start taken from data)
+            config = json.dumps({**self.config, "observation": self.observation.config()})
         return {
             "format": _FORMAT,
             "version": 1,
-            "config": json.dumps(self.config) if self.config is not None else None,
+            "config": config,
             "state_dict": self.state_dict(),
         }
 
@@ -376,7 +511,8 @@ class VAE(nn.Module):
 
     def _load_checked(self, state: dict[str, torch.Tensor], source: str) -> None:
         own = self.state_dict()
-        missing = sorted(set(own) - set(state))
+        # files written before learned sigmas saved their start lack its extra state
+        missing = sorted(k for k in set(own) - set(state) if not k.endswith("_extra_state"))
         extra = sorted(set(state) - set(own))
         wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
         if missing or extra or wrong:
@@ -390,7 +526,7 @@ class VAE(nn.Module):
             raise CheckpointError(
                 f"{source} was saved from a different configuration ({'; '.join(parts)})"
             )
-        self.load_state_dict(state)
+        self.load_state_dict(state, strict=False)
 
 
 def mlp_vae(

@@ -54,7 +54,7 @@ API_CASES = {
     "zero floor": (lambda: lv.LearnedScalarScale(min_scale=0.0), lv.ConfigError, "min_scale"),
     "negative floor": (lambda: lv.LearnedVectorScale(min_scale=-1e-3), lv.ConfigError,
                        "min_scale"),
-    "floor above the initial scale": (lambda: lv.LearnedScalarScale(1.0, min_scale=2.0),
+    "floor above the initial scale": (lambda: lv.LearnedScalarScale(init_scale=1.0, min_scale=2.0),
                                       lv.ConfigError, "init_scale > min_scale"),
     "schedule with a zero": (lambda: lv.ScheduledScale([1.0, 0.0]), lv.ConfigError, "positive"),
     "negative beta": (lambda: lv.scale_latents(-0.5), lv.ConfigError, "beta >= 0"),

@@ -146,7 +146,7 @@ def test_learned_vector_scale_split_floor_and_init():
 
 
 def test_learned_vector_scale_splits_channels_of_images():
-    obs = lv.LearnedVectorScale()
+    obs = lv.LearnedVectorScale(init_scale=1.0)
     out = torch.randn(4, 2 * 3, 5, 5)
     p = obs(out, event_dim=3)
     assert p.event_shape == (3, 5, 5) and p.batch_shape == (4,)

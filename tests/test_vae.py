@@ -27,6 +27,7 @@ def test_two_vaes_never_share_parameters_in_the_param_store():
     x = torch.randn(4, 2)
     svi = SVI(a.model, a.guide, pyro.optim.Adam({"lr": 0.1}), Trace_ELBO())
     svi.step(x)
+    b.observation.initialize(x)  # b's start from the data, before the snapshot
     b_before = {k: v.clone() for k, v in b.state_dict().items()}
     Trace_ELBO().loss(b.model, b.guide, x)  # b's first run must not pick up a's weights
     for k, v in b.state_dict().items():

@@ -6,9 +6,11 @@ import itertools
 import math
 from typing import Any
 
+import pyro
 import pyro.distributions as dist
 import torch
 from pyro.nn import PyroModule
+from pyro.poutine.runtime import am_i_wrapped
 
 from ..errors import ConfigError
 
@@ -48,6 +50,14 @@ class Observation(PyroModule):
     Subclasses set :attr:`outputs_per_channel`, the number of decoder outputs per data channel
     (1 for a location only, 2 for a location and a scale), and implement :meth:`forward`.
     The channel axis is the first event axis: features for vectors, channels for images.
+    Defining a subclass with a :attr:`kind` registers it in :data:`OBSERVATIONS`.
+
+    Where it can live in a Pyro program: as an attribute of a ``PyroModule`` (the VAE's
+    model, or your own), on its own (a root module with a unique param-store name), or inside
+    a plain ``nn.Module`` registered with ``pyro.module`` (Pyro's ss_vae_M2 and dmm pattern;
+    its parameters then live in the param store under that module's name only). Build it
+    once, outside the model function: one built inside a running program is refused, since
+    every call would add a fresh sigma to the param store.
     """
 
     #: decoder outputs per data channel
@@ -56,14 +66,45 @@ class Observation(PyroModule):
     kind: str = ""
 
     def __init__(self) -> None:
+        if am_i_wrapped():
+            raise ConfigError(
+                f"{type(self).__name__} was built inside a running Pyro program: each call "
+                f"would add a new observation model (and a new learned sigma) to the param "
+                f"store. Build it once, outside the model function (for instance as an "
+                f"attribute of your PyroModule or nn.Module), and call it inside"
+            )
         # a unique root name, so that two observation models used on their own never share a
         # param-store entry; a parent PyroModule (the VAE's model) renames it on assignment
         super().__init__(f"{self.kind or 'observation'}{next(_instances)}")
+        self._in_pyro_module = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if cls.__dict__.get("kind"):
             OBSERVATIONS[cls.kind] = cls
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self._registered_by_pyro_module():
+            # pyro.module put this model's parameters in the param store under its parent's
+            # name (and keeps the module's tensors in sync): a second registration under this
+            # module's own name would split sigma in two and break the JIT ELBOs
+            return self.forward(*args, **kwargs)
+        return super().__call__(*args, **kwargs)
+
+    def _registered_by_pyro_module(self) -> bool:
+        if self._in_pyro_module:
+            return True
+        if not am_i_wrapped():
+            return False
+        own = {p.data_ptr() for p in self.parameters()}
+        if not own:
+            return False
+        store = pyro.get_param_store()
+        self._in_pyro_module = any(
+            "$$$" in name and value.data_ptr() in own
+            for name, value in store.named_parameters()
+        )
+        return self._in_pyro_module
 
     def output_shape(self, data_shape: tuple[int, ...]) -> tuple[int, ...]:
         """The decoder output per data point for data of shape ``data_shape``:
@@ -77,6 +118,18 @@ class Observation(PyroModule):
         :param int event_dim: number of event dimensions of one data point
         """
         raise NotImplementedError
+
+    def initialize(self, x: torch.Tensor) -> None:
+        """Take a data-dependent start from a batch of training data ``x`` if this model has
+        one pending (learned scales started from the data); otherwise do nothing.
+        :class:`~pyro_lvae.VAE`'s model calls it at every observed batch (it acts once)."""
+
+    @property
+    def shared_scale(self) -> torch.Tensor | None:
+        """sigma where it does not depend on ``z`` (a scalar, or one per channel); ``None`` for
+        models whose sigma the decoder outputs or that have no sigma. Read any model's sigma
+        with :meth:`pyro_lvae.VAE.sigma`."""
+        return None
 
     def set_step(self, step: int) -> None:
         """Tell the observation model the current training step (used by schedules)."""
@@ -92,5 +145,3 @@ class Observation(PyroModule):
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v}" for k, v in self.config().items() if k != "kind")
-
-

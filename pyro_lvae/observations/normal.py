@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,9 +32,10 @@ def initial_scale(data: torch.Tensor, fraction: float = 0.5) -> float:
     The spread is the sigma of the collapsed solution (every z decoded to the data mean, KL = 0;
     Theorem 1 of Berger & Sebag). A learned sigma that starts at or above it starts in that
     solution's basin, and on some data never leaves it; half the spread (the default) avoided
-    the collapsed start in every run of docs/reproduction.md, "The collapsed start". Use it as
-    ``LearnedScalarScale(init_scale=initial_scale(x))``; ``pyro-lvae train`` does so when
-    ``--sigma`` is not given.
+    the collapsed start in every run of docs/reproduction.md, "The collapsed start". It is the
+    default start of every learned sigma (``init_scale=None``: measured on the first batch the
+    model sees); ``pyro-lvae train`` measures it on 10000 training points unless ``--sigma`` is
+    given.
 
     :param torch.Tensor data: a sample of training data, ``(N, ...)`` with ``N >= 2``
     :param float fraction: the share of the spread to start at; 1 gives the spread itself
@@ -55,7 +57,6 @@ def initial_scale(data: torch.Tensor, fraction: float = 0.5) -> float:
         raise DataError("every data point is the same (spread 0): there is nothing to model; "
                         "give the initial sigma yourself if this is intended")
     return fraction * spread
-
 
 
 def _normal(loc: torch.Tensor, scale: torch.Tensor, event_dim: int) -> dist.TorchDistribution:
@@ -83,6 +84,10 @@ class FixedScale(Observation):
         super().__init__()
         self.register_buffer("scale", torch.tensor(_positive("scale", scale)))
 
+    @property
+    def shared_scale(self) -> torch.Tensor:
+        return self.scale
+
     def forward(self, output: torch.Tensor, event_dim: int) -> dist.TorchDistribution:
         return _normal(output, self.scale.to(output.dtype), event_dim)
 
@@ -90,7 +95,82 @@ class FixedScale(Observation):
         return {"kind": self.kind, "scale": float(self.scale)}
 
 
-class LearnedScalarScale(Observation):
+_PAPER_START = 1.0  # the paper's start, and the value every learned sigma had before it started
+
+
+class _LearnedStart:
+    """The start of a learned sigma: given (``init_scale``) or taken from the data
+    (``init_scale=None``: :func:`initial_scale` of the first batch, through :meth:`initialize`).
+
+    The start is saved with the weights (the module's extra state), so that a loaded or resumed
+    model keeps it and is never re-started from other data."""
+
+    init_scale: float | None
+    min_scale: float
+
+    def _set_floor_and_start(self, init_scale: Any, min_scale: Any) -> None:
+        self.min_scale = _positive("min_scale", min_scale)
+        self.init_scale = None
+        if init_scale is not None:
+            self.init_scale, _ = _init_and_floor(init_scale, self.min_scale)
+
+    @property
+    def started(self) -> bool:
+        """Whether sigma has its start (given, measured, or loaded)."""
+        return self.init_scale is not None
+
+    def initialize(self, x: torch.Tensor) -> None:
+        """Start sigma at :func:`initial_scale` ``(x)`` (half the spread of the batch ``x``) if
+        no start was given; a no-op once started."""
+        if self.started:
+            return
+        start = initial_scale(x)
+        if start <= self.min_scale:
+            raise ConfigError(
+                f"the data's spread gives a start of {start:.4g} for sigma, at or below "
+                f"min_scale={self.min_scale}; lower min_scale or give init_scale"
+            )
+        self._take_start(start)
+        self._write_start(start)
+
+    def _take_start(self, start: float) -> None:
+        self.init_scale = float(start)
+
+    def _write_start(self, start: float) -> None:
+        """Set the learned parameter to ``start`` (models whose sigma is a parameter)."""
+
+    def _require_start(self) -> None:
+        if not self.started:
+            raise ConfigError(
+                f"{type(self).__name__}() starts sigma from the data, but it has not seen any: "
+                f"call .initialize(x) with a batch of training data before training (a "
+                f"pyro_lvae VAE does so at its first batch), or give init_scale "
+                f"(lv.initial_scale(x), or 1.0 for the paper's start)"
+            )
+
+    def get_extra_state(self) -> torch.Tensor:
+        return torch.tensor(math.nan if self.init_scale is None else self.init_scale)
+
+    def set_extra_state(self, state: Any) -> None:
+        value = float(state)
+        if math.isfinite(value):
+            self._take_start(value)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        if not self.started:  # a file written before starts were saved: its start was 1
+            self._take_start(_PAPER_START)
+
+
+def _scale_parameter(init_scale: float | None, min_scale: float, shape=()) -> PyroParam:
+    start = _PAPER_START if init_scale is None else init_scale
+    if start <= min_scale:  # a data start comes later; any value above the floor will do
+        start = 2 * min_scale
+    return PyroParam(torch.full(shape, start), constraints.greater_than(min_scale),
+                     event_dim=len(shape))
+
+
+class LearnedScalarScale(_LearnedStart, Observation):
     """LS-VAE: one learned sigma shared by every data dimension (Berger & Sebag, Eq. 10).
 
     sigma is a :class:`~pyro.nn.PyroParam` of this module, constrained to ``(min_scale, inf)``,
@@ -98,48 +178,75 @@ class LearnedScalarScale(Observation):
     optimiser over ``Trace_ELBO()(model, guide).parameters()``, Lightning and DDP. The
     parametrisation ``sigma = min_scale + exp(u)`` reaches any value above the floor.
 
-    :param float init_scale: initial sigma; the paper starts at 1 so that the latent term
-        dominates early training (the self-annealing start). On data whose spread is near or
-        below 1 that start sits in the collapsed solution's basin; :func:`initial_scale` (half
-        the data's spread) is the start that never collapsed in our runs
+    :param float init_scale: initial sigma. ``None`` (default): half the spread of the first
+        batch of data (:func:`initial_scale`), below the collapsed solution at any data scale.
+        ``1.0`` is the paper's start (the latent term dominates early training, the
+        self-annealing start); on data whose spread is near or below 1 it sits in the
+        collapsed solution's basin
     :param float min_scale: floor on sigma, below ``init_scale``
+
+    Example::
+
+        >>> import torch, pyro_lvae as lv
+        >>> obs = lv.LearnedScalarScale()
+        >>> obs.initialize(torch.tensor([[0.0], [2.0]]))   # spread 1.414: start at 0.707
+        >>> round(float(obs.scale), 3)
+        0.707
     """
 
     kind = "learned-scalar"
 
-    def __init__(self, init_scale: float = 1.0, min_scale: float = 1e-3) -> None:
+    def __init__(self, *, init_scale: float | None = None, min_scale: float = 1e-3) -> None:
         super().__init__()
-        self.init_scale, self.min_scale = _init_and_floor(init_scale, min_scale)
-        self.scale = PyroParam(torch.tensor(self.init_scale),
-                               constraints.greater_than(self.min_scale))
+        self._set_floor_and_start(init_scale, min_scale)
+        self.scale = _scale_parameter(self.init_scale, self.min_scale)
+
+    def _write_start(self, start: float) -> None:
+        with torch.no_grad():
+            self.scale_unconstrained.fill_(math.log(start - self.min_scale))
+
+    @property
+    def shared_scale(self) -> torch.Tensor:
+        return self.scale
 
     def forward(self, output: torch.Tensor, event_dim: int) -> dist.TorchDistribution:
+        self._require_start()
         return _normal(output, self.scale.to(output.dtype), event_dim)
 
     def config(self) -> dict[str, Any]:
         return {"kind": self.kind, "init_scale": self.init_scale, "min_scale": self.min_scale}
 
 
-class LearnedChannelScale(Observation):
+class LearnedChannelScale(_LearnedStart, Observation):
     """A learned sigma per channel: the first event axis (an image's colour channels, a table's
     columns), shared over the rest (the pixels). A ``PyroParam`` of shape ``(channels,)``,
     floored like :class:`LearnedScalarScale`; it does not depend on ``z``.
 
     :param int channels: size of the first event axis
-    :param float init_scale: initial sigma of every channel
+    :param float init_scale: initial sigma of every channel; ``None`` (default): half the
+        spread of the first batch of data (:func:`initial_scale`)
     :param float min_scale: floor on every sigma
     """
 
     kind = "learned-channel"
 
-    def __init__(self, channels: int, init_scale: float = 1.0, min_scale: float = 1e-3) -> None:
+    def __init__(self, channels: int, *, init_scale: float | None = None,
+                 min_scale: float = 1e-3) -> None:
         super().__init__()
         self.channels = check_positive_int("channels", channels)
-        self.init_scale, self.min_scale = _init_and_floor(init_scale, min_scale)
-        self.scale = PyroParam(torch.full((channels,), self.init_scale),
-                               constraints.greater_than(self.min_scale), event_dim=1)
+        self._set_floor_and_start(init_scale, min_scale)
+        self.scale = _scale_parameter(self.init_scale, self.min_scale, (channels,))
+
+    def _write_start(self, start: float) -> None:
+        with torch.no_grad():
+            self.scale_unconstrained.fill_(math.log(start - self.min_scale))
+
+    @property
+    def shared_scale(self) -> torch.Tensor:
+        return self.scale
 
     def forward(self, output: torch.Tensor, event_dim: int) -> dist.TorchDistribution:
+        self._require_start()
         channels = output.shape[output.dim() - event_dim]
         if channels != self.channels:
             raise ConfigError(f"LearnedChannelScale has {self.channels} channel(s) but the data "
@@ -152,7 +259,7 @@ class LearnedChannelScale(Observation):
                 "min_scale": self.min_scale}
 
 
-class LearnedVectorScale(Observation):
+class LearnedVectorScale(_LearnedStart, Observation):
     """LV-VAE: the decoder outputs a sigma per data dimension (Berger & Sebag, Eq. 11).
 
     The decoder has twice the output channels: the first half is the location, the second a raw
@@ -160,27 +267,61 @@ class LearnedVectorScale(Observation):
     output of 0 gives ``init_scale``. softplus does not overflow for large raw values and, unlike
     a ``1 + softplus`` form, lets sigma fall anywhere above the floor.
 
+    The scale half must be *unsquashed* (a linear output): a decoder that passes it through a
+    sigmoid or a ReLU (as Pyro's example decoders do for their means) pins sigma at or above
+    ``init_scale``. A one-time check on the first batch warns when every scale output lies in
+    [0, 1] (for 8 dimensions or more).
+
+    :param float init_scale: sigma for a raw decoder output of 0 (the start of training);
+        ``None`` (default): half the spread of the first batch of data (:func:`initial_scale`)
     :param float min_scale: floor on every sigma; keeps the likelihood bounded on constant or
         quantised dimensions
-    :param float init_scale: sigma for a raw decoder output of 0 (the start of training)
     """
 
     kind = "learned-vector"
     outputs_per_channel = 2
 
-    def __init__(self, min_scale: float = 1e-3, init_scale: float = 1.0) -> None:
+    def __init__(self, *, init_scale: float | None = None, min_scale: float = 1e-3) -> None:
         super().__init__()
-        self.init_scale, self.min_scale = _init_and_floor(init_scale, min_scale)
+        self._set_floor_and_start(init_scale, min_scale)
+        self._offset = math.nan
+        if self.init_scale is not None:
+            self._take_start(self.init_scale)
+        self._checked_outputs = False
+
+    def _take_start(self, start: float) -> None:
+        super()._take_start(start)
         # softplus(offset) = init_scale - min_scale
-        self._offset = math.log(math.expm1(self.init_scale - self.min_scale))
+        self._offset = math.log(math.expm1(start - self.min_scale))
 
     def forward(self, output: torch.Tensor, event_dim: int) -> dist.TorchDistribution:
+        self._require_start()
         loc, raw = output.chunk(2, dim=-event_dim)
+        if not self._checked_outputs and not torch.jit.is_tracing():
+            self._check_unsquashed(raw)
         scale = self.min_scale + F.softplus(raw + self._offset)
         return _normal(loc, scale, event_dim)
 
+    def _check_unsquashed(self, raw: torch.Tensor) -> None:
+        """Warn when every scale output of the first batch lies in [0, 1], the sign of a
+        sigmoid; judged only on 8 dimensions or more and 256 values, where an unsquashed
+        output at its random start would not stay inside [0, 1] everywhere."""
+        self._checked_outputs = True
+        dims = raw[0].numel() if raw.dim() else 0
+        if dims < 8 or raw.numel() < 256:
+            return
+        raw = raw.detach()
+        if bool(((raw >= 0) & (raw <= 1)).all()):
+            warnings.warn(
+                f"every scale output of the decoder lies in [0, 1] (squashed by a sigmoid?): "
+                f"sigma = min_scale + softplus(raw + c) then stays between "
+                f"{self.init_scale:.4g} and about {self.init_scale + 0.7:.4g} and cannot "
+                f"sharpen. Leave the scale half of the decoder's output linear (unsquashed)",
+                stacklevel=3,
+            )
+
     def config(self) -> dict[str, Any]:
-        return {"kind": self.kind, "min_scale": self.min_scale, "init_scale": self.init_scale}
+        return {"kind": self.kind, "init_scale": self.init_scale, "min_scale": self.min_scale}
 
 
 class ScheduledScale(Observation):
@@ -225,6 +366,10 @@ class ScheduledScale(Observation):
     def scale(self) -> torch.Tensor:
         """sigma at the current step."""
         return self.schedule[min(self._step, self.schedule.numel() - 1)]
+
+    @property
+    def shared_scale(self) -> torch.Tensor:
+        return self.scale
 
     def forward(self, output: torch.Tensor, event_dim: int) -> dist.TorchDistribution:
         return _normal(output, self.scale.to(output.dtype), event_dim)
