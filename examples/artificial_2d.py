@@ -45,8 +45,8 @@ def main(args: argparse.Namespace) -> dict[str, dict]:
 
     train("F-VAE sigma=1", lv.FixedScale(1.0))
     train("F-VAE sigma=0.1", lv.FixedScale(0.1))
-    ls, ls_history = train("LS-VAE", lv.LearnedScalarScale())
-    train("LV-VAE", lv.LearnedVectorScale())
+    ls, ls_history = train("LS-VAE", lv.LearnedScalarScale(init_scale=1.0))
+    train("LV-VAE", lv.LearnedVectorScale(init_scale=1.0))
     pyro.set_rng_seed(args.seed)
     train("F*-VAE", None, like=lv.fixed_star(ls))
     train("replayed schedule", lv.ScheduledScale.from_history(ls_history))
