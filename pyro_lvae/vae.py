@@ -356,10 +356,12 @@ class VAE(nn.Module):
 
     @property
     def observation(self) -> Observation:
+        """The observation model p(x | z) (``vae.model.observation``)."""
         return self.model.observation
 
     @property
     def device(self) -> torch.device:
+        """The device of the VAE's parameters and buffers."""
         return self.model.prior_loc.device
 
     # ---- queries -------------------------------------------------------------------------------
@@ -469,6 +471,7 @@ class VAE(nn.Module):
         atomic_save(self.to_file_dict(), path)
 
     def to_file_dict(self) -> dict[str, Any]:
+        """What :meth:`save` writes: format tag, configuration (JSON) and ``state_dict``."""
         config = None
         if self.config is not None:  # the observation's settings now (a start taken from data)
             config = json.dumps({**self.config, "observation": self.observation.config()})
@@ -481,6 +484,8 @@ class VAE(nn.Module):
 
     @classmethod
     def from_file_dict(cls, blob: Any, source: str = "file", map_location: Any = None) -> VAE:
+        """Rebuild a VAE from :meth:`to_file_dict`'s dictionary (or a training checkpoint's);
+        ``source`` names it in error messages."""
         blob = _model_blob(blob, source)
         if blob.get("config") is None:
             raise CheckpointError(
