@@ -1,9 +1,11 @@
 """Safe, atomic reading and writing of model and checkpoint files.
 
 Files are written to a temporary file in the target folder and renamed over the target, so a
-crash or a full disk never leaves a half-written file in place of a good one. Files are read
-with ``torch.load(weights_only=True)``: tensors, numbers, strings, lists and dicts only, never
-pickled code.
+crash or a full disk never leaves a half-written file in place of a good one. A write never
+replaces what is not a regular file: through a symbolic link it goes to the link's target (the
+link stays), to a device or a named pipe (``/dev/stdout``, ``/dev/null``, a FIFO) it is written
+straight through, and a folder is refused. Files are read with ``torch.load(weights_only=True)``:
+tensors, numbers, strings, lists and dicts only, never pickled code.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import csv
 import io
 import os
 import pickle
+import stat
 import tempfile
 import zipfile
 from pathlib import Path
@@ -21,26 +24,66 @@ import torch
 
 from .errors import CheckpointError
 
-__all__ = ["atomic_save", "safe_load", "atomic_write_text", "write_csv", "save_figure"]
+__all__ = ["atomic_save", "safe_load", "atomic_write_text", "write_csv", "save_figure",
+           "write_target"]
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
-def _atomic_write(path: str | os.PathLike, write) -> Path:
+def write_target(path: str | os.PathLike) -> tuple[Path, bool]:
+    """Where a write to ``path`` goes: ``(target, through)``.
+
+    ``target`` is ``path``, or the file a symbolic link at ``path`` points to (followed to the
+    end, existing or not); ``through`` is true when the target is a character or block device or
+    a named pipe, which are written in place rather than replaced. Raises
+    :class:`~pyro_lvae.errors.CheckpointError` for a folder, a socket, a link loop or a missing
+    parent folder, so a command can check its output path before doing any work.
+    """
     path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
+    try:
+        mode = os.stat(path).st_mode  # follows links
+    except FileNotFoundError:  # nothing there yet, or a link to nothing yet
+        mode = None
+    except OSError as e:  # a link loop, a path through a file, ...
+        raise CheckpointError(f"cannot write {path}: {e.strerror or e}") from None
+    if mode is not None:
+        if stat.S_ISDIR(mode):
+            raise CheckpointError(f"cannot write {path}: it is a folder; give a file name "
+                                  f"(inside it, for instance)")
+        if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISFIFO(mode):
+            return path, True
+        if not stat.S_ISREG(mode):
+            raise CheckpointError(f"cannot write {path}: it is neither a file, a device nor a "
+                                  f"pipe (a socket?); give a file name")
+    target = path.resolve() if path.is_symlink() else path
+    folder = target.parent if str(target.parent) else Path(".")
     if not folder.is_dir():
         raise CheckpointError(f"cannot write {path}: folder {folder} does not exist")
+    return target, False
+
+
+def _atomic_write(path: str | os.PathLike, write) -> Path:
+    path = Path(path)
+    target, through = write_target(path)
+    if through:  # a device or a pipe: no rename; render first, as pipes cannot seek
+        buffer = io.BytesIO()
+        write(buffer)
+        try:
+            with open(target, "wb") as f:
+                f.write(buffer.getvalue())
+        except OSError as e:
+            raise CheckpointError(f"cannot write {path}: {e.strerror or e}") from e
+        return path
     tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the usual permissions
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        os.replace(tmp, target)
         tmp = None
     except OSError as e:
         raise CheckpointError(
@@ -53,12 +96,13 @@ def _atomic_write(path: str | os.PathLike, write) -> Path:
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save(obj, path)`` through a temporary file and an atomic rename."""
+    """``torch.save(obj, path)`` through a temporary file and an atomic rename (see the module
+    docstring for links, devices and pipes)."""
     return _atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def atomic_write_text(text: str, path: str | os.PathLike) -> Path:
-    """Write a text file atomically."""
+    """Write a text file atomically (see the module docstring for links, devices and pipes)."""
     return _atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 

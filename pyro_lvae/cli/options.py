@@ -1,0 +1,104 @@
+"""Flags that several commands share, each defined once.
+
+Every helper adds one group of related flags to a command's parser and returns the group, so a
+command can add its own flags next to them. A command passes its own defaults; ``notes`` replace
+the "(default ...)" of a flag's help where a default needs words (it depends on the data, say).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Mapping
+from typing import Any
+
+#: default KL weight of the command line: a mild warm-up from 0.5 to 1 over 1000 steps. With a
+#: learned sigma that starts at the data's own scale, the collapsed solution (KL = 0, sigma =
+#: data std) is exactly marginal when the coordinates are uncorrelated; any beta < 1 makes it
+#: unstable, and starting at 0.5 rather than 0 avoids the tiny-sigma optimum that beta = 0 invites.
+#: With it, a learned sigma starts at half the data's spread (below the collapsed solution's
+#: sigma) unless --sigma is given: docs/reproduction.md, "The collapsed start".
+DEFAULT_BETA = "linear:1000:0.5:1"
+
+#: the forms --beta-schedule accepts (pyro_lvae.annealing.parse_schedule)
+BETA_FORMS = ("a number, constant:B, linear:STEPS[:START[:END]], sigmoid:MID[:WIDTH[:END]], "
+              "cyclical:PERIOD[:RAMP[:END]]")
+
+#: what --device accepts (pyro_lvae.training.resolve_device)
+DEVICE_HELP = "auto, cpu, cuda or cuda:N (default auto)"
+
+Group = argparse._ArgumentGroup
+
+
+def _add(group: Group, flag: str, default: Any, text: str, notes: Mapping[str, str] | None,
+         **kwargs: Any) -> None:
+    """One flag whose help ends in its default: ``notes[name]`` if given, else the value (when
+    there is one)."""
+    name = flag.lstrip("-").replace("-", "_")
+    note = (notes or {}).get(name, None if default is None else f"default {default}")
+    group.add_argument(flag, default=default, help=f"{text} ({note})" if note else text,
+                       **kwargs)
+
+
+def add_device(parser: argparse.ArgumentParser | Group) -> None:
+    """``--device``: where to compute."""
+    parser.add_argument("--device", default="auto", help=DEVICE_HELP)
+
+
+def add_seed(parser: argparse.ArgumentParser | Group, default: int | None = 0) -> None:
+    """``--seed``: the random seed (``None``: not seeded unless given)."""
+    _add(parser, "--seed", default, "random seed", {}, type=int)
+
+
+def add_quiet(parser: argparse.ArgumentParser | Group, text: str = "no progress bar") -> None:
+    """``--quiet``: ``text`` says what it leaves out."""
+    parser.add_argument("--quiet", action="store_true", help=text)
+
+
+def add_out(parser: argparse.ArgumentParser | Group, text: str, default: str | None = None,
+            required: bool = False, metavar: str = "DIR") -> None:
+    """``--out``: the folder (or file) a command writes; ``text`` says what it is."""
+    note = f" (default {default})" if default is not None else ""
+    parser.add_argument("--out", metavar=metavar, default=default, required=required,
+                        help=text + note)
+
+
+def add_network_options(parser: argparse.ArgumentParser, *, hidden: int | None,
+                        blocks: int | None, latent_dim: int | None | bool = False,
+                        notes: Mapping[str, str] | None = None) -> Group:
+    """``--latent-dim`` (unless ``latent_dim`` is ``False``), ``--hidden`` and ``--blocks``: the
+    sizes of the residual MLPs."""
+    group = parser.add_argument_group("network")
+    if latent_dim is not False:
+        _add(group, "--latent-dim", latent_dim, "latent dimension", notes, type=int)
+    _add(group, "--hidden", hidden, "units per residual block", notes, type=int)
+    _add(group, "--blocks", blocks, "residual blocks per network", notes, type=int)
+    return group
+
+
+def add_training_options(parser: argparse.ArgumentParser, *, steps: int | None,
+                         beta: str | None, steps_text: str = "training steps",
+                         batch_size: int | None | bool = False, lr: bool = True,
+                         notes: Mapping[str, str] | None = None) -> Group:
+    """``--steps``, ``--batch-size`` (unless ``batch_size`` is ``False``), ``--lr`` (if ``lr``)
+    and ``--beta-schedule``."""
+    group = parser.add_argument_group("training")
+    _add(group, "--steps", steps, steps_text, notes, type=int)
+    if batch_size is not False:
+        _add(group, "--batch-size", batch_size, "batch size", notes, type=int)
+    if lr:
+        group.add_argument("--lr", type=float, default=1e-3,
+                           help="Adam learning rate (default 1e-3)")
+    _add(group, "--beta-schedule", beta, f"weight of the KL term: {BETA_FORMS}", notes)
+    return group
+
+
+def add_observation_options(parser: argparse.ArgumentParser, *, sigma_text: str,
+                            min_scale: float | None,
+                            notes: Mapping[str, str] | None = None,
+                            group: Group | None = None) -> Group:
+    """``--sigma`` (``sigma_text`` says what it sets) and ``--min-scale``, the floor on learned
+    sigmas, in ``group`` (default: a new group "observation model")."""
+    group = group or parser.add_argument_group("observation model")
+    group.add_argument("--sigma", type=float, default=None, help=sigma_text)
+    _add(group, "--min-scale", min_scale, "floor on a learned sigma", notes, type=float)
+    return group

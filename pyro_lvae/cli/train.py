@@ -1,0 +1,394 @@
+"""``pyro-lvae train``: one variant on the artificial problem or images into a run folder;
+``--resume DIR`` continues a run, ``--devices N`` trains data-parallel under torchrun."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pyro
+import torch.distributed as dist
+
+from .. import __version__
+from ..annealing import parse_schedule
+from ..errors import CheckpointError, ConfigError
+from ..experiments.tasks import TASKS, build_observation
+from ..observations import OBSERVATIONS, initial_scale
+from ..training import CHECKPOINT_NAME, History, fit, resolve_device
+from ..training.distributed import check_launch, init_from_env, rank_info
+from ..vae import VAE
+from .options import (
+    DEFAULT_BETA,
+    add_device,
+    add_network_options,
+    add_observation_options,
+    add_out,
+    add_quiet,
+    add_seed,
+    add_training_options,
+)
+from .output import make_dir, write_json
+
+#: held-out KL per data point (nats) below which a trained model counts as collapsed
+COLLAPSED_KL = 0.1
+
+#: the flags that start several processes; the launcher leaves them out of the workers' command
+_LAUNCH_FLAGS = ("--devices", "--num-nodes", "--node-rank", "--master-addr", "--master-port")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Register ``train``."""
+    train = sub.add_parser("train", help="train one variant into a run folder",
+                           description="Train one VAE variant on the artificial problem or on "
+                           "images. Writes config.json, history.csv, checkpoint.pt, "
+                           "summary.json and figures into --out.")
+    _add_model_flags(train)
+    _add_fit_flags(train)
+    _add_image_flags(train)
+    _add_run_flags(train)
+    train.set_defaults(func=cmd_train)
+
+
+def _add_model_flags(train: argparse.ArgumentParser) -> None:
+    train.add_argument("--dataset", default="manifold2d",
+                       help=f"data: {', '.join(TASKS)} (default manifold2d)")
+    obs = train.add_argument_group("observation model")
+    obs.add_argument("--obs", default="learned-scalar",
+                     choices=[k for k in OBSERVATIONS if k != "mixed"],
+                     help="observation model: fixed (F-VAE; MSE training is a fixed sigma), "
+                          "learned-scalar (LS-VAE), learned-channel (a sigma per channel or "
+                          "column), learned-vector (LV-VAE: a sigma per dimension or pixel "
+                          "from the decoder), scheduled (fixed sigma on a recorded "
+                          "trajectory), bernoulli (binary data), continuous-bernoulli (data "
+                          "in [0, 1]) (default learned-scalar)")
+    add_observation_options(
+        train, group=obs, min_scale=None,
+        notes={"min_scale": "default 1e-3 for points, 0.01 for images"},
+        sigma_text="fixed sigma (fixed, default 1) or initial sigma (learned-*, default: half "
+                   "the training data's spread, measured on 10000 points or the first 10000 "
+                   "images; 1 is the paper's start)")
+    obs.add_argument("--sigma-from", metavar="RUN", default=None,
+                     help="a run folder or history.csv of a learned-sigma run: with --obs "
+                          "fixed, fix sigma at its final value (F*-VAE); with --obs "
+                          "scheduled, replay its sigma trajectory")
+    net = add_network_options(train, hidden=200, blocks=None, latent_dim=None, notes={
+        "latent_dim": "default 2 for points, 256 for 28x28 images, 2048 for CelebA",
+        "hidden": "points; default 200", "blocks": "default 4; 5 for CelebA"})
+    net.add_argument("--width", type=int, default=32,
+                     help="images: channels after the first convolution (default 32)")
+    net.add_argument("--convs", type=int, default=None,
+                     help="images: convolutions in the encoder (default 3; 4 for CelebA)")
+
+
+def _add_fit_flags(train: argparse.ArgumentParser) -> None:
+    fitting = add_training_options(
+        train, steps=None, steps_text="total steps", batch_size=None, beta=DEFAULT_BETA, notes={
+            "steps": "default 5000 for points; images: --epochs",
+            "batch_size": "default 100 for points, 128 for images",
+            "beta_schedule": f"default {DEFAULT_BETA}: a mild warm-up that keeps learned sigmas "
+                             "out of the collapsed start; 1 is the paper's plain ELBO"})
+    fitting.add_argument("--epochs", type=int, default=None,
+                         help="images: passes over the training set (default 10)")
+    fitting.add_argument("--checkpoint-every", type=int, default=None,
+                         help="steps between checkpoints (default: every epoch for images, "
+                              "1000 steps for points)")
+    fitting.add_argument("--on-divergence", choices=("stop", "rollback"), default="stop",
+                         help="when the loss turns NaN/Inf: stop with a diagnosis (default), or "
+                              "roll back to the last good check and halve the learning rate (at "
+                              "most 3 times)")
+
+
+def _add_image_flags(train: argparse.ArgumentParser) -> None:
+    images = train.add_argument_group("images")
+    images.add_argument("--pixels", choices=("dequantize", "scale", "binarize"), default=None,
+                        help="how pixels become data: dequantize ((k + u)/256, the default), "
+                             "scale (k/255, no noise), binarize (default for bernoulli)")
+    images.add_argument("--data-root", default="data",
+                        help="folder holding MNIST/, FashionMNIST/ or celeba/ (default ./data)")
+    images.add_argument("--download", action="store_true",
+                        help="download missing files (needs a network)")
+    images.add_argument("--num-workers", type=int, default=2,
+                        help="DataLoader worker processes for CelebA (default 2)")
+    images.add_argument("--eval-images", type=int, default=2000,
+                        help="held-out images for the ELBO (default 2000)")
+    images.add_argument("--iwae-images", type=int, default=256,
+                        help="held-out images for the IWAE bound (default 256)")
+    images.add_argument("--iwae-samples", type=int, default=100,
+                        help="importance samples per image (default 100)")
+
+
+def _add_run_flags(train: argparse.ArgumentParser) -> None:
+    run = train.add_argument_group("run")
+    add_out(run, "run folder to create")
+    run.add_argument("--resume", metavar="DIR", default=None,
+                     help="continue the run in DIR from its last checkpoint (its settings are "
+                          "reused; --steps may raise the total)")
+    add_device(run)
+    add_seed(run)
+    add_quiet(run)
+    run.add_argument("--tensorboard", metavar="DIR", default=None,
+                     help="log losses, sigma and image grids for TensorBoard into DIR (needs "
+                          "the tensorboard package)")
+    par = train.add_argument_group("several processes (data-parallel, started with torchrun)")
+    par.add_argument("--devices", type=int, default=1,
+                     help="processes per machine for data-parallel training (one per GPU; on a "
+                          "CPU, processes sharing its cores)")
+    par.add_argument("--num-nodes", type=int, default=1,
+                     help="machines taking part (run the same command on each)")
+    par.add_argument("--node-rank", type=int, default=0,
+                     help="this machine's index, 0 .. --num-nodes - 1")
+    par.add_argument("--master-addr", default="127.0.0.1",
+                     help="address of machine 0 (several machines)")
+    par.add_argument("--master-port", type=int, default=29500,
+                     help="port on machine 0 (several machines)")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train (or resume) one run; with ``--devices``/``--num-nodes`` above 1, start the
+    processes under torchrun, or be one of them."""
+    check_launch(args.devices, args.num_nodes, args.node_rank)
+    worker = "LOCAL_RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if (args.devices > 1 or args.num_nodes > 1) and not worker:
+        if args.resume is None:
+            _check_new_run(args)
+        return _launch(args)
+    rank = 0
+    if worker:
+        device = init_from_env(args.device)
+        rank = dist.get_rank()
+        args.device = str(device)
+        args.quiet = args.quiet or rank != 0
+    try:
+        return _train(args, rank, check=not os.environ.get("PYRO_LVAE_LAUNCHED"))
+    finally:
+        if worker:
+            dist.destroy_process_group()
+
+
+def _launch(args: argparse.Namespace) -> int:
+    """Run this same command under torchrun, on --devices processes per machine."""
+    from torch.distributed.run import main as torchrun
+
+    from ..training.distributed import torchrun_argv
+
+    command, it = [], iter(args.argv)
+    for a in it:
+        if a.split("=")[0] in _LAUNCH_FLAGS:
+            if "=" not in a:
+                next(it, None)
+            continue
+        command.append(a)
+    argv = torchrun_argv(args.devices, args.num_nodes, args.node_rank, args.master_addr,
+                         args.master_port, command)
+    os.environ["PYRO_LVAE_LAUNCHED"] = "1"  # the launcher has checked the run folder
+    print(f"pyro-lvae: starting {args.devices} process(es) per machine on {args.num_nodes} "
+          f"machine(s) with torchrun", flush=True)
+    try:
+        torchrun(argv)
+    except SystemExit as e:
+        return int(e.code or 0)
+    except Exception as e:  # torchrun reports a worker's failure as ChildFailedError
+        print(f"pyro-lvae: error: a training process failed ({type(e).__name__}); see the "
+              f"messages above", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _check_new_run(args: argparse.Namespace) -> None:
+    if args.out is None:
+        raise ConfigError("give --out DIR (the run folder to write) or --resume DIR")
+    run = Path(args.out)
+    if (run / CHECKPOINT_NAME).exists():
+        raise ConfigError(f"{run} already holds a run; continue it with --resume {run} or "
+                          f"choose another --out")
+
+
+def _train(args: argparse.Namespace, rank: int, check: bool) -> int:
+    if args.resume is not None:
+        run, settings, vae = _resumed_run(args, rank)
+    else:
+        if check:
+            _check_new_run(args)
+        run, settings, vae = _new_run(args, rank)
+    summary = _train_run(vae, run, settings, resume=args.resume is not None,
+                         progress=not args.quiet, tensorboard=args.tensorboard, rank=rank)
+    if rank != 0:
+        return 0
+    print(_format_summary(settings["obs"], summary))
+    note = collapse_note(settings["obs"], summary)
+    if note:
+        print(f"warning: {note}", file=sys.stderr)
+    files = ["config.json", "history.csv", CHECKPOINT_NAME, "summary.json",
+             *TASKS[settings["dataset"]].figures]
+    print(f"wrote {run}/: {' '.join(files)}")
+    return 0
+
+
+def _resumed_run(args: argparse.Namespace, rank: int) -> tuple[Path, dict[str, Any], VAE]:
+    """The run folder of ``--resume``, its settings (config.json) and its last checkpoint."""
+    run = Path(args.resume)
+    try:
+        settings = json.loads((run / "config.json").read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{run} holds no config.json; is it a pyro-lvae run folder?"
+                              ) from None
+    except json.JSONDecodeError:
+        raise CheckpointError(f"{run / 'config.json'} is corrupt") from None
+    if not (run / CHECKPOINT_NAME).exists():
+        raise CheckpointError(f"{run} holds no {CHECKPOINT_NAME} to resume from")
+    if args.steps is not None:
+        settings["steps"] = args.steps
+    if rank != 0 or args.devices > 1 or args.num_nodes > 1:
+        settings["device"] = args.device
+    return run, settings, VAE.load(run / CHECKPOINT_NAME)
+
+
+def _new_run(args: argparse.Namespace, rank: int) -> tuple[Path, dict[str, Any], VAE]:
+    """A new model from the command line, and its run folder holding config.json."""
+    run = Path(args.out)
+    if args.dataset not in TASKS:
+        raise ConfigError(f"unknown dataset {args.dataset!r}; expected one of "
+                          f"{', '.join(TASKS)}")
+    task = TASKS[args.dataset]
+    settings = _train_settings(args, task)
+    parse_schedule(args.beta_schedule)
+    resolve_device(args.device)
+    pyro.set_rng_seed(args.seed)  # the initial weights
+    history = _run_history(args.sigma_from) if args.sigma_from is not None else None
+    sigma = args.sigma
+    if sigma is None and args.obs.startswith("learned"):
+        sigma = _data_scaled_start(task, settings, say=rank == 0 and not args.quiet)
+    observation = build_observation(args.obs, sigma, settings["min_scale"],
+                                    task.channels(settings), history)
+    settings["observation"] = observation.config()
+    vae = task.build(settings, observation)
+    if rank == 0:
+        make_dir(run, "run folder")
+        write_json(settings, run / "config.json")
+    return run, settings, vae
+
+
+def _run_history(source: str) -> History:
+    path = Path(source)
+    return History.from_csv(path / "history.csv" if path.is_dir() else path)
+
+
+def _train_settings(args: argparse.Namespace, task) -> dict[str, Any]:
+    """The run's settings from the command line and the task's defaults (saved as
+    config.json; --resume reads them back)."""
+    d = task.defaults
+
+    def given(value, name):  # 0 is a value the user gave (and will be refused), not "unset"
+        return d[name] if value is None else value
+
+    s = {
+        "version": __version__, "dataset": args.dataset, "obs": args.obs,
+        "latent_dim": given(args.latent_dim, "latent_dim"), "blocks": given(args.blocks, "blocks"),
+        "batch_size": given(args.batch_size, "batch_size"), "steps": args.steps,
+        "lr": args.lr, "beta_schedule": args.beta_schedule, "device": args.device,
+        "seed": args.seed, "checkpoint_every": args.checkpoint_every,
+        "on_divergence": args.on_divergence, "min_scale": given(args.min_scale, "min_scale"),
+    }
+    if args.dataset == "manifold2d":
+        s.update(hidden=args.hidden, steps=given(args.steps, "steps"))
+    else:
+        s.update(width=args.width, convs=given(args.convs, "convs"),
+                 epochs=given(args.epochs, "epochs"),
+                 pixels=args.pixels or ("binarize" if args.obs == "bernoulli" else "dequantize"),
+                 data_root=args.data_root, download=args.download,
+                 num_workers=args.num_workers, eval_images=args.eval_images,
+                 iwae_images=args.iwae_images, iwae_samples=args.iwae_samples)
+    for name in ("latent_dim", "batch_size", "steps", "epochs", "eval_images", "iwae_images",
+                 "iwae_samples", "width", "convs", "hidden", "checkpoint_every"):
+        if s.get(name) is not None and s[name] < 1:
+            raise ConfigError(f"Expected --{name.replace('_', '-')} >= 1 but got {s[name]}")
+    return s
+
+
+def _train_run(vae: VAE, run: Path, settings: dict[str, Any], resume: bool,
+               progress: bool = True, tensorboard: str | None = None,
+               rank: int = 0) -> dict[str, Any]:
+    task = TASKS[settings["dataset"]]
+    data, transform, steps, per_epoch = task.data(settings)
+    settings["steps"] = steps
+    every = settings.get("checkpoint_every") or per_epoch or 1000
+    callbacks = []
+    if tensorboard and rank == 0:
+        from ..training.tensorboard import TensorBoardCallback
+
+        callbacks.append(TensorBoardCallback(tensorboard))
+    t0 = time.perf_counter()
+    history = fit(
+        vae, data, steps=steps, batch_size=settings["batch_size"], lr=settings["lr"],
+        beta=parse_schedule(settings["beta_schedule"]), device=settings["device"],
+        seed=settings["seed"], progress=progress, out=run, checkpoint_every=every,
+        resume=resume, on_divergence=settings.get("on_divergence", "stop"),
+        transform=transform, callbacks=callbacks,
+    )
+    seconds = time.perf_counter() - t0
+    if rank != 0:  # rank 0 evaluates and writes; the others wait for it
+        dist.barrier()
+        return {}
+    history.to_csv(run / "history.csv")
+    summary = task.report(vae, history, run, settings)
+    world = rank_info()[1]
+    summary.update(steps=len(history), train_seconds=round(seconds, 2), device=str(vae.device),
+                   processes=world)
+    write_json(summary, run / "summary.json")
+    if world > 1:
+        dist.barrier()
+    return summary
+
+
+def _data_scaled_start(task, settings: dict[str, Any], say: bool) -> float:
+    """The default start of a learned sigma: half the training data's spread (the collapsed
+    solution's sigma); see :func:`pyro_lvae.observations.initial_scale`."""
+    sigma = initial_scale(task.sample(settings))
+    if sigma <= settings["min_scale"]:
+        raise ConfigError(
+            f"half the training data's spread ({sigma:.3g}), the default start of a learned "
+            f"sigma, is not above the floor --min-scale {settings['min_scale']:g}; lower "
+            f"--min-scale or give the start with --sigma")
+    settings["sigma_start"] = "half the training data's spread"
+    if say:
+        print(f"pyro-lvae: the learned sigma starts at {sigma:.4g}, half the training data's "
+              f"spread ({2 * sigma:.4g}); --sigma sets another start", flush=True)
+    return sigma
+
+
+def _format_summary(name: str, s: dict[str, Any]) -> str:
+    tail = f"{s['steps']} steps in {s['train_seconds']:.0f} s on {s['device']}"
+    if "elbo_nats" in s:  # images
+        bpd = s["elbo_bits_per_dim"]
+        bits = f" = {bpd:.3f} bits/dim" if math.isfinite(bpd) else ""
+        return (f"{name}: held-out ELBO {s['elbo_nats']:.1f} nats/image{bits}, IWAE "
+                f"({s['iwae_samples']} samples) {s['iwae_nats']:.1f} nats/image, spread of "
+                f"samples around their means {s['sample_spread']:.4f}; {tail}")
+    sig = f"{s['sigma']:.4g}" if "sigma" in s else "-"
+    return (f"{name}: held-out ELBO {s['elbo']:.3f} nats/point (reconstruction "
+            f"{s['reconstruction']:.3f}, KL {s['kl']:.3f}), sigma {sig}, {tail}")
+
+
+def collapse_note(obs: str, summary: dict[str, Any]) -> str | None:
+    """What to do when a trained model ended in the collapsed solution (the decoder ignores
+    ``z``: held-out KL per data point below :data:`COLLAPSED_KL`), else ``None``."""
+    kl = summary.get("kl", summary.get("kl_nats"))
+    if kl is None or not kl < COLLAPSED_KL:
+        return None
+    head = (f"the model ended collapsed (held-out KL {kl:.3f} nats per data point: every z "
+            f"decodes to about the same output, the optimum of Theorem 1 for a sigma above the "
+            f"data's critical scale); ")
+    if obs == "fixed":
+        return head + "train again with a smaller --sigma, or learn it (--obs learned-scalar)"
+    if obs.startswith("learned"):
+        return head + ("start sigma lower (--sigma; the default, half the data's spread, "
+                       "never collapsed in our runs), keep a KL warm-up (--beta-schedule "
+                       "linear:1000:0.5:1), or try --obs learned-vector; see "
+                       "docs/reproduction.md, 'The collapsed start'")
+    return head + "a KL warm-up (--beta-schedule linear:1000:0.5:1) may free it"
