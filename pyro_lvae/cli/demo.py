@@ -35,8 +35,8 @@ from .output import STDOUT, check_output, info_stream, make_dir, write_output
 DEMO_VARIANTS = (
     ("F-VAE sigma=1", "f-vae-1", lambda: FixedScale(1.0)),
     ("F-VAE sigma=0.05", "f-vae-0.05", lambda: FixedScale(0.05)),
-    ("LS-VAE", "ls-vae", lambda: LearnedScalarScale()),
-    ("LV-VAE", "lv-vae", lambda: LearnedVectorScale()),
+    ("LS-VAE", "ls-vae", lambda: LearnedScalarScale(init_scale=1.0)),  # the paper's start
+    ("LV-VAE", "lv-vae", lambda: LearnedVectorScale(init_scale=1.0)),
 )
 
 #: file suffixes ``bench --out`` accepts (it writes Markdown)
