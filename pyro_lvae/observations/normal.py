@@ -162,15 +162,27 @@ class _LearnedStart:
             self._take_start(_PAPER_START)
 
 
-def _scale_parameter(init_scale: float | None, min_scale: float, shape=()) -> PyroParam:
-    start = _PAPER_START if init_scale is None else init_scale
-    if start <= min_scale:  # a data start comes later; any value above the floor will do
-        start = 2 * min_scale
-    return PyroParam(torch.full(shape, start), constraints.greater_than(min_scale),
-                     event_dim=len(shape))
+class _LearnedParameter(_LearnedStart):
+    """A learned sigma held as a ``PyroParam`` named ``scale`` (one, or one per channel),
+    ``min_scale + exp(u)`` with ``u`` unconstrained."""
+
+    def _make_scale(self, shape: tuple[int, ...] = ()) -> None:
+        start = _PAPER_START if self.init_scale is None else self.init_scale
+        if start <= self.min_scale:  # a data start comes later; any value above the floor
+            start = 2 * self.min_scale
+        self.scale = PyroParam(torch.full(shape, start), constraints.greater_than(self.min_scale),
+                               event_dim=len(shape))
+
+    def _write_start(self, start: float) -> None:
+        with torch.no_grad():
+            self.scale_unconstrained.fill_(math.log(start - self.min_scale))
+
+    @property
+    def shared_scale(self) -> torch.Tensor:
+        return self.scale
 
 
-class LearnedScalarScale(_LearnedStart, Observation):
+class LearnedScalarScale(_LearnedParameter, Observation):
     """LS-VAE: one learned sigma shared by every data dimension (Berger & Sebag, Eq. 10).
 
     sigma is a :class:`~pyro.nn.PyroParam` of this module, constrained to ``(min_scale, inf)``,
@@ -199,15 +211,7 @@ class LearnedScalarScale(_LearnedStart, Observation):
     def __init__(self, *, init_scale: float | None = None, min_scale: float = 1e-3) -> None:
         super().__init__()
         self._set_floor_and_start(init_scale, min_scale)
-        self.scale = _scale_parameter(self.init_scale, self.min_scale)
-
-    def _write_start(self, start: float) -> None:
-        with torch.no_grad():
-            self.scale_unconstrained.fill_(math.log(start - self.min_scale))
-
-    @property
-    def shared_scale(self) -> torch.Tensor:
-        return self.scale
+        self._make_scale()
 
     def forward(self, output: torch.Tensor, event_dim: int) -> dist.TorchDistribution:
         self._require_start()
@@ -217,7 +221,7 @@ class LearnedScalarScale(_LearnedStart, Observation):
         return {"kind": self.kind, "init_scale": self.init_scale, "min_scale": self.min_scale}
 
 
-class LearnedChannelScale(_LearnedStart, Observation):
+class LearnedChannelScale(_LearnedParameter, Observation):
     """A learned sigma per channel: the first event axis (an image's colour channels, a table's
     columns), shared over the rest (the pixels). A ``PyroParam`` of shape ``(channels,)``,
     floored like :class:`LearnedScalarScale`; it does not depend on ``z``.
@@ -235,15 +239,7 @@ class LearnedChannelScale(_LearnedStart, Observation):
         super().__init__()
         self.channels = check_positive_int("channels", channels)
         self._set_floor_and_start(init_scale, min_scale)
-        self.scale = _scale_parameter(self.init_scale, self.min_scale, (channels,))
-
-    def _write_start(self, start: float) -> None:
-        with torch.no_grad():
-            self.scale_unconstrained.fill_(math.log(start - self.min_scale))
-
-    @property
-    def shared_scale(self) -> torch.Tensor:
-        return self.scale
+        self._make_scale((channels,))
 
     def forward(self, output: torch.Tensor, event_dim: int) -> dist.TorchDistribution:
         self._require_start()
