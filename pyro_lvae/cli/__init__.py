@@ -42,6 +42,7 @@ from ..observations import (
     FixedScale,
     LearnedScalarScale,
     LearnedVectorScale,
+    describe,
     initial_scale,
 )
 from ..tabular import SIGMA_MODES
@@ -93,7 +94,7 @@ def _train_settings(args: argparse.Namespace, task) -> dict[str, Any]:
     else:
         s.update(width=args.width, convs=given(args.convs, "convs"),
                  epochs=given(args.epochs, "epochs"),
-                 pixels=args.pixels or ("binarize" if args.obs == "bernoulli" else "dequantize"),
+                 pixels=args.pixels or ("binarize" if describe(args.obs).binary else "dequantize"),
                  data_root=args.data_root, download=args.download,
                  num_workers=args.num_workers, eval_images=args.eval_images,
                  iwae_images=args.iwae_images, iwae_samples=args.iwae_samples)
@@ -230,7 +231,7 @@ def _train(args: argparse.Namespace, rank: int, check: bool) -> int:
         pyro.set_rng_seed(args.seed)  # the initial weights
         history = _run_history(args.sigma_from) if args.sigma_from is not None else None
         sigma = args.sigma
-        if sigma is None and args.obs.startswith("learned"):
+        if sigma is None and describe(args.obs).learned:
             sigma = _data_scaled_start(task, settings, say=rank == 0 and not args.quiet)
         observation = build_observation(args.obs, sigma, settings["min_scale"],
                                         task.channels(settings), history)
@@ -299,9 +300,10 @@ def collapse_note(obs: str, summary: dict[str, Any]) -> str | None:
     head = (f"the model ended collapsed (held-out KL {kl:.3f} nats per data point: every z "
             f"decodes to about the same output, the optimum of Theorem 1 for a sigma above the "
             f"data's critical scale); ")
-    if obs == "fixed":
+    variant = describe(obs)
+    if variant.constant:
         return head + "train again with a smaller --sigma, or learn it (--obs learned-scalar)"
-    if obs.startswith("learned"):
+    if variant.learned:
         return head + ("start sigma lower (--sigma; the default, half the data's spread, "
                        "never collapsed in our runs), keep a KL warm-up (--beta-schedule "
                        "linear:1000:0.5:1), or try --obs learned-vector; see "
