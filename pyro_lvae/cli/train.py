@@ -19,7 +19,7 @@ from .. import __version__
 from ..annealing import parse_schedule
 from ..errors import CheckpointError, ConfigError
 from ..experiments.tasks import TASKS, build_observation
-from ..observations import OBSERVATIONS, initial_scale
+from ..observations import OBSERVATIONS, describe, initial_scale, settings_of
 from ..training import CHECKPOINT_NAME, History, fit, resolve_device
 from ..training.distributed import check_launch, init_from_env, rank_info
 from ..vae import VAE
@@ -59,8 +59,8 @@ def _add_model_flags(train: argparse.ArgumentParser) -> None:
     train.add_argument("--dataset", default="manifold2d",
                        help=f"data: {', '.join(TASKS)} (default manifold2d)")
     obs = train.add_argument_group("observation model")
-    obs.add_argument("--obs", default="learned-scalar",
-                     choices=[k for k in OBSERVATIONS if k != "mixed"],
+    not_tables = [k for k in OBSERVATIONS if "schema" not in settings_of(k)]
+    obs.add_argument("--obs", default="learned-scalar", choices=not_tables,
                      help="observation model: fixed (F-VAE; MSE training is a fixed sigma), "
                           "learned-scalar (LS-VAE), learned-channel (a sigma per channel or "
                           "column), learned-vector (LV-VAE: a sigma per dimension or pixel "
@@ -262,7 +262,7 @@ def _new_run(args: argparse.Namespace, rank: int) -> tuple[Path, dict[str, Any],
     pyro.set_rng_seed(args.seed)  # the initial weights
     history = _run_history(args.sigma_from) if args.sigma_from is not None else None
     sigma = args.sigma
-    if sigma is None and args.obs.startswith("learned"):
+    if sigma is None and describe(args.obs).learned:
         sigma = _data_scaled_start(task, settings, say=rank == 0 and not args.quiet)
     observation = build_observation(args.obs, sigma, settings["min_scale"],
                                     task.channels(settings), history)
@@ -300,7 +300,7 @@ def _train_settings(args: argparse.Namespace, task) -> dict[str, Any]:
     else:
         s.update(width=args.width, convs=given(args.convs, "convs"),
                  epochs=given(args.epochs, "epochs"),
-                 pixels=args.pixels or ("binarize" if args.obs == "bernoulli" else "dequantize"),
+                 pixels=args.pixels or ("binarize" if describe(args.obs).binary else "dequantize"),
                  data_root=args.data_root, download=args.download,
                  num_workers=args.num_workers, eval_images=args.eval_images,
                  iwae_images=args.iwae_images, iwae_samples=args.iwae_samples)
@@ -384,9 +384,10 @@ def collapse_note(obs: str, summary: dict[str, Any]) -> str | None:
     head = (f"the model ended collapsed (held-out KL {kl:.3f} nats per data point: every z "
             f"decodes to about the same output, the optimum of Theorem 1 for a sigma above the "
             f"data's critical scale); ")
-    if obs == "fixed":
+    variant = describe(obs)
+    if variant.constant:
         return head + "train again with a smaller --sigma, or learn it (--obs learned-scalar)"
-    if obs.startswith("learned"):
+    if variant.learned:
         return head + ("start sigma lower (--sigma; the default, half the data's spread, "
                        "never collapsed in our runs), keep a KL warm-up (--beta-schedule "
                        "linear:1000:0.5:1), or try --obs learned-vector; see "

@@ -30,9 +30,10 @@ from typing import Any
 import pyro
 import torch
 
+from .. import observations
 from ..datasets import Dequantize, manifold2d
 from ..objective import elbo_terms
-from ..observations import LearnedScalarScale, LearnedVectorScale
+from ..observations import LearnedVectorScale
 from ..training import fit, resolve_device
 from ..vae import VAE, conv_vae, mlp_vae
 
@@ -45,7 +46,7 @@ LOG_2PI = math.log(2 * math.pi)
 class Case:
     name: str
     kind: str  # "mlp" or "conv"
-    obs: str  # "learned-scalar" or "learned-vector"
+    obs: str  # a learned kind of pyro_lvae.observations: learned-scalar or learned-vector
     batch_size: int
     steps: int  # per repetition
 
@@ -60,7 +61,7 @@ CASES = [
 
 def _build(case: Case, small: bool = False) -> VAE:
     """The paper's sizes (``small``: tiny networks, for tests)."""
-    obs = LearnedScalarScale() if case.obs == "learned-scalar" else LearnedVectorScale()
+    obs = observations.build(case.obs, init_scale=1.0, min_scale=1e-3)
     if case.kind == "mlp":
         return mlp_vae(2, 2, obs, hidden=8 if small else 200, blocks=1 if small else 4)
     if small:

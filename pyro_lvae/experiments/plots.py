@@ -16,6 +16,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
+from .. import observations
+
 __all__ = ["points_figure", "training_figure", "theory_figure", "sphere_figure",
            "manifold_study_figures", "collapse_figure", "image_grid_figure", "sigma_map_figure",
            "smooth"]
@@ -164,12 +166,12 @@ def sphere_figure(dim: int, radius: float, results: Sequence[Mapping[str, Any]])
     ratio = np.logspace(np.log10(0.15), np.log10(3), 300)
     ax.plot(ratio, theory.optimal_radius(ratio * sigma_c, radius, dim) / radius, "k-", lw=1.5,
             label="theory r*/R")
-    fixed = [r for r in results if r["obs"] == "fixed"]
+    fixed = [r for r in results if not observations.describe(r["obs"]).learned]
     ax.plot([r["ratio"] for r in fixed], [r["prior_radius"] / radius for r in fixed], "o",
             c=MEAN, label="decoder means over the prior")
     ax.plot([r["ratio"] for r in fixed], [r["reconstruction_radius"] / radius for r in fixed],
             "x", c=DATA, label="reconstructions")
-    learned = [r for r in results if r["obs"] != "fixed"]
+    learned = [r for r in results if observations.describe(r["obs"]).learned]
     colors = {"1": "tab:red", "linear:1000:0.5:1": "tab:green"}
     for r in learned:
         c = colors.get(r["beta"], "tab:purple")
@@ -258,18 +260,18 @@ def collapse_figure(results: Sequence[Mapping[str, Any]], title: str) -> Figure:
     settings = list(dict.fromkeys(r["setting"] for r in results))
     fig = Figure(figsize=(3.2 * len(settings), 6), layout="constrained")
     axes = fig.subplots(2, len(settings), sharex=True, sharey="row", squeeze=False)
-    colors = {"learned-scalar": DATA, "learned-vector": MEAN}
-    names = {"learned-scalar": "LS-VAE", "learned-vector": "LV-VAE"}
+    colors = {"LS-VAE": DATA, "LV-VAE": MEAN}
     for j, setting in enumerate(settings):
         seen = set()
         for r in results:
             if r["setting"] != setting:
                 continue
-            label = names[r["variant"]] if r["variant"] not in seen else None
+            name = observations.describe(r["variant"]).label
+            label = name if r["variant"] not in seen else None
             seen.add(r["variant"])
-            axes[0, j].plot(r["trace_step"], r["trace_kl"], c=colors[r["variant"]], lw=1,
-                            label=label)
-            axes[1, j].plot(r["trace_step"], r["trace_sigma"], c=colors[r["variant"]], lw=1)
+            color = colors.get(name, "tab:purple")
+            axes[0, j].plot(r["trace_step"], r["trace_kl"], c=color, lw=1, label=label)
+            axes[1, j].plot(r["trace_step"], r["trace_sigma"], c=color, lw=1)
         axes[0, j].set_title(setting)
         axes[1, j].set_xlabel("step")
         axes[1, j].set_yscale("log")

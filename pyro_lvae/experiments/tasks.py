@@ -15,20 +15,11 @@ from typing import Any
 
 import torch
 
-from .. import evaluate
+from .. import evaluate, observations
 from ..datasets import IMAGE_DATASETS, PIXEL_TRANSFORMS, bits_per_dim, load_images, manifold2d
 from ..errors import ConfigError
 from ..io import save_figure
-from ..observations import (
-    BernoulliObservation,
-    ContinuousBernoulliObservation,
-    FixedScale,
-    LearnedChannelScale,
-    LearnedScalarScale,
-    LearnedVectorScale,
-    Observation,
-    ScheduledScale,
-)
+from ..observations import Observation
 from ..training import History
 from ..vae import VAE, conv_vae, mlp_vae
 from .plots import image_grid_figure, points_figure, sigma_map_figure, training_figure
@@ -40,37 +31,49 @@ __all__ = ["TASKS", "PointsTask", "ImageTask", "build_observation"]
 SPREAD_SAMPLE = 10000
 
 
+def _sigma_trajectory(history: History) -> torch.Tensor:
+    sigma = torch.as_tensor(history["sigma"], dtype=torch.get_default_dtype())
+    if sigma.numel() == 0 or not torch.isfinite(sigma).all():
+        raise ConfigError("the history has no finite 'sigma' trajectory to replay")
+    return sigma
+
+
 def build_observation(kind: str, sigma: float | None, min_scale: float, channels: int,
                       history: History | None = None) -> Observation:
-    """The observation model named ``kind`` (a command-line name). ``history``: the run whose
-    final sigma (``fixed``, F*-VAE) or trajectory (``scheduled``) is used."""
-    init = {"init_scale": sigma} if sigma is not None else {}
-    if kind == "fixed":
-        if history is not None:
+    """The observation model named ``kind`` (a command-line name), from the command line's
+    settings, through :func:`pyro_lvae.observations.build`.
+
+    :param sigma: ``--sigma``: the fixed sigma of a model whose sigma is a setting (default 1),
+        or the start of a learned one (default 1)
+    :param min_scale: ``--min-scale``, for the models with a floor
+    :param channels: the data's channels, for a sigma per channel
+    :param history: ``--sigma-from``: the run whose final sigma (a fixed sigma: F*-VAE) or whose
+        trajectory (a schedule: the replay) the model takes
+    """
+    names = observations.settings_of(kind)
+    settings: dict[str, Any] = {}
+    if history is not None:
+        if "scale" in names:
             if sigma is not None:
                 raise ConfigError("give either --sigma or --sigma-from, not both")
-            return FixedScale(float(history["sigma"][-1]))
-        return FixedScale(1.0 if sigma is None else sigma)
-    if kind == "scheduled":
-        if history is None:
-            raise ConfigError("--obs scheduled needs --sigma-from RUN (a run folder or its "
-                              "history.csv) whose sigma trajectory it replays")
-        return ScheduledScale.from_history(history)
-    if history is not None:
-        raise ConfigError(f"--sigma-from applies to --obs fixed or scheduled, not {kind}")
-    if kind == "learned-scalar":
-        return LearnedScalarScale(min_scale=min_scale, **init)
-    if kind == "learned-channel":
-        return LearnedChannelScale(channels, min_scale=min_scale, **init)
-    if kind == "learned-vector":
-        return LearnedVectorScale(min_scale=min_scale, **init)
-    if sigma is not None:
+            settings["scale"] = float(history["sigma"][-1])
+        elif "schedule" in names:
+            settings["schedule"] = _sigma_trajectory(history)
+        else:
+            raise ConfigError(f"--sigma-from applies to --obs fixed or scheduled, not {kind}")
+    elif "schedule" in names:
+        raise ConfigError(f"--obs {kind} needs --sigma-from RUN (a run folder or its "
+                          "history.csv) whose sigma trajectory it replays")
+    elif "scale" in names:
+        settings["scale"] = 1.0 if sigma is None else sigma
+    elif "init_scale" in names:
+        settings["init_scale"] = 1.0 if sigma is None else sigma
+    elif sigma is not None:
         raise ConfigError(f"--sigma does not apply to --obs {kind}")
-    if kind == "bernoulli":
-        return BernoulliObservation()
-    if kind == "continuous-bernoulli":
-        return ContinuousBernoulliObservation()
-    raise ConfigError(f"unknown observation model {kind!r}")
+    for name, value in (("min_scale", min_scale), ("channels", channels)):
+        if name in names:
+            settings[name] = value
+    return observations.build(kind, **settings)
 
 
 def _first_images(images, n: int) -> torch.Tensor:

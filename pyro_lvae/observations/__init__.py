@@ -17,6 +17,22 @@ learned-scale models compare directly. The variants of Berger & Sebag differ onl
                                        columns
 =====================================  ========================================================
 
+Every model is registered by its ``kind`` (the command-line name); :func:`build` makes one from
+its kind and keyword settings, and :func:`describe` says how studies and figures present it:
+
+=========================  =====================  ============================================
+kind                       class                  settings
+=========================  =====================  ============================================
+``fixed``                  FixedScale             ``scale``
+``learned-scalar``         LearnedScalarScale     ``init_scale``, ``min_scale``
+``learned-channel``        LearnedChannelScale    ``channels``, ``init_scale``, ``min_scale``
+``learned-vector``         LearnedVectorScale     ``init_scale``, ``min_scale``
+``scheduled``              ScheduledScale         ``schedule``
+``bernoulli``              BernoulliObservation   (none)
+``continuous-bernoulli``   ContinuousBernoulli..  (none)
+``mixed``                  MixedObservation       ``schema``, ``sigma_mode``, ``sigma``, ...
+=========================  =====================  ============================================
+
 Learned scales are floored at ``min_scale``: on constant or quantised dimensions the Normal
 likelihood is unbounded as sigma -> 0, and an unfloored per-dimension sigma shrinks until the
 loss turns NaN. The floor keeps the likelihood bounded; set it near the data's quantisation step.
@@ -28,6 +44,8 @@ loss turns NaN. The floor keeps the likelihood bounded; set it near the data's q
 
 from __future__ import annotations
 
+import inspect
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -55,20 +73,134 @@ __all__ = [
     "ContinuousBernoulliObservation",
     "observation_from_config",
     "OBSERVATIONS",
+    "build",
+    "settings_of",
+    "describe",
+    "Variant",
     "initial_scale",
 ]
 
 
-def observation_from_config(config: dict[str, Any]) -> Observation:
-    """Rebuild an observation model from :meth:`Observation.config` (weights not included)."""
+def _registered(kind: Any) -> type[Observation]:
+    """The class registered as ``kind``, or a :class:`ConfigError` listing the kinds."""
     from .. import tabular  # noqa: F401  (registers the table model, "mixed")
 
-    config = dict(config)
-    kind = config.pop("kind", None)
-    if kind not in OBSERVATIONS:
+    if not isinstance(kind, str) or kind not in OBSERVATIONS:
         raise ConfigError(
             f"unknown observation model {kind!r}; expected one of {', '.join(OBSERVATIONS)}"
         )
-    if kind == "scheduled":
-        return ScheduledScale(torch.ones(int(config["length"])))
-    return OBSERVATIONS[kind](**config)
+    return OBSERVATIONS[kind]
+
+
+def _parameters(cls: type[Observation]) -> list[inspect.Parameter]:
+    params = list(inspect.signature(cls.__init__).parameters.values())[1:]  # without self
+    return [p for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+
+
+def settings_of(kind: str) -> tuple[str, ...]:
+    """The keyword settings :func:`build` accepts for ``kind``, in the class's order.
+
+    :param str kind: a registered kind (a key of :data:`OBSERVATIONS`)
+
+    Example::
+
+        >>> from pyro_lvae import observations
+        >>> observations.settings_of("learned-channel")
+        ('channels', 'init_scale', 'min_scale')
+    """
+    return tuple(p.name for p in _parameters(_registered(kind)))
+
+
+def build(kind: str, **settings: Any) -> Observation:
+    """The observation model registered as ``kind``, made from keyword settings.
+
+    This is the one place where a variant's name becomes its model: the command line, the
+    studies and the benchmarks all call it. Each class takes only its own settings
+    (:func:`settings_of`): ``scale`` (``fixed``), ``init_scale`` and ``min_scale`` (the learned
+    kinds), ``channels`` (``learned-channel``), ``schedule`` (``scheduled``).
+
+    :param str kind: a registered kind (a key of :data:`OBSERVATIONS`)
+    :param settings: the class's keyword arguments
+    :raises ConfigError: for an unknown kind, a setting the class does not take, or a missing
+        required one (the message names the kind and the settings it takes)
+
+    Example::
+
+        >>> from pyro_lvae import observations
+        >>> obs = observations.build("learned-scalar", init_scale=0.5, min_scale=0.01)
+        >>> type(obs).__name__, obs.config()["init_scale"]
+        ('LearnedScalarScale', 0.5)
+    """
+    cls = _registered(kind)
+    params = _parameters(cls)
+    takes = ", ".join(p.name for p in params) or "no settings"
+    unknown = sorted(set(settings) - {p.name for p in params})
+    if unknown:
+        raise ConfigError(f"the observation model {kind!r} ({cls.__name__}) does not take "
+                          f"{', '.join(unknown)}; it takes {takes}")
+    missing = [p.name for p in params if p.default is p.empty and p.name not in settings]
+    if missing:
+        raise ConfigError(f"the observation model {kind!r} ({cls.__name__}) needs "
+                          f"{', '.join(missing)}; it takes {takes}")
+    return cls(**settings)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """How studies, figures and the command line present a registered observation model.
+
+    :param str kind: the registered kind
+    :param str label: the name of the VAE built with it (the paper's F-VAE, LS-VAE, LV-VAE)
+    :param bool learned: sigma is trained with the networks
+    :param bool constant: sigma is one constant that the user sets (F-VAE)
+    :param bool shared: one sigma for every data dimension at each step, a trajectory that
+        :class:`ScheduledScale` can replay
+    :param bool binary: the model needs binary data (0 or 1)
+    """
+
+    kind: str
+    label: str
+    learned: bool = False
+    constant: bool = False
+    shared: bool = False
+    binary: bool = False
+
+
+#: display properties by kind; ``mixed``'s sigma depends on its sigma mode, so none is set here
+_VARIANTS = {v.kind: v for v in (
+    Variant("fixed", "F-VAE", constant=True, shared=True),
+    Variant("learned-scalar", "LS-VAE", learned=True, shared=True),
+    Variant("learned-channel", "learned sigma per channel", learned=True),
+    Variant("learned-vector", "LV-VAE", learned=True),
+    Variant("scheduled", "scheduled sigma", shared=True),
+    Variant("bernoulli", "Bernoulli", binary=True),
+    Variant("continuous-bernoulli", "continuous Bernoulli"),
+    Variant("mixed", "mixed columns"),
+)}
+
+
+def describe(kind: str) -> Variant:
+    """The display properties of the observation model registered as ``kind``.
+
+    Example::
+
+        >>> from pyro_lvae import observations
+        >>> v = observations.describe("learned-vector")
+        >>> v.label, v.learned, v.shared
+        ('LV-VAE', True, False)
+    """
+    cls = _registered(kind)
+    if kind not in _VARIANTS:
+        raise ConfigError(f"the observation model {kind!r} ({cls.__name__}) has no display "
+                          f"properties; add a Variant for it in pyro_lvae.observations")
+    return _VARIANTS[kind]
+
+
+def observation_from_config(config: dict[str, Any]) -> Observation:
+    """Rebuild an observation model from :meth:`Observation.config` (weights not included)."""
+    config = dict(config)
+    kind = config.pop("kind", None)
+    _registered(kind)
+    if kind == "scheduled":  # the schedule itself is a buffer, restored with the weights
+        return build(kind, schedule=torch.ones(int(config["length"])))
+    return build(kind, **config)

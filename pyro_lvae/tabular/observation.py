@@ -2,24 +2,78 @@
 
 from __future__ import annotations
 
-import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import pyro.distributions as dist
 import torch
-import torch.nn.functional as F
 from pyro.distributions import constraints
 from pyro.distributions.torch_distribution import TorchDistribution
-from pyro.nn import PyroParam
 
 from ..errors import ConfigError, DataError
-from ..observations.base import Observation, _init_and_floor, _positive
+from ..observations import (
+    FixedScale,
+    LearnedChannelScale,
+    LearnedScalarScale,
+    LearnedVectorScale,
+    Observation,
+)
+from ..observations.base import _positive
 
 __all__ = ["MixedObservation", "MixedColumns", "SIGMA_MODES"]
 
 
+class _ClampedColumnScale(Observation):
+    """A sigma per column, a plain parameter clamped to ``[min_scale, max_scale]`` (CTGAN's
+    TVAE). Its arguments are checked by :class:`MixedObservation`: the start lies strictly inside
+    the clamp, where the clamp passes gradients."""
+
+    def __init__(self, columns: int, *, init_scale: float, min_scale: float,
+                 max_scale: float) -> None:
+        super().__init__()
+        self.init_scale, self.min_scale, self.max_scale = init_scale, min_scale, max_scale
+        self.raw_scale = torch.nn.Parameter(torch.full((columns,), init_scale))
+
+    def forward(self, output: torch.Tensor, event_dim: int) -> dist.TorchDistribution:
+        scale = self.raw_scale.clamp(self.min_scale, self.max_scale)
+        scale = scale.reshape(scale.shape + (1,) * (event_dim - 1))
+        return dist.Normal(output, scale).to_event(event_dim)
+
+    def config(self) -> dict[str, Any]:
+        return {"columns": self.raw_scale.numel(), "init_scale": self.init_scale,
+                "min_scale": self.min_scale, "max_scale": self.max_scale}
+
+
+@dataclass(frozen=True)
+class _SigmaMode:
+    """How a sigma mode models the continuous columns.
+
+    ``build(columns, sigma, min_scale, max_scale)`` makes the Normal observation model;
+    ``sigma``: the default start; ``bounds``: a clamp that replaces ``min_scale`` and
+    ``max_scale``; ``keys``: the names the model's state had in the table model's own state
+    before it was composed (a key not listed kept its name)."""
+
+    build: Callable[[int, float, float, float], Observation]
+    sigma: float = 1.0
+    bounds: tuple[float, float] | None = None
+    keys: dict[str, str] = field(default_factory=dict)
+
+
+#: sigma mode -> how the continuous columns get their sigma
+_MODES = {
+    "fixed": _SigmaMode(lambda n, s, lo, hi: FixedScale(scale=s), keys={"scale": "fixed_scale"}),
+    "learned-scalar": _SigmaMode(
+        lambda n, s, lo, hi: LearnedScalarScale(init_scale=s, min_scale=lo)),
+    "learned-column": _SigmaMode(
+        lambda n, s, lo, hi: LearnedChannelScale(n, init_scale=s, min_scale=lo)),
+    "decoder": _SigmaMode(lambda n, s, lo, hi: LearnedVectorScale(init_scale=s, min_scale=lo)),
+    "tvae": _SigmaMode(lambda n, s, lo, hi: _ClampedColumnScale(n, init_scale=s, min_scale=lo,
+                                                                max_scale=hi),
+                       sigma=0.1, bounds=(0.01, 1.0)),
+}
 #: how a mixed table's continuous columns get their sigma
-SIGMA_MODES = ("fixed", "learned-scalar", "learned-column", "decoder", "tvae")
+SIGMA_MODES = tuple(_MODES)
 
 
 class MixedColumns(TorchDistribution):
@@ -107,7 +161,10 @@ class MixedObservation(Observation):
     Categorical term per categorical column. The continuous columns' sigma is ``fixed``,
     ``learned-scalar`` (one for all columns), ``learned-column`` (one per column, not depending
     on z), ``decoder`` (output by the decoder per column and row: the LV-VAE of tables) or
-    ``tvae`` (one per column, clamped to [0.01, 1], as in CTGAN's TVAE).
+    ``tvae`` (one per column, clamped to [0.01, 1], as in CTGAN's TVAE). The Normal terms come
+    from an observation model of :mod:`pyro_lvae.observations` (:class:`FixedScale`,
+    :class:`LearnedScalarScale`, :class:`LearnedChannelScale`, :class:`LearnedVectorScale`),
+    the attribute ``continuous``.
 
     :param schema: per column ``["continuous"]``, ``["binary"]`` or ``["categorical", K]``
         (:meth:`TableTransformer.schema`)
@@ -125,7 +182,7 @@ class MixedObservation(Observation):
                  sigma: float | None = None, min_scale: float = 1e-3,
                  max_scale: float = 1.0) -> None:
         super().__init__()
-        if sigma_mode not in SIGMA_MODES:
+        if sigma_mode not in _MODES:
             raise ConfigError(f"unknown sigma mode {sigma_mode!r}; expected one of "
                               f"{', '.join(SIGMA_MODES)}")
         self.schema = [list(c) for c in schema]
@@ -139,54 +196,57 @@ class MixedObservation(Observation):
         self.layout = {"n": len(self.schema), "cont": cont, "bin": binary, "cat": cat,
                        "k": [int(self.schema[j][1]) for j in cat]}
         self.sigma_mode = sigma_mode
+        mode = _MODES[sigma_mode]
         if sigma is None:
-            sigma = 0.1 if sigma_mode == "tvae" else 1.0
-        if sigma_mode == "tvae":
-            min_scale, max_scale = 0.01, 1.0
-            if not 0.01 < sigma < 1.0:
-                raise ConfigError(f"a TVAE-like sigma starts strictly inside (0.01, 1), where "
-                                  f"its clamp passes gradients; got sigma={sigma} (leave it "
-                                  f"unset for CTGAN's 0.1)")
+            sigma = mode.sigma
+        if mode.bounds is not None:
+            min_scale, max_scale = mode.bounds
+            if not min_scale < sigma < max_scale:
+                raise ConfigError(f"a TVAE-like sigma starts strictly inside ({min_scale:g}, "
+                                  f"{max_scale:g}), where its clamp passes gradients; got "
+                                  f"sigma={sigma} (leave it unset for CTGAN's {mode.sigma:g})")
         self.init_scale, self.min_scale = (_positive("sigma", sigma), _positive("min_scale",
                                                                                min_scale))
         self.max_scale = _positive("max_scale", max_scale)
-        n_cont = max(len(cont), 1)
-        if sigma_mode == "fixed":
-            self.register_buffer("fixed_scale", torch.tensor(self.init_scale))
-        elif sigma_mode in ("learned-scalar", "learned-column"):
-            _init_and_floor(sigma, min_scale)
-            size = () if sigma_mode == "learned-scalar" else (n_cont,)
-            self.scale = PyroParam(torch.full(size, self.init_scale),
-                                   constraints.greater_than(self.min_scale),
-                                   event_dim=len(size))
-        elif sigma_mode == "tvae":
-            self.raw_scale = torch.nn.Parameter(torch.full((n_cont,), self.init_scale))
-        else:  # decoder
-            _init_and_floor(sigma, min_scale)
-            self._offset = math.log(math.expm1(self.init_scale - self.min_scale))
+        self._keys = mode.keys
+        self.continuous = mode.build(max(len(cont), 1), self.init_scale, self.min_scale,
+                                     self.max_scale)
+        self._register_state_dict_hook(_flatten_state)
+
+    @property
+    def raw_scale(self) -> torch.Tensor:
+        """The unclamped sigma per continuous column of the ``tvae`` mode (a parameter)."""
+        return self.continuous.raw_scale
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        # the continuous columns' state is saved under the table model's own names (the layout
+        # of the checkpoints written before the Normal model was a part of its own)
+        for name, flat in self._flat_names().items():
+            if prefix + flat in state_dict:
+                state_dict[prefix + "continuous." + name] = state_dict.pop(prefix + flat)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def _flat_names(self) -> dict[str, str]:
+        """The continuous model's state names -> the table model's."""
+        return {name: self._keys.get(name, name) for name in self.continuous.state_dict()}
 
     def output_shape(self, data_shape: tuple[int, ...]) -> tuple[int, ...]:
         lay = self.layout
         if tuple(data_shape) != (lay["n"],):
             raise ConfigError(f"the mixed observation model has {lay['n']} columns but the data "
                               f"shape is {tuple(data_shape)}")
-        n_cont = len(lay["cont"]) * (2 if self.sigma_mode == "decoder" else 1)
+        n_cont = len(lay["cont"]) * self.continuous.outputs_per_channel
         return (n_cont + len(lay["bin"]) + sum(lay["k"]),)
 
     def forward(self, output: torch.Tensor, event_dim: int) -> MixedColumns:
         lay = self.layout
-        n_c = len(lay["cont"])
-        loc, rest = output[..., :n_c], output[..., n_c:]
-        if self.sigma_mode == "decoder":
-            raw, rest = rest[..., :n_c], rest[..., n_c:]
-            scale = self.min_scale + F.softplus(raw + self._offset)
-        elif self.sigma_mode == "fixed":
-            scale = self.fixed_scale.to(loc.dtype).expand_as(loc)
-        elif self.sigma_mode == "tvae":
-            scale = self.raw_scale[:n_c].clamp(self.min_scale, self.max_scale).expand_as(loc)
-        else:
-            s = self.scale.to(loc.dtype)
-            scale = (s if s.dim() else s.expand(max(n_c, 1)))[:n_c].expand_as(loc)
+        width = len(lay["cont"]) * self.continuous.outputs_per_channel
+        normal, rest = output[..., :width], output[..., width:]
+        if width:
+            base = self.continuous(normal, event_dim=1).base_dist
+            loc, scale = base.loc, base.scale
+        else:  # no continuous column
+            loc = scale = normal
         n_b = len(lay["bin"])
         bin_logits, rest = rest[..., :n_b], rest[..., n_b:]
         cats = list(rest.split(lay["k"], dim=-1)) if lay["k"] else []
@@ -214,3 +274,13 @@ class MixedObservation(Observation):
         lay = self.layout
         return (f"continuous={len(lay['cont'])}, binary={len(lay['bin'])}, "
                 f"categorical={lay['k']}, sigma_mode={self.sigma_mode}")
+
+
+def _flatten_state(module: MixedObservation, state: dict[str, Any], prefix: str,
+                   local_metadata: Any) -> None:
+    """Save the continuous columns' state under the table model's own names (see
+    :meth:`MixedObservation._load_from_state_dict`)."""
+    for name, flat in module._flat_names().items():
+        key = prefix + "continuous." + name
+        if key in state:
+            state[prefix + flat] = state.pop(key)

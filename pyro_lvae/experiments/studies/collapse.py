@@ -29,11 +29,11 @@ import numpy as np
 import pyro
 import torch
 
-from ... import evaluate
+from ... import evaluate, observations
 from ...annealing import parse_schedule
 from ...datasets import manifold2d, spiral2d
 from ...io import atomic_write_text, save_figure, write_csv
-from ...observations import LearnedScalarScale, LearnedVectorScale, initial_scale
+from ...observations import initial_scale
 from ...training import fit, fused_adam
 from ...vae import mlp_vae
 from ..jobs import run_jobs
@@ -102,8 +102,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         init = 0.5 * spread(CURVES[job["curve"]])
     pyro.set_rng_seed(job["seed"])
     pyro.clear_param_store()
-    obs = (LearnedScalarScale(init_scale=init) if job["variant"] == "learned-scalar"
-           else LearnedVectorScale(init_scale=init))
+    obs = observations.build(job["variant"], init_scale=init, min_scale=1e-3)
     vae = mlp_vae(2, 2, obs, hidden=job["hidden"], blocks=job["blocks"])
     sampler = CURVES[job["curve"]]
     history = fit(vae, sampler, steps=job["steps"], batch_size=job["batch_size"],
@@ -145,7 +144,6 @@ def _groups(results):
 
 
 def markdown(study: CollapseStudy, results: list[dict[str, Any]]) -> str:
-    names = {"learned-scalar": "LS-VAE", "learned-vector": "LV-VAE"}
     lines = ["| curve | variant | setting | collapsed at the end | escape step (median of "
              "escaped runs) | collapsed share of training | held-out ELBO | final sigma |",
              "|---|---|---|---:|---:|---:|---:|---:|"]
@@ -156,7 +154,8 @@ def markdown(study: CollapseStudy, results: list[dict[str, Any]]) -> str:
         esc = f"{int(np.median(escapes))}" if escapes else "-"
         elbo = np.array([r["elbo"] for r in rs])
         sig = np.array([r["final_sigma"] for r in rs])
-        lines.append(f"| {curve} | {names[variant]} | {setting} | {ends}/{len(rs)} | {esc} | "
+        label = observations.describe(variant).label
+        lines.append(f"| {curve} | {label} | {setting} | {ends}/{len(rs)} | {esc} | "
                      f"{np.mean([r['collapsed_fraction'] for r in rs]):.2f} | "
                      f"{elbo.mean():.3f} ± {elbo.std(ddof=1) if len(rs) > 1 else 0:.3f} | "
                      f"{sig.mean():.3f} |")

@@ -31,11 +31,10 @@ import numpy as np
 import pyro
 import torch
 
-from ... import evaluate
+from ... import evaluate, observations
 from ...annealing import parse_schedule
 from ...datasets import MANIFOLD_REGIONS, distance_to_curve, manifold2d
 from ...io import atomic_write_text, save_figure, write_csv
-from ...observations import FixedScale, LearnedScalarScale, LearnedVectorScale, ScheduledScale
 from ...training import fit, fused_adam
 from ...vae import mlp_vae
 from ..jobs import run_jobs
@@ -45,6 +44,8 @@ from . import Study
 __all__ = ["ManifoldStudy", "run_job", "run_study", "claims", "write_outputs",
            "energy_distance", "REPLAY_SEED_OFFSET", "EQUIVALENCE_MARGIN"]
 
+#: the start of a learned sigma (the paper's)
+LEARNED_START = 1.0
 #: F*-VAE and replay runs of seed s start from seed s + REPLAY_SEED_OFFSET
 REPLAY_SEED_OFFSET = 10_000
 #: claim (c) holds when the paired replay - LS difference, plus two standard errors, stays
@@ -118,15 +119,13 @@ def energy_distance(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(2 * ab - aa - bb)
 
 
-def _observation(job: dict[str, Any]):
-    if job["obs"] == "fixed":
-        return FixedScale(job["sigma"])
-    floor = {"min_scale": job["min_scale"]} if "min_scale" in job else {}
-    if job["obs"] == "learned-scalar":
-        return LearnedScalarScale(**floor)
-    if job["obs"] == "learned-vector":
-        return LearnedVectorScale(**floor)
-    return ScheduledScale(job["schedule"])
+def _observation(job: dict[str, Any]) -> observations.Observation:
+    """The job's observation model: a fixed sigma (``sigma``), a replayed one (``schedule``) or
+    a learned one, from 1 (the paper's start) above the floor ``min_scale`` (default 1e-3)."""
+    offered = {"scale": job.get("sigma"), "schedule": job.get("schedule"),
+               "init_scale": LEARNED_START, "min_scale": job.get("min_scale", 1e-3)}
+    takes = observations.settings_of(job["obs"])
+    return observations.build(job["obs"], **{k: v for k, v in offered.items() if k in takes})
 
 
 def _held_out_probe(every: int, points: int = 2000):
@@ -208,7 +207,8 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     every = max(1, len(history) // 1000)
     result["trace"] = {c: history[c][::every] for c in
                        ("step", "loss", "reconstruction", "kl", "beta", "sigma")}
-    if job["obs"] == "learned-scalar":
+    variant = observations.describe(job["obs"])
+    if variant.learned and variant.shared:  # LS-VAE: the trajectory a replay follows
         result["sigma_trajectory"] = history["sigma"].tolist()
     return result
 

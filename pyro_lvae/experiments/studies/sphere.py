@@ -21,11 +21,10 @@ import numpy as np
 import pyro
 import torch
 
-from ... import evaluate, theory
+from ... import evaluate, observations, theory
 from ...annealing import parse_schedule
 from ...datasets import sphere
 from ...io import atomic_write_text, save_figure, write_csv
-from ...observations import FixedScale, LearnedScalarScale
 from ...training import fit, fused_adam
 from ...vae import mlp_vae
 from ..jobs import run_jobs
@@ -91,10 +90,11 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     d, radius = job["dim"], job["radius"]
     pyro.set_rng_seed(1000 + job["seed"])
     pyro.clear_param_store()
-    if job["obs"] == "fixed":
-        observation = FixedScale(job["sigma"])
-    else:
-        observation = LearnedScalarScale(init_scale=job["sigma"])
+    # ``sigma``: the fixed sigma, or the start of a learned one
+    offered = {"scale": job["sigma"], "init_scale": job["sigma"], "min_scale": 1e-3}
+    takes = observations.settings_of(job["obs"])
+    observation = observations.build(job["obs"],
+                                     **{k: v for k, v in offered.items() if k in takes})
     vae = mlp_vae(d, d, observation, hidden=job["hidden"], blocks=job["blocks"])
     history = fit(vae, partial(sphere, dim=d, radius=radius), steps=job["steps"],
                   batch_size=job["batch_size"], optimizer=fused_adam(job["lr"]),
@@ -130,19 +130,24 @@ def run_study(study: SphereStudy, workers: int = 1, report=None,
     return run_jobs(run_job, study.jobs(), workers=workers, report=report, cache=cache)
 
 
+def _learned(r: dict[str, Any]) -> bool:
+    return observations.describe(r["obs"]).learned
+
+
 def _variant(r: dict[str, Any]) -> str:
-    if r["obs"] == "fixed":
-        return "fixed"
-    return "LS-VAE" if r["beta"] == "1" else f"LS-VAE, beta {r['beta']}"
+    if not _learned(r):
+        return r["obs"]
+    label = observations.describe(r["obs"]).label
+    return label if r["beta"] == "1" else f"{label}, beta {r['beta']}"
 
 
 def _aggregate(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Mean and spread over seeds per (d, variant, ratio)."""
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for r in results:
-        key = (r["dim"], _variant(r), round(r["ratio"], 6) if r["obs"] == "fixed" else None)
+        key = (r["dim"], _variant(r), None if _learned(r) else round(r["ratio"], 6))
         groups.setdefault(key, []).append(r)
-    rows = []
+    rows, learned = [], []
     for (d, variant, _), rs in groups.items():
         row = {"d": d, "variant": variant, "seeds": len(rs)}
         for name in ("ratio", "sigma", "r_star", "prior_radius", "reconstruction_radius", "elbo",
@@ -151,8 +156,9 @@ def _aggregate(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             row[name] = float(values.mean())
             row[name + "_sd"] = float(values.std(ddof=1)) if len(values) > 1 else float("nan")
         rows.append(row)
-    rows.sort(key=lambda r: (r["d"], r["variant"] != "fixed", r["ratio"]))
-    return rows
+        learned.append(_learned(rs[0]))
+    order = sorted(range(len(rows)), key=lambda i: (rows[i]["d"], learned[i], rows[i]["ratio"]))
+    return [rows[i] for i in order]
 
 
 def _fmt(mean: float, sd: float, digits: int = 3) -> str:
