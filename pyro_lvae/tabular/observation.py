@@ -224,11 +224,16 @@ class MixedObservation(Observation):
         for name, flat in self._flat_names().items():
             if prefix + flat in state_dict:
                 state_dict[prefix + "continuous." + name] = state_dict.pop(prefix + flat)
+        extra = prefix + "continuous._extra_state"
+        if type(self.continuous).get_extra_state is not torch.nn.Module.get_extra_state:
+            # the start of a learned sigma is the table model's own setting (``sigma``)
+            state_dict.setdefault(extra, self.continuous.get_extra_state())
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _flat_names(self) -> dict[str, str]:
         """The continuous model's state names -> the table model's."""
-        return {name: self._keys.get(name, name) for name in self.continuous.state_dict()}
+        return {name: self._keys.get(name, name) for name in self.continuous.state_dict()
+                if not name.endswith("_extra_state")}
 
     def output_shape(self, data_shape: tuple[int, ...]) -> tuple[int, ...]:
         lay = self.layout
@@ -284,3 +289,4 @@ def _flatten_state(module: MixedObservation, state: dict[str, Any], prefix: str,
         key = prefix + "continuous." + name
         if key in state:
             state[prefix + flat] = state.pop(key)
+    state.pop(prefix + "continuous._extra_state", None)  # the start is the model's ``sigma``
