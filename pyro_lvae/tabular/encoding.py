@@ -181,6 +181,7 @@ class TableTransformer:
     # ---- encoding ---------------------------------------------------------------------------
     @property
     def names(self) -> list[str]:
+        """The column names, in the table's order."""
         return [c.name for c in self.columns]
 
     def transform(self, table: Any, missing: str = "error") -> torch.Tensor:
@@ -256,11 +257,13 @@ class TableTransformer:
 
     # ---- files ------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
+        """A JSON-serialisable description of the fitted encoding (:meth:`from_state`)."""
         return {"format": "pyro-lvae-table", "version": 1, "continuous": self.continuous,
                 "columns": [asdict(c) for c in self.columns]}
 
     @classmethod
     def from_state(cls, state: dict[str, Any], source: str = "state") -> TableTransformer:
+        """Rebuild from :meth:`state`; ``source`` names it in error messages."""
         if not isinstance(state, dict) or state.get("format") != "pyro-lvae-table":
             raise CheckpointError(f"{source} is not a pyro-lvae table transform")
         try:
@@ -269,10 +272,12 @@ class TableTransformer:
             raise CheckpointError(f"{source} is incomplete or corrupt ({e})") from None
 
     def save(self, path: str | Path) -> None:
+        """Write the encoding as JSON (atomically)."""
         atomic_write_text(json.dumps(self.state(), indent=1) + "\n", path)
 
     @classmethod
     def load(cls, path: str | Path) -> TableTransformer:
+        """Read an encoding written by :meth:`save`."""
         try:
             state = json.loads(Path(path).read_text())
         except FileNotFoundError:

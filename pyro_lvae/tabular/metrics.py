@@ -170,6 +170,8 @@ def utility(real_train, real_test, synth, transformer: TableTransformer, target:
 
 def all_metrics(real_train, real_test, synth, transformer: TableTransformer,
                 target: str | None = None, seed: int = 0) -> dict[str, Any]:
+    """Every metric of this module for synthetic rows ``synth`` against the held-out rows
+    (``utility`` only when a ``target`` column is named)."""
     shapes = shape_similarity(real_test, synth, transformer)
     out: dict[str, Any] = {
         "shape_similarity": float(np.mean(list(shapes.values()))),

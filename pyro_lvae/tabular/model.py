@@ -77,9 +77,11 @@ class TabularModel:
         return self.transformer.inverse_transform(rows)
 
     def encode(self, table: Any) -> torch.Tensor:
+        """The table's rows as the model sees them (:meth:`TableTransformer.transform`)."""
         return self.transformer.transform(table)
 
     def save(self, folder: str | Path) -> None:
+        """Write the model and the encoding into ``folder`` (created if needed)."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         self.vae.save(folder / self.MODEL_FILE)
@@ -87,6 +89,7 @@ class TabularModel:
 
     @classmethod
     def load(cls, folder: str | Path, map_location: Any = None) -> TabularModel:
+        """Read a model written by :meth:`save`; ``map_location`` as in :func:`torch.load`."""
         from ..vae import VAE
 
         folder = Path(folder)
