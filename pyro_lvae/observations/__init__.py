@@ -147,7 +147,8 @@ def build(kind: str, **settings: Any) -> Observation:
 
 @dataclass(frozen=True)
 class Variant:
-    """How studies, figures and the command line present a registered observation model.
+    """How studies, figures and the command line present a registered observation model (read
+    from the class attributes of the same names).
 
     :param str kind: the registered kind
     :param str label: the name of the VAE built with it (the paper's F-VAE, LS-VAE, LV-VAE)
@@ -166,19 +167,6 @@ class Variant:
     binary: bool = False
 
 
-#: display properties by kind; ``mixed``'s sigma depends on its sigma mode, so none is set here
-_VARIANTS = {v.kind: v for v in (
-    Variant("fixed", "F-VAE", constant=True, shared=True),
-    Variant("learned-scalar", "LS-VAE", learned=True, shared=True),
-    Variant("learned-channel", "learned sigma per channel", learned=True),
-    Variant("learned-vector", "LV-VAE", learned=True),
-    Variant("scheduled", "scheduled sigma", shared=True),
-    Variant("bernoulli", "Bernoulli", binary=True),
-    Variant("continuous-bernoulli", "continuous Bernoulli"),
-    Variant("mixed", "mixed columns"),
-)}
-
-
 def describe(kind: str) -> Variant:
     """The display properties of the observation model registered as ``kind``.
 
@@ -190,10 +178,8 @@ def describe(kind: str) -> Variant:
         ('LV-VAE', True, False)
     """
     cls = _registered(kind)
-    if kind not in _VARIANTS:
-        raise ConfigError(f"the observation model {kind!r} ({cls.__name__}) has no display "
-                          f"properties; add a Variant for it in pyro_lvae.observations")
-    return _VARIANTS[kind]
+    return Variant(kind, cls.label or cls.__name__, learned=cls.learned, constant=cls.constant,
+                   shared=cls.shared, binary=cls.binary)
 
 
 def observation_from_config(config: dict[str, Any]) -> Observation:

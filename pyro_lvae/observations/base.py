@@ -64,6 +64,16 @@ class Observation(PyroModule):
     outputs_per_channel: int = 1
     #: short name used by the command line and in saved configurations
     kind: str = ""
+    #: how studies, figures and the command line name the VAE built with it
+    label: str = ""
+    #: sigma is trained with the networks
+    learned: bool = False
+    #: sigma is one constant that the user sets (F-VAE)
+    constant: bool = False
+    #: one sigma for every data dimension at each step (a trajectory that can be replayed)
+    shared: bool = False
+    #: the model needs binary data (0 or 1)
+    binary: bool = False
 
     def __init__(self) -> None:
         if am_i_wrapped():

@@ -23,6 +23,7 @@ class BernoulliObservation(Observation):
     """
 
     kind = "bernoulli"
+    label, binary = "Bernoulli", True
 
     def forward(self, output: torch.Tensor, event_dim: int) -> dist.TorchDistribution:
         return dist.Bernoulli(logits=output).to_event(event_dim)
@@ -44,6 +45,7 @@ class ContinuousBernoulliObservation(Observation):
     a normalised density on [0, 1], for grey levels scaled to [0, 1]."""
 
     kind = "continuous-bernoulli"
+    label = "continuous Bernoulli"
 
     def forward(self, output: torch.Tensor, event_dim: int) -> dist.TorchDistribution:
         return dist.ContinuousBernoulli(logits=output).to_event(event_dim)

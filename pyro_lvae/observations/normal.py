@@ -79,6 +79,7 @@ class FixedScale(Observation):
     """
 
     kind = "fixed"
+    label, constant, shared = "F-VAE", True, True
 
     def __init__(self, scale: float) -> None:
         super().__init__()
@@ -207,6 +208,7 @@ class LearnedScalarScale(_LearnedParameter, Observation):
     """
 
     kind = "learned-scalar"
+    label, learned, shared = "LS-VAE", True, True
 
     def __init__(self, *, init_scale: float | None = None, min_scale: float = 1e-3) -> None:
         super().__init__()
@@ -233,6 +235,7 @@ class LearnedChannelScale(_LearnedParameter, Observation):
     """
 
     kind = "learned-channel"
+    label, learned = "learned sigma per channel", True
 
     def __init__(self, channels: int, *, init_scale: float | None = None,
                  min_scale: float = 1e-3) -> None:
@@ -275,6 +278,7 @@ class LearnedVectorScale(_LearnedStart, Observation):
     """
 
     kind = "learned-vector"
+    label, learned = "LV-VAE", True
     outputs_per_channel = 2
 
     def __init__(self, *, init_scale: float | None = None, min_scale: float = 1e-3) -> None:
@@ -332,6 +336,7 @@ class ScheduledScale(Observation):
     """
 
     kind = "scheduled"
+    label, shared = "scheduled sigma", True
 
     def __init__(self, schedule: Sequence[float] | torch.Tensor) -> None:
         super().__init__()

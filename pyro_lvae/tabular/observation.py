@@ -177,6 +177,7 @@ class MixedObservation(Observation):
     """
 
     kind = "mixed"
+    label = "mixed columns"  # its sigma depends on the sigma mode
 
     def __init__(self, schema: list[list[Any]], sigma_mode: str = "learned-column",
                  sigma: float | None = None, min_scale: float = 1e-3,
