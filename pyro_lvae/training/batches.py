@@ -104,8 +104,12 @@ class LoaderBatches:
         pass
 
 
-def make_batches(data, vae: VAE, batch_size: int, generator, device, transform=None,
-                  shuffle_generator=None, rank: int = 0, world: int = 1):
+def make_batches(data: Any, vae: VAE, batch_size: int, generator: torch.Generator,
+                 device: torch.device, transform: Callable | None = None,
+                 shuffle_generator: torch.Generator | None = None, rank: int = 0,
+                 world: int = 1) -> TensorBatches | SamplerBatches | LoaderBatches:
+    """The batches of ``data`` (a tensor or numpy array, a sampler, or an iterable), checked
+    (tensors whole, unless a ``transform`` will make them floats) and on ``device``."""
     dtype = vae.model.prior_loc.dtype
     if isinstance(data, np.ndarray):
         if not np.issubdtype(data.dtype, np.floating):
