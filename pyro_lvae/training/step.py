@@ -212,18 +212,29 @@ def _gradient_difference(names: list[str], grads: tuple, reference: tuple) -> st
     return None
 
 
+def _rng_state(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The state of the generators that draw the model's noise on ``x``'s device."""
+    return torch.get_rng_state(), torch.cuda.get_rng_state(x.device) if x.is_cuda else None
+
+
+def _set_rng_state(x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor | None]) -> None:
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state(state[1], x.device)
+
+
 def _compare(vae: VAE, x: torch.Tensor) -> str | None:
     """Trace_ELBO and the direct loss on the same draws: why they differ, or ``None``."""
     named = [(n, p) for n, p in vae.named_parameters() if p.requires_grad]
     names, params = [n for n, _ in named], [p for _, p in named]
     model, guide = TraceRecorder(vae.model), TraceRecorder(vae.guide)
-    rng = torch.get_rng_state()
+    rng = _rng_state(x)
     reference = Trace_ELBO().differentiable_loss(model, guide, x)
     reason = direct_mismatch(vae, x, model.take(1)[0], guide.take(1)[0])
     if reason is not None:
         return reason
     reference_grads = torch.autograd.grad(reference, params, allow_unused=True)
-    torch.set_rng_state(rng)
+    _set_rng_state(x, rng)
     direct = direct_elbo_terms(vae, x).loss
     grads = torch.autograd.grad(direct, params, allow_unused=True)
     ref, got = float(reference.detach()), float(direct.detach())
@@ -242,15 +253,12 @@ def verify_direct(vae: VAE, x: torch.Tensor) -> str | None:
     signature = _signature(vae, x)
     if not outside and _VERIFIED.get(vae) == signature:
         return None
-    rng = torch.get_rng_state()
-    cuda_rng = torch.cuda.get_rng_state(x.device) if x.is_cuda else None
+    rng = _rng_state(x)
     buffers = {k: b.detach().clone() for k, b in vae.named_buffers()}
     try:
         reason = _compare(vae, x)
     finally:
-        torch.set_rng_state(rng)
-        if cuda_rng is not None:
-            torch.cuda.set_rng_state(cuda_rng, x.device)
+        _set_rng_state(x, rng)
         with torch.no_grad():
             for name, b in vae.named_buffers():
                 b.copy_(buffers[name])
