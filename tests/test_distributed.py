@@ -1,6 +1,8 @@
 """Data-parallel training with 2 CPU processes (gloo): synchronised, and equal to one process
-trained on the same global batches."""
+trained on the same global batches; every observation model, its data-scaled start included,
+stays identical on every rank."""
 
+import math
 import os
 import socket
 import subprocess
@@ -14,8 +16,8 @@ import torch.multiprocessing as mp
 
 import pyro_lvae as lv
 from pyro_lvae.objective import direct_elbo_terms
+from pyro_lvae.training.batches import data_seed as _data_seed
 from pyro_lvae.training.distributed import rank_seed
-from pyro_lvae.training.fit import _data_seed
 
 WORLD, BATCH, STEPS, SEED = 2, 8, 12, 3
 
@@ -26,7 +28,7 @@ def _data():
 
 def _vae():
     pyro.set_rng_seed(0)
-    return lv.mlp_vae(2, 2, lv.LearnedVectorScale(), hidden=8, blocks=1)
+    return lv.mlp_vae(2, 2, lv.LearnedVectorScale(init_scale=1.0), hidden=8, blocks=1)
 
 
 def _free_port():
@@ -94,6 +96,70 @@ def test_two_processes_stay_identical_and_match_one_process(tmp_path):
     assert torch.allclose(ranks[0]["loss"], losses, rtol=1e-5)
     # rank 0 wrote the checkpoint once, and it loads on a single process
     assert lv.load(tmp_path / "run" / "checkpoint.pt") is not None
+
+
+class _RankStart(lv.LearnedScalarScale):
+    """A learned sigma started from the first batch it sees, with a start kept outside the
+    parameters (as a data-scaled start is): DDP's broadcast of the weights does not sync it."""
+
+    def __init__(self):
+        super().__init__()
+        self.start = None
+
+    def initialize(self, x):
+        if self.start is None:
+            self.start = float(x.std())
+            with torch.no_grad():
+                self.scale_unconstrained.fill_(math.log(0.5 * self.start - self.min_scale))
+
+
+def _mixed_data():
+    g = torch.Generator().manual_seed(5)
+    n = 64
+    return torch.stack([torch.randn(n, generator=g), (torch.rand(n, generator=g) > 0.5).float(),
+                        torch.randint(0, 3, (n,), generator=g).float()], -1)
+
+
+def _observation_cases():
+    mixed = [["continuous"], ["binary"], ["categorical", 3]]
+    return {
+        "learned-scalar": (lambda: lv.LearnedScalarScale(init_scale=1.0), 2, _data()),
+        "mixed": (lambda: lv.MixedObservation(mixed, "learned-column"), 3, _mixed_data()),
+        "data-start": (_RankStart, 2, _data()),
+    }
+
+
+def _observation_worker(rank, port, folder):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+    try:
+        out = {}
+        for name, (make, dim, data) in _observation_cases().items():
+            pyro.set_rng_seed(rank)  # different initial weights: DDP makes them rank 0's
+            vae = lv.mlp_vae(dim, 2, make(), hidden=8, blocks=1)
+            h = lv.fit(vae, data, steps=6, batch_size=BATCH, lr=1e-2, seed=SEED, check_every=3)
+            out[name] = {"state": vae.state_dict(), "objective": h.objective,
+                         "start": getattr(vae.observation, "start", None)}
+        torch.save(out, folder / f"obs{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_every_observation_model_stays_identical_on_two_processes(tmp_path):
+    mp.start_processes(_observation_worker, args=(_free_port(), tmp_path), nprocs=WORLD,
+                       start_method="spawn")
+    ranks = [torch.load(tmp_path / f"obs{r}.pt", weights_only=False) for r in range(WORLD)]
+    for name in _observation_cases():
+        for key, value in ranks[0][name]["state"].items():
+            assert torch.equal(value, ranks[1][name]["state"][key]), (name, key)
+        assert ranks[0][name]["objective"] == ranks[1][name]["objective"]
+    assert ranks[0]["learned-scalar"]["objective"] == "direct (verified)"
+    # the data start: rank 0's first batch on both ranks
+    perm = torch.randperm(64, generator=torch.Generator().manual_seed(_data_seed(SEED)))
+    first = _data()[perm[:BATCH]]
+    for r in range(WORLD):
+        assert ranks[r]["data-start"]["start"] == pytest.approx(float(first.std()), rel=1e-6)
 
 
 def test_command_line_trains_on_two_processes_and_resumes_on_one(tmp_path):

@@ -1,5 +1,7 @@
 """fit(): history, learning behaviour, checkpoints, exact resume, divergence, bad input."""
 
+import math
+
 import numpy as np
 import pyro
 import pytest
@@ -180,3 +182,42 @@ def test_fit_on_cuda(tmp_path):
     h = lv.fit(vae, lv.datasets.manifold2d, steps=20, device="cuda", seed=0, out=tmp_path)
     assert vae.device.type == "cuda" and np.isfinite(h["loss"]).all()
     assert lv.load(tmp_path / CHECKPOINT_NAME, map_location="cpu").device.type == "cpu"
+
+
+class _DataStarted(lv.LearnedScalarScale):
+    """A learned sigma with a start taken from the data (``initialize``, acting once)."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = None
+
+    def initialize(self, x):
+        if self.seen is None:
+            self.seen = x.clone()
+            with torch.no_grad():
+                self.scale_unconstrained.fill_(math.log(0.5 * float(x.std()) - self.min_scale))
+
+
+def test_fit_gives_the_observation_its_data_start_from_the_first_batch_it_trains_on():
+    obs = _DataStarted()
+    h = lv.fit(tiny(obs), data(), steps=3, batch_size=50, seed=0, lr=1e-9,
+               transform=lambda x, generator: 10 * x)
+    assert obs.seen is not None and obs.seen.shape == (50, 2)
+    assert float(obs.seen.abs().max()) > 5  # as the model sees it: transformed
+    assert h["sigma"][0] == pytest.approx(0.5 * float(obs.seen.std()), rel=1e-4)
+    assert h.objective == "direct (verified)"
+
+
+def test_a_collapsed_model_ends_with_a_warning_naming_the_remedies(caplog):
+    vae = tiny(lv.FixedScale(1.0))
+    out = vae.guide.encoder.net.out
+    with torch.no_grad():  # q(z|x) = N(0, 1) = p(z) for every x
+        out.weight.zero_()
+        out.bias.zero_()
+        out.bias[2:] = math.log(math.expm1(1 - vae.guide.encoder.min_scale))
+    lv.fit(vae, data(), steps=2, batch_size=50, seed=0, lr=1e-9)
+    assert "collapsed" in caplog.text and "initial_scale" in caplog.text
+    assert "LinearWarmup" in caplog.text
+    caplog.clear()
+    lv.fit(tiny(), data(), steps=2, batch_size=50, seed=0)
+    assert "collapsed" not in caplog.text

@@ -1,8 +1,13 @@
 """Training a VAE: :func:`fit` (stochastic variational inference with checkpoints, exact resume
-and a divergence guard), its :class:`History`, data-parallel helpers (:mod:`.distributed`) and
-the TensorBoard callback (:mod:`.tensorboard`, needs the ``tensorboard`` extra)."""
+and a divergence guard), as a short loop over small parts: the step and its verified direct
+objective (:mod:`.step`), the batches (:mod:`.batches`), checkpoints (:mod:`.checkpoint`), the
+divergence guard (:mod:`.guard`) and the :class:`History` (:mod:`.history`); data-parallel
+helpers (:mod:`.distributed`) and the TensorBoard callback (:mod:`.tensorboard`, needs the
+``tensorboard`` extra)."""
 
-from .fit import CHECKPOINT_NAME, History, fit, fused_adam, load_checkpoint_info, resolve_device
+from .checkpoint import CHECKPOINT_NAME, load_checkpoint_info
+from .fit import fit, fused_adam, resolve_device
+from .history import History
 
 __all__ = ["fit", "History", "fused_adam", "resolve_device", "load_checkpoint_info",
            "CHECKPOINT_NAME"]

@@ -1,0 +1,146 @@
+"""The per-step record of a training run: :class:`History`."""
+
+from __future__ import annotations
+
+import csv
+import os
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import CheckpointError
+from ..io import write_csv
+
+__all__ = ["History", "PendingRows"]
+
+
+class History:
+    """Per-step training record. Losses are per data point, in nats.
+
+    Columns: ``step``, ``loss`` (= ``reconstruction + beta * kl``), ``reconstruction``
+    (``-log p(x|z)``), ``kl`` (``log q(z|x) - log p(z)``, the one-draw estimate), ``beta``, and
+    the observation scale's ``sigma`` (mean over batch and dimensions), ``sigma_min`` and
+    ``sigma_max`` (NaN for observation models without a scale). ``reconstruction`` and ``kl``
+    are NaN where the ELBO's loss is not ``reconstruction + beta * kl`` (``RenyiELBO``,
+    enumerated sites) or cannot be read from its traces (the JIT ELBOs).
+    """
+
+    COLUMNS = ("step", "loss", "reconstruction", "kl", "beta", "sigma", "sigma_min", "sigma_max")
+
+    def __init__(self) -> None:
+        #: the loss that trained the run: ``"direct (verified)"`` or ``"pyro <ELBO class>"``
+        #: (set by :func:`~pyro_lvae.fit`; not saved with the history)
+        self.objective: str | None = None
+        # one growable buffer per column (capacity doubles): 64 bytes a step, a few objects
+        self._buffers = {c: np.zeros(0, dtype=np.int64 if c == "step" else np.float64)
+                         for c in self.COLUMNS}
+        self._length = 0
+
+    def extend(self, columns: dict[str, Any]) -> None:
+        """Append rows given as one array (or list) per column."""
+        values = {c: np.asarray(columns[c]).reshape(-1) for c in columns}
+        lengths = {len(v) for v in values.values()}
+        if len(lengths) != 1 or set(values) != set(self.COLUMNS):
+            raise ValueError("History.extend needs every column, all of the same length")
+        n = lengths.pop()
+        end = self._length + n
+        if end > len(self._buffers["step"]):
+            capacity = max(end, 2 * len(self._buffers["step"]), 1024)
+            for c, buf in self._buffers.items():
+                grown = np.zeros(capacity, dtype=buf.dtype)
+                grown[: self._length] = buf[: self._length]
+                self._buffers[c] = grown
+        for c in self.COLUMNS:
+            self._buffers[c][self._length: end] = values[c]
+        self._length = end
+
+    def __getitem__(self, column: str) -> np.ndarray:
+        if column not in self._buffers:
+            raise KeyError(f"no column {column!r}; columns are {', '.join(self.COLUMNS)}")
+        return self._buffers[column][: self._length].copy()
+
+    def __len__(self) -> int:
+        return self._length
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The columns as tensors (for checkpoints)."""
+        return {c: torch.from_numpy(self[c]) for c in self.COLUMNS}
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any]) -> History:
+        """The history saved by :meth:`state_dict`."""
+        h = cls()
+        h.extend({c: np.asarray(state[c]) for c in cls.COLUMNS})
+        return h
+
+    def to_csv(self, path: str | os.PathLike) -> None:
+        """Write the history as CSV (atomically)."""
+        columns = {c: self[c].tolist() for c in self.COLUMNS}
+        write_csv([dict(zip(self.COLUMNS, row, strict=True))
+                   for row in zip(*columns.values(), strict=True)], path)
+
+    @classmethod
+    def from_csv(cls, path: str | os.PathLike) -> History:
+        """Read a history written by :meth:`to_csv`."""
+        try:
+            with open(path, newline="") as f:
+                rows = list(csv.DictReader(f))
+        except OSError as e:
+            raise CheckpointError(f"cannot read history {path}: {e.strerror or e}") from None
+        if not rows or not set(cls.COLUMNS) <= set(rows[0]):
+            raise CheckpointError(
+                f"{path} is not a pyro-lvae history (expected columns {', '.join(cls.COLUMNS)})"
+            )
+        h = cls()
+        try:
+            h.extend({c: [float(r[c]) for r in rows] for c in cls.COLUMNS})
+        except (TypeError, ValueError):
+            raise CheckpointError(f"{path} has a missing or non-numeric value in a pyro-lvae "
+                                  f"history column") from None
+        return h
+
+    def __repr__(self) -> str:
+        if not len(self):
+            return "History(empty)"
+        return (f"History(steps={len(self)}, loss={self['loss'][-1]:.4g}, "
+                f"sigma={self['sigma'][-1]:.4g})")
+
+
+class PendingRows:
+    """The rows of the steps since the last check, kept on the device (no host synchronisation
+    per step) until :meth:`read` takes them all at once."""
+
+    DEVICE_COLUMNS = ("loss", "reconstruction", "kl", "sigma", "sigma_min", "sigma_max")
+
+    def __init__(self, device: torch.device, first: int) -> None:
+        self.nan = torch.tensor(float("nan"), device=device)
+        self.restart(first)
+
+    def restart(self, first: int) -> None:
+        """Forget the pending rows; the next one is step ``first``."""
+        self.first = first
+        self.values: dict[str, list[torch.Tensor]] = {c: [] for c in self.DEVICE_COLUMNS}
+        self.betas: list[float] = []
+
+    def add(self, loss: torch.Tensor, reconstruction: torch.Tensor, kl: torch.Tensor,
+            n: int, beta: float, sigma: tuple[torch.Tensor, ...] | None) -> None:
+        """One step's sums over a batch of ``n`` points (recorded per point) and sigma's
+        ``(mean, min, max)`` (``None``: NaN)."""
+        values = (loss / n, reconstruction / n, kl / n) + (sigma or (self.nan,) * 3)
+        for column, value in zip(self.DEVICE_COLUMNS, values, strict=True):
+            self.values[column].append(value)
+        self.betas.append(float(beta))
+
+    def read(self, reduce: Any = None) -> dict[str, torch.Tensor]:
+        """The pending rows on the host (float64), reduced across ranks by ``reduce``."""
+        rows = {k: torch.stack(v) for k, v in self.values.items()}
+        if reduce is not None:
+            rows = reduce(rows)
+        return {k: v.to("cpu", torch.float64) for k, v in rows.items()}
+
+    def complete(self, rows: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+        """``rows`` with the ``beta`` and ``step`` columns, as numpy arrays."""
+        rows = dict(rows, beta=torch.tensor(self.betas, dtype=torch.float64),
+                    step=torch.arange(self.first, self.first + len(self.betas)))
+        return {k: v.numpy() for k, v in rows.items()}
