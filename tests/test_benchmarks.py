@@ -45,7 +45,7 @@ def test_reference_loss_is_the_same_objective():
     from pyro_lvae.experiments.bench import _Reference
     from pyro_lvae.objective import direct_elbo_terms
 
-    for obs in (lv.LearnedScalarScale(), lv.LearnedVectorScale()):
+    for obs in (lv.LearnedScalarScale(init_scale=1.0), lv.LearnedVectorScale(init_scale=1.0)):
         vae = lv.mlp_vae(2, 2, obs, hidden=8, blocks=1)
         ref = _Reference(vae)
         x = lv.datasets.manifold2d(16)

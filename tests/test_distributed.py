@@ -2,7 +2,6 @@
 trained on the same global batches; every observation model, its data-scaled start included,
 stays identical on every rank."""
 
-import math
 import os
 import socket
 import subprocess
@@ -98,21 +97,6 @@ def test_two_processes_stay_identical_and_match_one_process(tmp_path):
     assert lv.load(tmp_path / "run" / "checkpoint.pt") is not None
 
 
-class _RankStart(lv.LearnedScalarScale):
-    """A learned sigma started from the first batch it sees, with a start kept outside the
-    parameters (as a data-scaled start is): DDP's broadcast of the weights does not sync it."""
-
-    def __init__(self):
-        super().__init__()
-        self.start = None
-
-    def initialize(self, x):
-        if self.start is None:
-            self.start = float(x.std())
-            with torch.no_grad():
-                self.scale_unconstrained.fill_(math.log(0.5 * self.start - self.min_scale))
-
-
 def _mixed_data():
     g = torch.Generator().manual_seed(5)
     n = 64
@@ -125,7 +109,7 @@ def _observation_cases():
     return {
         "learned-scalar": (lambda: lv.LearnedScalarScale(init_scale=1.0), 2, _data()),
         "mixed": (lambda: lv.MixedObservation(mixed, "learned-column"), 3, _mixed_data()),
-        "data-start": (_RankStart, 2, _data()),
+        "data-start": (lv.LearnedVectorScale, 2, _data()),  # the start: not a weight
     }
 
 
@@ -140,7 +124,7 @@ def _observation_worker(rank, port, folder):
             vae = lv.mlp_vae(dim, 2, make(), hidden=8, blocks=1)
             h = lv.fit(vae, data, steps=6, batch_size=BATCH, lr=1e-2, seed=SEED, check_every=3)
             out[name] = {"state": vae.state_dict(), "objective": h.objective,
-                         "start": getattr(vae.observation, "start", None)}
+                         "start": getattr(vae.observation, "init_scale", None)}
         torch.save(out, folder / f"obs{rank}.pt")
     finally:
         dist.destroy_process_group()
@@ -159,7 +143,7 @@ def test_every_observation_model_stays_identical_on_two_processes(tmp_path):
     perm = torch.randperm(64, generator=torch.Generator().manual_seed(_data_seed(SEED)))
     first = _data()[perm[:BATCH]]
     for r in range(WORLD):
-        assert ranks[r]["data-start"]["start"] == pytest.approx(float(first.std()), rel=1e-6)
+        assert ranks[r]["data-start"]["start"] == pytest.approx(lv.initial_scale(first), rel=1e-6)
 
 
 def test_command_line_trains_on_two_processes_and_resumes_on_one(tmp_path):

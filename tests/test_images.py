@@ -20,8 +20,9 @@ def out(k):
     return torch.randn(5, k * SHAPE[0], *SHAPE[1:], generator=torch.Generator().manual_seed(3))
 
 
-@pytest.mark.parametrize("obs", [lv.FixedScale(0.3), lv.LearnedScalarScale(),
-                                 lv.LearnedChannelScale(2), lv.LearnedVectorScale(),
+@pytest.mark.parametrize("obs", [lv.FixedScale(0.3), lv.LearnedScalarScale(init_scale=1.0),
+                                 lv.LearnedChannelScale(2, init_scale=1.0),
+                                 lv.LearnedVectorScale(init_scale=1.0),
                                  lv.BernoulliObservation(), lv.ContinuousBernoulliObservation()],
                          ids=lambda o: o.kind)
 def test_image_observation_event_shape_follows_the_image(obs):
@@ -46,7 +47,7 @@ def test_image_log_densities_match_torch():
     assert torch.allclose(ch(o, 3).log_prob(x01),
                           td.Normal(o, scale).log_prob(x01).sum((1, 2, 3)), atol=1e-4)
     o2 = out(2)
-    lvp = lv.LearnedVectorScale(min_scale=0.01)(o2, 3)
+    lvp = lv.LearnedVectorScale(init_scale=1.0, min_scale=0.01)(o2, 3)
     loc, raw = o2[:, :2], o2[:, 2:]
     scale = 0.01 + torch.nn.functional.softplus(raw + math.log(math.expm1(0.99)))
     assert torch.allclose(lvp.log_prob(x01), td.Normal(loc, scale).log_prob(x01).sum((1, 2, 3)),

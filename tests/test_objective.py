@@ -21,9 +21,9 @@ from pyro_lvae.training.step import DIRECT, verify_direct
 
 OBSERVATIONS = {
     "fixed": lambda d: lv.FixedScale(0.4),
-    "learned-scalar": lambda d: lv.LearnedScalarScale(),
-    "learned-channel": lambda d: lv.LearnedChannelScale(d),
-    "learned-vector": lambda d: lv.LearnedVectorScale(),
+    "learned-scalar": lambda d: lv.LearnedScalarScale(init_scale=1.0),
+    "learned-channel": lambda d: lv.LearnedChannelScale(d, init_scale=1.0),
+    "learned-vector": lambda d: lv.LearnedVectorScale(init_scale=1.0),
     "scheduled": lambda d: lv.ScheduledScale([0.9, 0.5]),
     "bernoulli": lambda d: lv.BernoulliObservation(),
     "continuous-bernoulli": lambda d: lv.ContinuousBernoulliObservation(),
@@ -103,6 +103,7 @@ def test_verification_leaves_the_trajectory_of_a_plain_direct_run():
     pyro.set_rng_seed(1)
     vae = lv.mlp_vae(2, 2, lv.LearnedScalarScale(), hidden=8, blocks=1)
     hand = copy.deepcopy(vae)
+    hand.observation.initialize(X)  # fit takes the data start from its first batch, X
     h = lv.fit(vae, _fixed_batch, steps=3, batch_size=N, seed=4, check_every=3)
     opt = torch.optim.Adam(hand.parameters(), lr=1e-3)
     pyro.set_rng_seed(4)
@@ -290,13 +291,13 @@ def test_jit_elbo_follows_the_beta_schedule_exactly():
     skips as many)."""
     schedule, steps, n = lv.LinearWarmup(5, 0.0, 1.0), 8, 32
     pyro.set_rng_seed(0)
-    vae = lv.mlp_vae(2, 2, lv.LearnedScalarScale(), hidden=8, blocks=1)
+    vae = lv.mlp_vae(2, 2, lv.LearnedScalarScale(init_scale=1.0), hidden=8, blocks=1)
     start = copy.deepcopy(vae.state_dict())
     h = lv.fit(vae, lv.datasets.manifold2d, steps=steps, batch_size=n, seed=0, beta=schedule,
                elbo=JitTrace_ELBO(), lr=1e-2)
     matches = []
     for skipped in range(4):
-        hand = lv.mlp_vae(2, 2, lv.LearnedScalarScale(), hidden=8, blocks=1)
+        hand = lv.mlp_vae(2, 2, lv.LearnedScalarScale(init_scale=1.0), hidden=8, blocks=1)
         hand.load_state_dict(start)
         opt = torch.optim.Adam(hand.parameters(), lr=1e-2)
         data = torch.Generator().manual_seed(data_seed(0))

@@ -65,11 +65,11 @@ def test_training_loss_on_fresh_sphere_data_matches_held_out_loss():
 def test_ls_sigma_falls_well_below_one_and_lv_sigma_follows_the_noise():
     beta = lv.LinearWarmup(300, 0.5, 1.0)
     x, region = held_out(2000)
-    ls = tiny(lv.LearnedScalarScale(), hidden=32)
+    ls = tiny(lv.LearnedScalarScale(init_scale=1.0), hidden=32)  # the paper's start
     h = lv.fit(ls, lv.datasets.manifold2d, steps=1500, lr=3e-3, beta=beta, seed=0)
     assert h["sigma"][0] == pytest.approx(1.0, abs=0.01)
     assert h["sigma"][-1] < 0.3
-    lv_vae = tiny(lv.LearnedVectorScale(), hidden=32)
+    lv_vae = tiny(lv.LearnedVectorScale(init_scale=1.0), hidden=32)
     lv.fit(lv_vae, lv.datasets.manifold2d, steps=1500, lr=3e-3, beta=beta, seed=0)
     s = summarize(lv_vae, x, region, num_particles=1)
     assert s["sigma_large"] > s["sigma_moderate"]  # noise 0.20 versus 0.05
@@ -85,7 +85,7 @@ def test_svi_path_and_custom_elbo_path_train_sigma():
     for kwargs in ({"optimizer": pyro.optim.Adam({"lr": 0.02})},
                    {"elbo": TraceMeanField_ELBO(), "lr": 0.02}):
         pyro.clear_param_store()
-        vae = tiny()
+        vae = tiny(lv.LearnedScalarScale(init_scale=1.0))
         h = lv.fit(vae, data(), steps=30, batch_size=50, seed=0, **kwargs)
         assert h["sigma"][-1] < h["sigma"][0]
         assert np.all(np.isfinite(h["reconstruction"])) and np.all(np.isfinite(h["kl"]))
@@ -185,7 +185,7 @@ def test_fit_on_cuda(tmp_path):
 
 
 class _DataStarted(lv.LearnedScalarScale):
-    """A learned sigma with a start taken from the data (``initialize``, acting once)."""
+    """The default learned sigma, recording the first batch it is started from."""
 
     def __init__(self):
         super().__init__()
@@ -194,8 +194,7 @@ class _DataStarted(lv.LearnedScalarScale):
     def initialize(self, x):
         if self.seen is None:
             self.seen = x.clone()
-            with torch.no_grad():
-                self.scale_unconstrained.fill_(math.log(0.5 * float(x.std()) - self.min_scale))
+        super().initialize(x)
 
 
 def test_fit_gives_the_observation_its_data_start_from_the_first_batch_it_trains_on():
@@ -204,7 +203,7 @@ def test_fit_gives_the_observation_its_data_start_from_the_first_batch_it_trains
                transform=lambda x, generator: 10 * x)
     assert obs.seen is not None and obs.seen.shape == (50, 2)
     assert float(obs.seen.abs().max()) > 5  # as the model sees it: transformed
-    assert h["sigma"][0] == pytest.approx(0.5 * float(obs.seen.std()), rel=1e-4)
+    assert h["sigma"][0] == pytest.approx(lv.initial_scale(obs.seen), rel=1e-4)
     assert h.objective == "direct (verified)"
 
 

@@ -46,9 +46,7 @@ def initial_scale(data: torch.Tensor, fraction: float = 0.5) -> float:
         raise DataError(f"Expected at least two data points, shape (N, ...) with N >= 2, but got "
                         f"shape {tuple(data.shape)}")
     fraction = _positive("fraction", fraction)
-    x = data.detach().reshape(data.shape[0], -1)
-    if not x.is_floating_point():  # raw pixels, counts
-        x = x.to(torch.get_default_dtype())
+    x = data.detach().reshape(data.shape[0], -1).to(torch.float64)  # no overflow on large data
     if not torch.isfinite(x).all():
         raise DataError("the data hold NaN or infinite values; clean them before measuring "
                         "their spread")
@@ -150,7 +148,8 @@ class _LearnedStart:
             )
 
     def get_extra_state(self) -> torch.Tensor:
-        return torch.tensor(math.nan if self.init_scale is None else self.init_scale)
+        start = math.nan if self.init_scale is None else self.init_scale
+        return torch.tensor(start, dtype=torch.float64)  # the exact start, as measured
 
     def set_extra_state(self, state: Any) -> None:
         value = float(state)
@@ -158,8 +157,9 @@ class _LearnedStart:
             self._take_start(value)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        saved_start = prefix + "_extra_state" in state_dict
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-        if not self.started:  # a file written before starts were saved: its start was 1
+        if not saved_start and not self.started:  # written before starts were saved: 1
             self._take_start(_PAPER_START)
 
 
@@ -245,11 +245,11 @@ class LearnedChannelScale(_LearnedParameter, Observation):
         self._make_scale((channels,))
 
     def forward(self, output: torch.Tensor, event_dim: int) -> dist.TorchDistribution:
-        self._require_start()
         channels = output.shape[output.dim() - event_dim]
         if channels != self.channels:
             raise ConfigError(f"LearnedChannelScale has {self.channels} channel(s) but the data "
                               f"have {channels}")
+        self._require_start()
         scale = self.scale.to(output.dtype).reshape((channels,) + (1,) * (event_dim - 1))
         return _normal(output, scale, event_dim)
 

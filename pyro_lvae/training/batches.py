@@ -13,10 +13,26 @@ import torch
 from ..errors import ConfigError, DataError
 from ..vae import VAE
 
-__all__ = ["TensorBatches", "SamplerBatches", "LoaderBatches", "make_batches", "data_seed"]
+__all__ = ["Batches", "TensorBatches", "SamplerBatches", "LoaderBatches", "make_batches",
+           "data_seed"]
 
 
-class TensorBatches:
+class Batches:
+    """A source of training batches: ``batches()`` returns the next one. Sources with a
+    position to resume from override the state methods; the others have none."""
+
+    def __call__(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:
+        """The position in the data, saved in checkpoints (empty for fresh draws)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from a position saved by :meth:`state_dict`."""
+
+
+class TensorBatches(Batches):
     """Minibatches of a fixed data set: shuffled epochs, resumable. With several ranks, every
     rank shuffles alike (``generator`` seeded alike) and takes its own slice of each global
     batch of ``world * batch_size`` rows."""
@@ -50,7 +66,7 @@ class TensorBatches:
         self.perm, self.pos = state["perm"], int(state["pos"])
 
 
-class SamplerBatches:
+class SamplerBatches(Batches):
     """Fresh data from a sampler ``f(batch_size, generator=...)`` at every step."""
 
     def __init__(self, sampler: Callable, batch_size: int, generator: torch.Generator,
@@ -62,14 +78,8 @@ class SamplerBatches:
         x = self.sampler(self.batch_size, generator=self.generator)
         return torch.as_tensor(x).to(device=self.device, dtype=self.dtype)
 
-    def state_dict(self) -> dict[str, Any]:
-        return {}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        pass
-
-
-class LoaderBatches:
+class LoaderBatches(Batches):
     """Batches from an iterable (a DataLoader): restarted when exhausted; ``(x, y)`` -> ``x``."""
 
     def __init__(self, loader: Iterable, device: torch.device) -> None:
@@ -96,12 +106,6 @@ class LoaderBatches:
             raise DataError(f"the data loader yielded a {type(batch).__name__}; expected tensors "
                             f"(or (x, y) tuples of tensors)")
         return batch.to(self.device, non_blocking=True)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        pass
 
 
 def make_batches(data: Any, vae: VAE, batch_size: int, generator: torch.Generator,

@@ -50,4 +50,5 @@ class TensorBoardCallback:
         self.writer.flush()
 
     def close(self) -> None:
+        """Flush and close the event file."""
         self.writer.close()
