@@ -31,6 +31,19 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
+def _is_open_stream(path: Path) -> bool:
+    """Whether ``path`` names a stream this process already has open (``/dev/stdout``,
+    ``/dev/fd/N``, ``/proc/self/fd/N``): written through in append mode, never replaced, so
+    ``cmd -o /dev/stdout >> log`` appends to the log instead of replacing it."""
+    text = str(path)
+    if text.startswith(("/dev/std", "/dev/fd/", "/proc/")):
+        return True
+    try:
+        return path.is_symlink() and os.readlink(path).startswith(("/proc/", "/dev/fd/"))
+    except OSError:
+        return False
+
+
 def write_target(path: str | os.PathLike) -> tuple[Path, bool]:
     """Where a write to ``path`` goes: ``(target, through)``.
 
@@ -41,6 +54,8 @@ def write_target(path: str | os.PathLike) -> tuple[Path, bool]:
     parent folder, so a command can check its output path before doing any work.
     """
     path = Path(path)
+    if _is_open_stream(path):  # /dev/stdout and friends: the file already open, maybe appended
+        return path, True
     try:
         mode = os.stat(path).st_mode  # follows links
     except FileNotFoundError:  # nothing there yet, or a link to nothing yet
@@ -70,7 +85,7 @@ def _atomic_write(path: str | os.PathLike, write) -> Path:
         buffer = io.BytesIO()
         write(buffer)
         try:
-            with open(target, "wb") as f:
+            with open(target, "ab") as f:  # devices and pipes alike; an open stream appends
                 f.write(buffer.getvalue())
         except OSError as e:
             raise CheckpointError(f"cannot write {path}: {e.strerror or e}") from e

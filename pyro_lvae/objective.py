@@ -71,7 +71,8 @@ def _analytic_kl(guide_site: dict[str, Any], model_site: dict[str, Any],
 
 
 def trace_parts(model_traces: Sequence[Trace], guide_traces: Sequence[Trace],
-                beta: float = 1.0, analytic_kl: bool = False) -> ELBOTerms:
+                beta: float = 1.0, analytic_kl: bool = False,
+                particles: int | None = None) -> ELBOTerms:
     """The parts of an ELBO's loss from its traces, averaged over particles.
 
     :param model_traces: the model's trace of each particle (values replayed from the guide)
@@ -79,6 +80,8 @@ def trace_parts(model_traces: Sequence[Trace], guide_traces: Sequence[Trace],
     :param float beta: the weight the latent sites carry in the traces
     :param bool analytic_kl: use ``KL(q || p)`` in closed form where it is known (as
         ``TraceMeanField_ELBO`` does) instead of the one-draw estimate
+    :param int particles: the number of particles the traces hold (default: one per trace;
+        an ELBO with ``vectorize_particles=True`` runs all of them in one trace)
     """
     reconstruction: Any = 0.0
     kl: Any = 0.0
@@ -110,7 +113,7 @@ def trace_parts(model_traces: Sequence[Trace], guide_traces: Sequence[Trace],
                 reconstruction = reconstruction + _site_log_prob(site, site["scale"])
             else:
                 kl = kl + _site_log_prob(site, _latent_weight(site, beta))
-    particles = max(len(model_traces), 1)
+    particles = particles or max(len(model_traces), 1)
     reconstruction = torch.as_tensor(reconstruction) / particles
     kl = torch.as_tensor(kl) / particles
     return ELBOTerms(reconstruction + beta * kl, reconstruction, kl, likelihood)

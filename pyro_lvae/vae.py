@@ -42,12 +42,12 @@ import torch
 from pyro import poutine
 from pyro.infer.util import is_validation_enabled
 from pyro.nn import PyroModule
-from pyro.nn.module import _Context
 from pyro.poutine.runtime import am_i_wrapped
 from torch import nn
 
 from .errors import CheckpointError, ConfigError, DataError, check_positive_int
 from .io import atomic_save, safe_load
+from .names import IndependentCopies, fresh_index, rename
 from .nets import ConvDecoder, ConvEncoder, GaussianEncoder, ResidualMLP
 from .objective import likelihood_scale
 from .observations import FixedScale, LearnedScalarScale, Observation, observation_from_config
@@ -58,7 +58,6 @@ __all__ = ["Model", "Guide", "VAE", "mlp_vae", "conv_vae", "fixed_star", "rebuil
 MODES = ("mean", "sample")
 #: below this many nats of KL(q(z|x) || p(z)) per data point a VAE is reported as collapsed
 COLLAPSE_NATS = 0.1
-_names = itertools.count()
 #: the VAEs alive in this process, by name (their param-store prefixes)
 _live: weakref.WeakValueDictionary[str, VAE] = weakref.WeakValueDictionary()
 logger = logging.getLogger(__name__)
@@ -105,26 +104,6 @@ def _flat_apply(net: Callable, inputs: torch.Tensor, event_dim: int):
     if isinstance(out, tuple):
         return tuple(o.reshape(batch + o.shape[1:]) for o in out)
     return out.reshape(batch + out.shape[1:])
-
-
-def _rename(module: PyroModule, name: str) -> None:
-    """Give a root PyroModule (and its PyroModule descendants) a new param-store prefix and a
-    fresh context: what a copy needs to stop sharing the original's param-store entries."""
-    context = _Context()
-
-    def visit(m: nn.Module, prefix: str) -> None:
-        for key, child in m._modules.items():
-            if isinstance(child, PyroModule):
-                child._pyro_name = f"{prefix}.{key}"
-                child._pyro_context = context
-                visit(child, child._pyro_name)
-            elif child is not None:  # plain modules: their PyroModules are roots of their own
-                for sub in child.modules():
-                    if isinstance(sub, PyroModule) and sub is not child:
-                        _rename(sub, f"{sub._pyro_name}.copy{next(_names)}")
-    module._pyro_name = name
-    module._pyro_context = context
-    visit(module, name)
 
 
 def _foreign_prefixes(own: str) -> set[str]:
@@ -186,7 +165,7 @@ class _DataChecks:
                                 f"them before training")
 
 
-class Model(_DataChecks, PyroModule):
+class Model(IndependentCopies, _DataChecks, PyroModule):
     """The generative model: ``z ~ N(0, I)``, ``x ~ observation(decoder(z))``.
 
     :param nn.Module decoder: maps ``(batch, latent_dim)`` to the observation model's
@@ -213,21 +192,22 @@ class Model(_DataChecks, PyroModule):
         # prior constants as buffers, so that .to(device) moves them
         self.register_buffer("prior_loc", torch.zeros(latent_dim))
         self.register_buffer("prior_scale", torch.ones(latent_dim))
-        self._store_checked = False
+        self._remember_root()
+        self._foreign_checked = False
 
-    def _check_param_store(self) -> None:
+    def _warn_of_foreign_entries(self) -> None:
         """Warn once when the param store holds another VAE's entries that nothing owns and none
-        of this one's: a store saved by another process, whose automatic names differ."""
-        self._store_checked = True
+        of this one's: a store restored from a file (their automatic names differ) or left by
+        a VAE that no longer exists. They are not used."""
+        self._foreign_checked = True
         own = self._pyro_name.rsplit(".model", 1)[0]
         foreign = sorted(_foreign_prefixes(own))
         if foreign:
             warnings.warn(
                 f"Pyro's param store holds parameters of {', '.join(map(repr, foreign))}, "
                 f"which no VAE in this process owns, and none of this VAE ({own!r}); they are "
-                f"not used. If you restored a param store saved by another process, build the "
-                f"VAE with name={foreign[0]!r} so that its entries are found (or save and load "
-                f"models with vae.save and lv.load, which need no param store); otherwise call "
+                f"not used. A param store cannot restore a VAE (Pyro does not load network "
+                f"weights from it): save and load models with vae.save and lv.load. Call "
                 f"pyro.clear_param_store() to drop stale entries",
                 stacklevel=3,
             )
@@ -251,7 +231,8 @@ class Model(_DataChecks, PyroModule):
 
     def forward(self, x: torch.Tensor | None = None, batch_size: int | None = None):
         if not self._store_checked and am_i_wrapped():
-            self._check_param_store()
+            self.check_param_store()
+            self._warn_of_foreign_entries()
         if x is not None:
             self.check_data(x)
             if is_validation_enabled():
@@ -268,7 +249,7 @@ class Model(_DataChecks, PyroModule):
             return pyro.sample("x", self.likelihood(z), obs=x)
 
 
-class Guide(_DataChecks, PyroModule):
+class Guide(IndependentCopies, _DataChecks, PyroModule):
     """The inference model ``q(z | x) = N(loc(x), diag scale(x)^2)``.
 
     :param nn.Module encoder: maps a batch of data to ``(loc, scale)``, each
@@ -286,6 +267,7 @@ class Guide(_DataChecks, PyroModule):
         self.encoder = encoder
         self.latent_dim = latent_dim
         self.data_shape = data_shape
+        self._remember_root()
 
     def posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(loc, scale)`` of ``q(z | x)``."""
@@ -295,6 +277,8 @@ class Guide(_DataChecks, PyroModule):
     def forward(self, x: torch.Tensor | None = None, batch_size: int | None = None):
         if x is None:
             raise ConfigError("the guide needs data x")
+        if not self._store_checked and am_i_wrapped():
+            self.check_param_store()
         self.check_data(x)
         with pyro.plate("data", x.shape[0]):
             loc, scale = self.posterior(x)
@@ -330,7 +314,7 @@ class VAE(nn.Module):
             data_shape = (data_shape,)
         if data_shape is not None:
             data_shape = tuple(int(s) for s in data_shape)
-        name = f"vae{next(_names)}" if name is None else str(name)
+        name = f"vae{fresh_index()}" if name is None else str(name)
         self.name = name
         self.latent_dim = latent_dim
         self.data_shape = data_shape
@@ -347,10 +331,9 @@ class VAE(nn.Module):
         memo[id(self)] = new
         for key, value in self.__dict__.items():
             new.__dict__[key] = copy.deepcopy(value, memo)
-        new.name = f"vae{next(_names)}"
-        _rename(new.model, f"{new.name}.model")
-        _rename(new.guide, f"{new.name}.guide")
-        new.model._store_checked = False
+        new.name = f"vae{fresh_index()}"
+        rename(new.model, f"{new.name}.model")
+        rename(new.guide, f"{new.name}.guide")
         _live[new.name] = new
         return new
 

@@ -237,6 +237,11 @@ PATHS = {
                    {"elbo": TraceMeanField_ELBO()}, "pyro TraceMeanField_ELBO"),
     "svi": (lambda: lv.mlp_vae(2, 2, lv.LearnedScalarScale(), hidden=8, blocks=1),
             {"optimizer": pyro.optim.Adam({"lr": 1e-2})}, "pyro Trace_ELBO"),
+    "3-particles": (lambda: lv.mlp_vae(2, 2, lv.LearnedScalarScale(), hidden=8, blocks=1),
+                    {"elbo": Trace_ELBO(num_particles=3)}, "pyro Trace_ELBO"),
+    "3-vectorised": (lambda: lv.mlp_vae(2, 2, lv.LearnedScalarScale(), hidden=8, blocks=1),
+                     {"elbo": Trace_ELBO(num_particles=3, vectorize_particles=True,
+                                         max_plate_nesting=1)}, "pyro Trace_ELBO"),
 }
 
 

@@ -142,3 +142,13 @@ def test_sample_refuses_a_folder_before_any_work(tmp_path, capsys):
 def test_bench_refuses_an_output_it_cannot_write_before_timing(tmp_path, capsys):
     assert main(["bench", "--quick", "--device", "cpu", "--out", str(tmp_path / "b.json")]) == 2
     assert ".md" in capsys.readouterr().err and list(tmp_path.iterdir()) == []
+
+
+def test_writing_to_dev_stdout_appends_to_a_redirected_file(tmp_path):
+    log = tmp_path / "log.txt"
+    log.write_text("earlier line\n")
+    code = ("from pyro_lvae.io import atomic_write_text; "
+            "atomic_write_text('new line\\n', '/dev/stdout')")
+    with open(log, "a") as out:
+        subprocess.run([sys.executable, "-c", code], stdout=out, check=True)
+    assert log.read_text() == "earlier line\nnew line\n"

@@ -22,7 +22,7 @@ from ..experiments.tasks import TASKS, build_observation
 from ..observations import OBSERVATIONS, describe, initial_scale, settings_of
 from ..training import CHECKPOINT_NAME, History, fit, resolve_device
 from ..training.distributed import check_launch, init_from_env, rank_info
-from ..vae import VAE
+from ..vae import COLLAPSE_NATS, VAE
 from .options import (
     DEFAULT_BETA,
     add_device,
@@ -36,7 +36,7 @@ from .options import (
 from .output import make_dir, write_json
 
 #: held-out KL per data point (nats) below which a trained model counts as collapsed
-COLLAPSED_KL = 0.1
+COLLAPSED_KL = COLLAPSE_NATS
 
 #: the flags that start several processes; the launcher leaves them out of the workers' command
 _LAUNCH_FLAGS = ("--devices", "--num-nodes", "--node-rank", "--master-addr", "--master-port")

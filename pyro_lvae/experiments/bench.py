@@ -134,9 +134,8 @@ def run_case(case: Case, device: str = "auto", repetitions: int = 5, svi: bool =
     ref = _Reference(vae).to(device)
     ref_opt = torch.optim.Adam(ref.parameters(), lr=1e-3)
     batch, data, transform = _data(case, device)
-    svi_vae = copy.deepcopy(vae) if svi else None
+    svi_vae = copy.deepcopy(vae) if svi else None  # a copy has param-store names of its own
     if svi:
-        svi_vae.name = "bench_svi"
         svi_runner = pyro.infer.SVI(svi_vae.model, svi_vae.guide,
                                     pyro.optim.Adam({"lr": 1e-3}), pyro.infer.Trace_ELBO())
 
@@ -166,7 +165,6 @@ def run_case(case: Case, device: str = "auto", repetitions: int = 5, svi: bool =
         contestants["pyro SVI"] = plain_svi
     if ablation:
         traced_vae = copy.deepcopy(vae)
-        traced_vae.name = "bench_traced"
         traced_opt = torch.optim.Adam(traced_vae.parameters(), lr=1e-3)
 
         def traced(n: int) -> None:

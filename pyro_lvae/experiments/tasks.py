@@ -44,7 +44,9 @@ def build_observation(kind: str, sigma: float | None, min_scale: float, channels
     settings, through :func:`pyro_lvae.observations.build`.
 
     :param sigma: ``--sigma``: the fixed sigma of a model whose sigma is a setting (default 1),
-        or the start of a learned one (default 1)
+        or the start of a learned one (default 1, the paper's start: ``pyro-lvae train``
+        passes the data-scaled start it measured unless ``--sigma`` is given; the library's
+        own default, ``init_scale=None``, starts from the first batch)
     :param min_scale: ``--min-scale``, for the models with a floor
     :param channels: the data's channels, for a sigma per channel
     :param history: ``--sigma-from``: the run whose final sigma (a fixed sigma: F*-VAE) or whose

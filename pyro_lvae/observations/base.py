@@ -10,9 +10,11 @@ import pyro
 import pyro.distributions as dist
 import torch
 from pyro.nn import PyroModule
-from pyro.poutine.runtime import am_i_wrapped
+from pyro.poutine.runtime import _PYRO_STACK, am_i_wrapped
+from pyro.poutine.trace_messenger import TraceMessenger
 
 from ..errors import ConfigError
+from ..names import IndependentCopies
 
 __all__ = ["Observation", "OBSERVATIONS"]
 
@@ -44,7 +46,7 @@ def _init_and_floor(init_scale: Any, min_scale: Any) -> tuple[float, float]:
     return init_scale, min_scale
 
 
-class Observation(PyroModule):
+class Observation(IndependentCopies, PyroModule):
     """Base class: maps decoder output to ``p(x | z)``.
 
     Subclasses set :attr:`outputs_per_channel`, the number of decoder outputs per data channel
@@ -56,8 +58,9 @@ class Observation(PyroModule):
     model, or your own), on its own (a root module with a unique param-store name), or inside
     a plain ``nn.Module`` registered with ``pyro.module`` (Pyro's ss_vae_M2 and dmm pattern;
     its parameters then live in the param store under that module's name only). Build it
-    once, outside the model function: one built inside a running program is refused, since
-    every call would add a fresh sigma to the param store.
+    once, outside the model function: a learned one built while a program is being traced is
+    refused, since every call would build a fresh sigma (and add it to the param store).
+    ``copy.deepcopy`` of one used on its own gives the copy a param-store name of its own.
     """
 
     #: decoder outputs per data channel
@@ -76,7 +79,7 @@ class Observation(PyroModule):
     binary: bool = False
 
     def __init__(self) -> None:
-        if am_i_wrapped():
+        if self.learned and any(isinstance(m, TraceMessenger) for m in _PYRO_STACK):
             raise ConfigError(
                 f"{type(self).__name__} was built inside a running Pyro program: each call "
                 f"would add a new observation model (and a new learned sigma) to the param "
@@ -86,6 +89,7 @@ class Observation(PyroModule):
         # a unique root name, so that two observation models used on their own never share a
         # param-store entry; a parent PyroModule (the VAE's model) renames it on assignment
         super().__init__(f"{self.kind or 'observation'}{next(_instances)}")
+        self._remember_root()
         self._in_pyro_module = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:

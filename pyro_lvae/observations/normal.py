@@ -315,8 +315,8 @@ class LearnedVectorScale(_LearnedStart, Observation):
             warnings.warn(
                 f"every scale output of the decoder lies in [0, 1] (squashed by a sigmoid?): "
                 f"sigma = min_scale + softplus(raw + c) then stays between "
-                f"{self.init_scale:.4g} and about {self.init_scale + 0.7:.4g} and cannot "
-                f"sharpen. Leave the scale half of the decoder's output linear (unsquashed)",
+                f"{self.init_scale:.4g} and {self.init_scale + 1:.4g} and cannot sharpen. "
+                f"Leave the scale half of the decoder's output linear (unsquashed)",
                 stacklevel=3,
             )
 

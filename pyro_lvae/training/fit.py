@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 from ..annealing import Constant, Schedule, scale_latents
 from ..errors import ConfigError, check_positive_int
 from ..objective import scale_stats
-from ..vae import VAE
+from ..vae import COLLAPSE_NATS, VAE
 from .batches import data_seed, make_batches
 from .checkpoint import (
     CHECKPOINT_NAME,
@@ -57,9 +57,6 @@ __all__ = ["fit", "History", "resolve_device", "fused_adam", "load_checkpoint_in
            "CHECKPOINT_NAME"]
 
 logger = logging.getLogger(__name__)
-
-#: closed-form KL(q(z|x) || p(z)) per point (nats) below which a trained model counts as collapsed
-COLLAPSED_KL = 0.1
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
@@ -185,18 +182,13 @@ def _warn_if_collapsed(vae: VAE, x: torch.Tensor | None) -> None:
     posterior = getattr(vae.guide, "posterior", None)
     if x is None or posterior is None:
         return
-    model = vae.model
-    with torch.no_grad():
-        loc, scale = posterior(x)
-        ratio = scale / model.prior_scale
-        kl = (0.5 * (ratio**2 + ((loc - model.prior_loc) / model.prior_scale) ** 2 - 1)
-              - ratio.log()).reshape(x.shape[0], -1).sum(-1).mean()
-    if float(kl) < COLLAPSED_KL:
+    kl = vae.kl_per_point(x)
+    if kl < COLLAPSE_NATS:
         logger.warning(
             "the model ended collapsed: KL(q(z|x) || p(z)) is %.3g nats per point on the last "
             "batch (below %g), so z tells almost nothing about x; start sigma from the data "
             "(init_scale=None, the default, or init_scale=lv.initial_scale(x)) or warm the KL "
-            "up (beta=lv.LinearWarmup(...))", float(kl), COLLAPSED_KL)
+            "up (beta=lv.LinearWarmup(...))", kl, COLLAPSE_NATS)
 
 
 def _sigma_stats(likelihood: Any, observation: Any) -> tuple[torch.Tensor, ...] | None:

@@ -40,6 +40,7 @@ from pyro.poutine.runtime import _PYRO_STACK
 from pyro.poutine.trace_struct import Trace
 
 from ..annealing import annealed
+from ..errors import ConfigError
 from ..objective import ELBOTerms, direct_elbo_terms, direct_mismatch, trace_parts
 from ..vae import VAE
 from .distributed import gather_objects
@@ -102,16 +103,17 @@ class PartsReader:
         else:
             logger.info("reconstruction and kl are not logged (NaN): %s", self.reason)
         self.model, self.guide = model, guide
-        vectorized = getattr(elbo, "vectorize_particles", False)
-        self.particles = 1 if vectorized else int(getattr(elbo, "num_particles", 1))
+        self.particles = int(getattr(elbo, "num_particles", 1))
+        #: runs traced per step: all particles in one trace when they are vectorised
+        self.runs = 1 if getattr(elbo, "vectorize_particles", False) else self.particles
 
     def read(self, beta: float, device: torch.device) -> ELBOTerms:
         """The parts of the step just taken (a loss slot of NaN: the caller has the loss)."""
         nan = torch.full((), math.nan, device=device)
         if not isinstance(self.model, TraceRecorder):
             return ELBOTerms(nan, nan, nan, None)
-        model_traces = self.model.take(self.particles)
-        guide_traces = self.guide.take(self.particles)
+        model_traces = self.model.take(self.runs)
+        guide_traces = self.guide.take(self.runs)
         if self.reason is not None:
             return ELBOTerms(nan, nan, nan, None)
         if self.enum and any(site["infer"].get("enumerate")
@@ -121,7 +123,8 @@ class PartsReader:
             logger.info("reconstruction and kl are not logged (NaN): %s", self.reason)
             return ELBOTerms(nan, nan, nan, None)
         with torch.no_grad():
-            return trace_parts(model_traces, guide_traces, beta, self.analytic_kl)
+            return trace_parts(model_traces, guide_traces, beta, self.analytic_kl,
+                               self.particles)
 
 
 class PyroLoss:
@@ -276,6 +279,9 @@ def build_step(vae: VAE, x: torch.Tensor, optimizer: Any, elbo: Any,
         elbo = elbo if elbo is not None else Trace_ELBO()
         return SVIStep(vae, optimizer, elbo), f"pyro {type(elbo).__name__}"
     if elbo is not None:
+        if world > 1:
+            raise ConfigError("distributed training uses fit's own ELBO step; elbo= is not "
+                              "supported with several processes")
         return TorchStep(LossModule(vae, elbo), optimizer), f"pyro {type(elbo).__name__}"
     reasons = [r for r in gather_objects(verify_direct(vae, x)) if r is not None]
     direct = not reasons
