@@ -36,6 +36,27 @@ def test_speed_benchmark_runs_every_contestant_on_tiny_networks():
     assert "time ratio" in bench.markdown([r])
 
 
+def test_speed_benchmark_on_the_cpu_clock_uses_one_thread_and_says_so():
+    import torch
+
+    from pyro_lvae.experiments import bench
+
+    threads = torch.get_num_threads()
+    case = bench.CASES[0]
+    small = bench.Case(case.name, case.kind, case.obs, 8, 3)
+    seen = []
+    original = bench.run_case
+    bench.run_case = lambda *a, **k: seen.append(torch.get_num_threads()) or original(
+        small, "cpu", repetitions=1, small=True, svi=False, clock=k["clock"])
+    try:
+        results = bench.run("cpu", repetitions=1, report=lambda line: None, clock="cpu")
+    finally:
+        bench.run_case = original
+    assert set(seen) == {1} and torch.get_num_threads() == threads
+    assert all(v[0] > 0 for v in results[0]["seconds"].values())
+    assert "1 thread, process CPU time" in bench.markdown(results)
+
+
 def test_reference_loss_is_the_same_objective():
     """The hand-written reference computes the loss pyro-lvae trains (same seed, same value)."""
     import pyro

@@ -74,6 +74,10 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:
     be.add_argument("--quick", action="store_true", help="fewer steps and repetitions")
     be.add_argument("--repetitions", type=int, default=5,
                     help="alternating repetitions (default 5)")
+    be.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                    help="wall: wall-clock seconds on torch's threads (default); cpu: the "
+                         "process's CPU seconds on one thread, which time the host gives to "
+                         "other jobs does not inflate (for shared machines)")
     be.add_argument("--ablation", action="store_true",
                     help="also time the intermediate steps (Pyro-traced ELBO with a torch "
                          "optimiser; SVI with validation on)")
@@ -176,7 +180,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
           f"training step, same networks, loss and data", file=info, flush=True)
     results = bench.run(device=device, repetitions=args.repetitions, quick=args.quick,
                         report=lambda line: print("  " + line, file=info, flush=True),
-                        ablation=args.ablation)
+                        ablation=args.ablation, clock=args.clock)
     table = bench.markdown(results)
     if args.out == STDOUT:
         write_output(table.rstrip("\n") + "\n", STDOUT)
