@@ -32,7 +32,6 @@ import json
 import logging
 import os
 import warnings
-import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -58,8 +57,6 @@ __all__ = ["Model", "Guide", "VAE", "mlp_vae", "conv_vae", "fixed_star", "rebuil
 MODES = ("mean", "sample")
 #: below this many nats of KL(q(z|x) || p(z)) per data point a VAE is reported as collapsed
 COLLAPSE_NATS = 0.1
-#: the VAEs alive in this process, by name (their param-store prefixes)
-_live: weakref.WeakValueDictionary[str, VAE] = weakref.WeakValueDictionary()
 logger = logging.getLogger(__name__)
 _FORMAT = "pyro-lvae-model"
 _CHECKPOINT_FORMAT = "pyro-lvae-checkpoint"
@@ -104,16 +101,6 @@ def _flat_apply(net: Callable, inputs: torch.Tensor, event_dim: int):
     if isinstance(out, tuple):
         return tuple(o.reshape(batch + o.shape[1:]) for o in out)
     return out.reshape(batch + out.shape[1:])
-
-
-def _foreign_prefixes(own: str) -> set[str]:
-    """Prefixes ``P`` of param-store entries named ``P.model...`` that belong to no VAE alive in
-    this process, when none belongs to the VAE named ``own``."""
-    keys = list(pyro.get_param_store().keys())
-    if any(k.startswith(f"{own}.model.") for k in keys):
-        return set()
-    prefixes = {k.split(".model.", 1)[0] for k in keys if ".model." in k}
-    return {p for p in prefixes if p != own and p not in _live}
 
 
 class _DataChecks:
@@ -193,24 +180,6 @@ class Model(IndependentCopies, _DataChecks, PyroModule):
         self.register_buffer("prior_loc", torch.zeros(latent_dim))
         self.register_buffer("prior_scale", torch.ones(latent_dim))
         self._remember_root()
-        self._foreign_checked = False
-
-    def _warn_of_foreign_entries(self) -> None:
-        """Warn once when the param store holds another VAE's entries that nothing owns and none
-        of this one's: a store restored from a file (their automatic names differ) or left by
-        a VAE that no longer exists. They are not used."""
-        self._foreign_checked = True
-        own = self._pyro_name.rsplit(".model", 1)[0]
-        foreign = sorted(_foreign_prefixes(own))
-        if foreign:
-            warnings.warn(
-                f"Pyro's param store holds parameters of {', '.join(map(repr, foreign))}, "
-                f"which no VAE in this process owns, and none of this VAE ({own!r}); they are "
-                f"not used. A param store cannot restore a VAE (Pyro does not load network "
-                f"weights from it): save and load models with vae.save and lv.load. Call "
-                f"pyro.clear_param_store() to drop stale entries",
-                stacklevel=3,
-            )
 
     def likelihood(self, z: torch.Tensor) -> dist.TorchDistribution:
         """``p(x | z)`` for a batch of latent codes ``z`` (any batch shape)."""
@@ -232,7 +201,6 @@ class Model(IndependentCopies, _DataChecks, PyroModule):
     def forward(self, x: torch.Tensor | None = None, batch_size: int | None = None):
         if not self._store_checked and am_i_wrapped():
             self.check_param_store()
-            self._warn_of_foreign_entries()
         if x is not None:
             self.check_data(x)
             if is_validation_enabled():
@@ -322,7 +290,6 @@ class VAE(nn.Module):
         self.guide = Guide(encoder, latent_dim, data_shape, f"{name}.guide")
         #: how a factory built this VAE (for save/load); None for hand-assembled VAEs
         self.config: dict[str, Any] | None = None
-        _live[name] = self
 
     def __deepcopy__(self, memo: dict[int, Any]) -> VAE:
         """An independent copy: same weights, new param-store names (a copy that kept the
@@ -334,7 +301,6 @@ class VAE(nn.Module):
         new.name = f"vae{fresh_index()}"
         rename(new.model, f"{new.name}.model")
         rename(new.guide, f"{new.name}.guide")
-        _live[new.name] = new
         return new
 
     @property
