@@ -20,6 +20,7 @@ all of them; the ratio is of medians.
 from __future__ import annotations
 
 import copy
+import gc
 import logging
 import math
 import platform
@@ -195,6 +196,7 @@ def run_case(case: Case, device: str = "auto", repetitions: int = 5, svi: bool =
     times: dict[str, list[float]] = {k: [] for k in contestants}
     for _ in range(repetitions):
         for name, f in contestants.items():
+            gc.collect()  # each starts on a clean heap: no collection of another's garbage
             _sync(device)
             t0 = timer()
             f(case.steps)
