@@ -61,7 +61,20 @@ def _normal(loc: torch.Tensor, scale: torch.Tensor, event_dim: int) -> dist.Torc
     return dist.Normal(loc, scale).to_event(event_dim)
 
 
-class FixedScale(Observation):
+class _OneScale(Observation):
+    """A sigma given, not learned, shared by every dimension: ``self.scale``."""
+
+    scale: torch.Tensor
+
+    @property
+    def shared_scale(self) -> torch.Tensor:
+        return self.scale
+
+    def forward(self, output: torch.Tensor, event_dim: int) -> dist.TorchDistribution:
+        return _normal(output, self.scale.to(output.dtype), event_dim)
+
+
+class FixedScale(_OneScale):
     """F-VAE: ``p(x | z) = N(mu(z), scale^2)`` with a fixed ``scale``.
 
     Training with a mean squared error is this model with ``scale = 1/sqrt(2)`` (up to constants).
@@ -82,13 +95,6 @@ class FixedScale(Observation):
     def __init__(self, scale: float) -> None:
         super().__init__()
         self.register_buffer("scale", torch.tensor(_positive("scale", scale)))
-
-    @property
-    def shared_scale(self) -> torch.Tensor:
-        return self.scale
-
-    def forward(self, output: torch.Tensor, event_dim: int) -> dist.TorchDistribution:
-        return _normal(output, self.scale.to(output.dtype), event_dim)
 
     def config(self) -> dict[str, Any]:
         return {"kind": self.kind, "scale": float(self.scale)}
@@ -324,7 +330,7 @@ class LearnedVectorScale(_LearnedStart, Observation):
         return {"kind": self.kind, "init_scale": self.init_scale, "min_scale": self.min_scale}
 
 
-class ScheduledScale(Observation):
+class ScheduledScale(_OneScale):
     """A fixed sigma that follows a per-step schedule (the paper's annealing replay).
 
     At training step ``t`` sigma is ``schedule[min(t, len(schedule) - 1)]``. :func:`pyro_lvae.fit`
@@ -367,13 +373,6 @@ class ScheduledScale(Observation):
     def scale(self) -> torch.Tensor:
         """sigma at the current step."""
         return self.schedule[min(self._step, self.schedule.numel() - 1)]
-
-    @property
-    def shared_scale(self) -> torch.Tensor:
-        return self.scale
-
-    def forward(self, output: torch.Tensor, event_dim: int) -> dist.TorchDistribution:
-        return _normal(output, self.scale.to(output.dtype), event_dim)
 
     def config(self) -> dict[str, Any]:
         return {"kind": self.kind, "length": self.schedule.numel()}
