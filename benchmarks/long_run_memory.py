@@ -36,7 +36,7 @@ def main(args: argparse.Namespace) -> dict[str, float]:
     torch.set_num_threads(args.threads)
     pyro.set_rng_seed(0)
     vae = lv.mlp_vae(2, 2, lv.LearnedScalarScale(init_scale=1.0), hidden=args.hidden,
-                     blocks=args.blocks)
+                     blocks=args.blocks, standardize=False)
     samples: list[tuple[float, float]] = []
     stop = threading.Event()
 

@@ -34,7 +34,8 @@ def _port() -> int:
 
 def _model(kind: str):
     if kind == "mlp":
-        return lv.mlp_vae(2, 2, lv.LearnedVectorScale(init_scale=1.0), hidden=200, blocks=4)
+        return lv.mlp_vae(2, 2, lv.LearnedVectorScale(init_scale=1.0), hidden=200, blocks=4,
+                          standardize=False)
     return lv.conv_vae((1, 28, 28), 32, lv.LearnedVectorScale(init_scale=1.0), width=16,
                        convs=3, blocks=2)
 

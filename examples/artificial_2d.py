@@ -33,7 +33,7 @@ def main(args: argparse.Namespace) -> dict[str, dict]:
 
     def train(name, observation, like=None):
         pyro.set_rng_seed(args.seed)
-        vae = lv.mlp_vae(2, 2, observation, **size) if like is None else like
+        vae = lv.mlp_vae(2, 2, observation, **size, standardize=False) if like is None else like
         history = lv.fit(vae, lv.datasets.manifold2d, steps=steps, beta=beta, seed=args.seed,
                          device=args.device)
         results[name] = summarize(vae, x, region)

@@ -41,7 +41,7 @@ def _batches(x: torch.Tensor, batch_size: int):
 def _prepare(vae: Any, x: torch.Tensor) -> torch.Tensor:
     x = x.to(vae.device)
     vae.model.check_data(x, finite=True)
-    vae.observation.initialize(x)  # an untrained model takes its start from the first data
+    vae.initialize(x)  # an untrained model takes its start from the first data
     return x
 
 

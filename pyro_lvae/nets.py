@@ -4,17 +4,22 @@ The paper's networks for the artificial problem are residual MLPs with 4 blocks 
 (:class:`ResidualMLP`); for images, convolutional ResNets (:class:`ConvEncoder`,
 :class:`ConvDecoder`). :class:`GaussianEncoder` turns any network with ``2 * latent_dim``
 outputs into a conditional diagonal Normal ``q(z | x)``, floored so that its scale never
-reaches zero.
+reaches zero. :class:`Standardize` puts a network's inputs (or outputs) in the data's units,
+measured on the first batch, so that the same networks train alike on data of any scale.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ResidualBlock", "ResidualMLP", "GaussianEncoder", "ConvResidualBlock", "ConvEncoder",
-           "ConvDecoder", "ACTIVATIONS"]
+from .errors import ConfigError, DataError
+
+__all__ = ["Standardize", "initialize_from_data", "ResidualBlock", "ResidualMLP",
+           "GaussianEncoder", "ConvResidualBlock", "ConvEncoder", "ConvDecoder", "ACTIVATIONS"]
 
 #: activation functions by name
 ACTIVATIONS: dict[str, type[nn.Module]] = {
@@ -29,6 +34,95 @@ def _activation(name: str) -> nn.Module:
     if name not in ACTIVATIONS:
         raise ValueError(f"unknown activation {name!r}; expected one of {', '.join(ACTIVATIONS)}")
     return ACTIVATIONS[name]()
+
+
+class Standardize(nn.Module):
+    """Per-feature standardisation measured on the first batch of data: ``(x - mean) / std``,
+    or with ``inverse=True`` the map back, ``mean + std * y``, applied to the first ``features``
+    outputs of a network (a decoder's mean; further outputs, such as a scale half, pass through).
+
+    A data-dependent initialisation (as in Salimans & Kingma 2016 or Glow's actnorm), but kept
+    fixed after the first batch: placed before an encoder and after a decoder's mean, it makes
+    a VAE's training the same on the data times any factor (inputs and outputs of order 1 for
+    the networks, whatever the data's units), without changing the model's family or its ELBO.
+    The mean and standard deviation are buffers, saved with the weights together with whether
+    they were measured; a constant feature keeps a standard deviation of 1.
+
+    :param int features: the number of data features D
+    :param bool inverse: map network outputs to the data's units instead of data to unit scale
+
+    References: T. Salimans, D. P. Kingma, "Weight normalization", NeurIPS 2016 (data-dependent
+    initialisation); D. P. Kingma, P. Dhariwal, "Glow", NeurIPS 2018 (actnorm).
+    """
+
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def __init__(self, features: int, inverse: bool = False) -> None:
+        super().__init__()
+        if int(features) != features or features < 1:
+            raise ValueError(f"Expected features >= 1 but got {features}")
+        self.features = int(features)
+        self.inverse = bool(inverse)
+        self.register_buffer("mean", torch.zeros(self.features))
+        self.register_buffer("std", torch.ones(self.features))
+        self._started = False
+
+    @property
+    def started(self) -> bool:
+        """Whether the mean and standard deviation have been measured (or loaded)."""
+        return self._started
+
+    @torch.no_grad()
+    def initialize(self, x: torch.Tensor) -> None:
+        """Measure the mean and standard deviation of the batch ``x`` ``(N, features)``, once."""
+        if self._started:
+            return
+        flat = x.detach().reshape(x.shape[0], -1).to(torch.float64)
+        if flat.shape[0] < 2 or flat.shape[1] != self.features:
+            raise DataError(
+                f"Standardize({self.features}) measures the data on its first batch and needs "
+                f"at least two points of {self.features} features, but got shape "
+                f"{tuple(x.shape)}; train or evaluate on a larger first batch"
+            )
+        if not torch.isfinite(flat).all():
+            raise DataError("the data hold NaN or infinite values; clean them before training")
+        std = flat.std(0, unbiased=False)
+        std = torch.where(std > 0, std, torch.ones_like(std))
+        self.mean.copy_(flat.mean(0).to(self.mean))
+        self.std.copy_(std.to(self.std))
+        self._started = True
+
+    def get_extra_state(self) -> torch.Tensor:
+        return torch.tensor(self._started)  # saved with the weights: a loaded model is measured
+
+    def set_extra_state(self, state: Any) -> None:
+        self._started = bool(state)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self._started:
+            raise ConfigError(
+                "Standardize has not measured the data: a pyro_lvae VAE does so at its first "
+                "batch; call .initialize(x) with training data when you use it in your own "
+                "network"
+            )
+        if not self.inverse:
+            return (x - self.mean) / self.std
+        head = self.mean + self.std * x[..., : self.features]
+        if x.shape[-1] == self.features:
+            return head
+        return torch.cat([head, x[..., self.features:]], dim=-1)
+
+    def extra_repr(self) -> str:
+        return f"features={self.features}, inverse={self.inverse}"
+
+
+def initialize_from_data(module: nn.Module, x: torch.Tensor) -> None:
+    """Give every :class:`Standardize` inside ``module`` that has no measure yet the measure of
+    the batch ``x``."""
+    for m in module.modules():
+        if isinstance(m, Standardize):
+            m.initialize(x)
 
 
 class ResidualBlock(nn.Module):

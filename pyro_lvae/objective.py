@@ -140,6 +140,7 @@ def direct_elbo_terms(vae: Any, x: torch.Tensor, beta: float | torch.Tensor = 1.
     :func:`direct_mismatch`.
     """
     model = vae.model
+    vae.initialize(x)  # as the programs do at every batch (measures once, then a no-op)
     loc, scale = vae.guide.posterior(x)
     eps = torch.empty_like(loc).normal_()
     z = loc + eps * scale

@@ -47,7 +47,14 @@ from torch import nn
 from .errors import CheckpointError, ConfigError, DataError, check_positive_int
 from .io import atomic_save, safe_load
 from .names import IndependentCopies, fresh_index, rename
-from .nets import ConvDecoder, ConvEncoder, GaussianEncoder, ResidualMLP
+from .nets import (
+    ConvDecoder,
+    ConvEncoder,
+    GaussianEncoder,
+    ResidualMLP,
+    Standardize,
+    initialize_from_data,
+)
 from .objective import likelihood_scale
 from .observations import FixedScale, LearnedScalarScale, Observation, observation_from_config
 
@@ -179,7 +186,17 @@ class Model(IndependentCopies, _DataChecks, PyroModule):
         # prior constants as buffers, so that .to(device) moves them
         self.register_buffer("prior_loc", torch.zeros(latent_dim))
         self.register_buffer("prior_scale", torch.ones(latent_dim))
+        self._measured = False
         self._remember_root()
+
+    def initialize(self, x: torch.Tensor) -> None:
+        """Take what this program measures on data from the batch ``x``, once: the observation
+        model's data-scaled start and the decoder's :class:`~pyro_lvae.nets.Standardize`
+        layers. :meth:`forward` calls it at every observed batch."""
+        self.observation.initialize(x)
+        if not self._measured:
+            initialize_from_data(self.decoder, x)
+            self._measured = True
 
     def likelihood(self, z: torch.Tensor) -> dist.TorchDistribution:
         """``p(x | z)`` for a batch of latent codes ``z`` (any batch shape)."""
@@ -205,7 +222,7 @@ class Model(IndependentCopies, _DataChecks, PyroModule):
             self.check_data(x)
             if is_validation_enabled():
                 self.observation.check_support(x)
-            self.observation.initialize(x)
+            self.initialize(x)
             n = x.shape[0]
         elif batch_size is None:
             raise ConfigError("give the model data x or a batch_size to generate")
@@ -235,7 +252,15 @@ class Guide(IndependentCopies, _DataChecks, PyroModule):
         self.encoder = encoder
         self.latent_dim = latent_dim
         self.data_shape = data_shape
+        self._measured = False
         self._remember_root()
+
+    def initialize(self, x: torch.Tensor) -> None:
+        """Measure the batch ``x`` in the encoder's :class:`~pyro_lvae.nets.Standardize` layers,
+        once; :meth:`forward` calls it at every batch."""
+        if not self._measured:
+            initialize_from_data(self.encoder, x)
+            self._measured = True
 
     def posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(loc, scale)`` of ``q(z | x)``."""
@@ -248,6 +273,7 @@ class Guide(IndependentCopies, _DataChecks, PyroModule):
         if not self._store_checked and am_i_wrapped():
             self.check_param_store()
         self.check_data(x)
+        self.initialize(x)
         with pyro.plate("data", x.shape[0]):
             loc, scale = self.posterior(x)
             return pyro.sample("z", dist.Normal(loc, scale).to_event(1))
@@ -313,6 +339,13 @@ class VAE(nn.Module):
         """The device of the VAE's parameters and buffers."""
         return self.model.prior_loc.device
 
+    def initialize(self, x: torch.Tensor) -> None:
+        """Take what the model and the guide measure on data (a learned sigma's start,
+        :class:`~pyro_lvae.nets.Standardize` layers) from the batch ``x``, where not yet taken.
+        Training does it at the first batch; queries on an untrained VAE do it on their data."""
+        self.model.initialize(x)
+        self.guide.initialize(x)
+
     # ---- queries -------------------------------------------------------------------------------
     @torch.no_grad()
     def sigma(self, x: torch.Tensor | None = None) -> torch.Tensor:
@@ -332,7 +365,7 @@ class VAE(nn.Module):
                     f"data, vae.sigma(x), to read it at the reconstructions of x"
                 )
             return shared.detach()
-        self.observation.initialize(x)  # an untrained model takes its start from the first data
+        self.initialize(x)  # an untrained model takes its start from the first data
         scale = likelihood_scale(self.likelihood(self.encode(x)))
         if scale is None:
             raise ConfigError(f"{type(obs).__name__} has no sigma (it is not a Normal model)")
@@ -343,6 +376,7 @@ class VAE(nn.Module):
         """The mean over ``x`` of KL(q(z|x) || p(z)) in nats (closed form for the standard
         Normal prior); below :data:`COLLAPSE_NATS` the VAE ignores its latent code."""
         self.guide.check_data(x)
+        self.initialize(x)
         with poutine.block():
             loc, scale = self.guide.posterior(x)
         prior_loc, prior_scale = self.model.prior_loc, self.model.prior_scale
@@ -370,6 +404,7 @@ class VAE(nn.Module):
         """Latent codes of ``x``: the posterior mean (``mode="mean"``) or a draw from ``q(z|x)``."""
         _check_mode(mode)
         self.guide.check_data(x)
+        self.initialize(x)
         with poutine.block():
             if mode == "mean":
                 return self.guide.posterior(x)[0]
@@ -390,7 +425,7 @@ class VAE(nn.Module):
         """
         _check_mode(mode)
         self.guide.check_data(x)
-        self.observation.initialize(x)  # an untrained model takes its start from the first data
+        self.initialize(x)  # an untrained model takes its start from the first data
         self._warn_if_collapsed(x)
         with poutine.block():
             if mode == "mean":
@@ -445,7 +480,8 @@ class VAE(nn.Module):
         builder = BUILDERS.get(config.get("builder"))
         if builder is None:
             raise CheckpointError(f"{source}: unknown model builder {config.get('builder')!r}")
-        vae = builder(observation=observation_from_config(config["observation"]), **config["args"])
+        args = {**_OLD_DEFAULTS.get(config["builder"], {}), **config["args"]}
+        vae = builder(observation=observation_from_config(config["observation"]), **args)
         vae._load_checked(blob["state_dict"], source)
         if map_location is not None:
             vae.to(map_location)
@@ -491,6 +527,7 @@ def mlp_vae(
     blocks: int = 4,
     activation: str = "relu",
     name: str | None = None,
+    standardize: bool = True,
 ) -> VAE:
     """A VAE for vectors with residual-MLP encoder and decoder (the paper's 4 blocks of 200).
 
@@ -501,24 +538,33 @@ def mlp_vae(
     :param int hidden: units per residual block
     :param int blocks: residual blocks in each network
     :param str activation: ``relu``, ``elu``, ``silu`` or ``tanh``
+    :param bool standardize: measure each feature's mean and standard deviation on the first
+        batch (:class:`~pyro_lvae.nets.Standardize`), feed the encoder standardised data and,
+        for observation models with a location (``observation.location_first``), let the
+        decoder output the mean in standardised units; training is then the same on the data
+        times any factor. ``False`` gives the paper's networks, which see the data as they are
+        (the studies use it to reproduce the paper)
     """
     check_positive_int("data_dim", data_dim)
     check_positive_int("hidden", hidden)
     _check_factory(latent_dim, blocks, observation)
     try:
-        encoder = GaussianEncoder(
-            ResidualMLP(data_dim, 2 * latent_dim, hidden, blocks, activation), latent_dim
-        )
+        encoder_net = ResidualMLP(data_dim, 2 * latent_dim, hidden, blocks, activation)
         decoder = ResidualMLP(
             latent_dim, observation.output_shape((data_dim,))[0], hidden, blocks, activation
         )
     except ValueError as e:
         raise ConfigError(str(e)) from None
+    if standardize:
+        encoder_net = nn.Sequential(Standardize(data_dim), encoder_net)
+        if observation.location_first:
+            decoder = nn.Sequential(decoder, Standardize(data_dim, inverse=True))
+    encoder = GaussianEncoder(encoder_net, latent_dim)
     vae = VAE(encoder, decoder, latent_dim, observation, data_shape=(data_dim,), name=name)
     vae.config = {
         "builder": "mlp_vae",
         "args": {"data_dim": data_dim, "latent_dim": latent_dim, "hidden": hidden,
-                 "blocks": blocks, "activation": activation},
+                 "blocks": blocks, "activation": activation, "standardize": bool(standardize)},
         "observation": observation.config(),
     }
     return vae
@@ -574,6 +620,8 @@ def conv_vae(
 
 #: factories that :meth:`VAE.load` can rebuild from a saved configuration
 BUILDERS: dict[str, Callable[..., VAE]] = {"mlp_vae": mlp_vae, "conv_vae": conv_vae}
+# builder arguments added since files were first written, at the value those files were built with
+_OLD_DEFAULTS: dict[str, dict[str, Any]] = {"mlp_vae": {"standardize": False}}
 
 
 def rebuild(vae: VAE, observation: Observation) -> VAE:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-REGISTERED = ["artificial_2d.py", "fashion_mnist.py", "learning_rate_study.py", "plain_pyro.py",
+REGISTERED = ["artificial_2d.py", "data_scale.py", "fashion_mnist.py", "learning_rate_study.py", "plain_pyro.py",
               "reproduce_manifold.py", "table_start_study.py", "tables.py"]
 
 
@@ -31,6 +31,18 @@ def test_artificial_2d_smoke(tmp_path):
                             "replayed schedule"}
     assert results["F*-VAE"]["sigma"] == pytest.approx(results["LS-VAE"]["sigma"], rel=1e-4)
     assert (tmp_path / "variants.png").exists()
+
+
+def test_data_scale_smoke(tmp_path):
+    module = _load("data_scale.py")
+    args = ["--smoke", "--starts", "data", "--networks", "standardized", "--out",
+            str(tmp_path / "runs.json")]
+    rows = module.main(module.parser().parse_args(args))
+    small, large = sorted(rows, key=lambda r: r["scale"])
+    assert (small["scale"], large["scale"]) == (0.1, 10.0)
+    # the default networks and start: the same run at both scales, in unit-scale nats
+    assert small["elbo_unit"] == pytest.approx(large["elbo_unit"], abs=0.05)
+    assert module.main(module.parser().parse_args(args)) == rows  # resumed: nothing rerun
 
 
 def test_plain_pyro_smoke(capsys):

@@ -103,7 +103,7 @@ def test_verification_leaves_the_trajectory_of_a_plain_direct_run():
     pyro.set_rng_seed(1)
     vae = lv.mlp_vae(2, 2, lv.LearnedScalarScale(), hidden=8, blocks=1)
     hand = copy.deepcopy(vae)
-    hand.observation.initialize(X)  # fit takes the data start from its first batch, X
+    hand.initialize(X)  # fit takes the data start from its first batch, X
     h = lv.fit(vae, _fixed_batch, steps=3, batch_size=N, seed=4, check_every=3)
     opt = torch.optim.Adam(hand.parameters(), lr=1e-3)
     pyro.set_rng_seed(4)

@@ -3,6 +3,7 @@ observation models inside plain modules, models built inside programs, reading s
 data-scaled start and the collapse warning."""
 
 import copy
+import json
 import gc
 import warnings
 
@@ -132,7 +133,7 @@ def test_a_deepcopy_trained_under_svi_moves_only_itself():
 def test_loaded_vaes_are_independent(tmp_path):
     x = data(64)
     vae = tiny()
-    vae.observation.initialize(x)
+    vae.initialize(x)
     vae.save(tmp_path / "m.pt")
     a, b = lv.load(tmp_path / "m.pt"), lv.load(tmp_path / "m.pt")
     assert len({a.name, b.name, vae.name}) == 3
@@ -157,7 +158,7 @@ def test_a_restored_param_store_is_refused_or_ignored_never_half_used(tmp_path):
     pyro.clear_param_store()
     pyro.get_param_store().load(tmp_path / "store.pt")
     other = tiny()  # an automatic name: the stored entries are not its own and stay unused
-    other.observation.initialize(x)
+    other.initialize(x)
     before = _snapshot(other)
     Trace_ELBO().loss(other.model, other.guide, x)
     assert all(torch.equal(v, other.state_dict()[k]) for k, v in before.items())
@@ -290,7 +291,7 @@ def test_default_start_is_half_the_first_batch_spread():
 def test_the_start_survives_save_load_and_state_dicts(tmp_path):
     x = data(64, scale=0.1)
     vae = tiny(lv.LearnedVectorScale())
-    vae.observation.initialize(x)
+    vae.initialize(x)
     vae.save(tmp_path / "m.pt")
     again = lv.load(tmp_path / "m.pt")
     assert again.observation.init_scale == vae.observation.init_scale
@@ -335,3 +336,72 @@ def test_plain_svi_with_the_default_escapes_the_collapse_the_paper_start_falls_i
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         default.reconstruct(pool[:100])
+
+
+def _svi_losses(scale, steps=40, standardize=True):
+    pyro.set_rng_seed(0)
+    g = torch.Generator().manual_seed(2)
+    pool = lv.datasets.manifold2d(1000, g) * scale
+    vae = lv.mlp_vae(2, 2, lv.LearnedScalarScale(min_scale=1e-9), hidden=16, blocks=1,
+                     standardize=standardize)
+    svi = SVI(vae.model, vae.guide, pyro.optim.Adam({"lr": 1e-2}), Trace_ELBO())
+    losses = [svi.step(pool[torch.randint(0, 1000, (50,), generator=g)]) for _ in range(steps)]
+    return torch.tensor(losses, dtype=torch.float64), vae
+
+
+def test_the_default_networks_train_alike_on_the_data_times_any_factor():
+    """Standardised networks and the data-scaled start: the run on the data times a is the run
+    on the data, with every loss moved by the change of units (N D log a)."""
+    unit, _ = _svi_losses(1.0)
+    for a in (0.01, 100.0):
+        scaled, vae = _svi_losses(a)
+        moved = scaled - 50 * 2 * torch.log(torch.tensor(a, dtype=torch.float64))
+        assert torch.allclose(moved, unit, rtol=1e-3, atol=1e-2)
+        assert float(vae.sigma()) / a == pytest.approx(float(_svi_losses(1.0)[1].sigma()),
+                                                       rel=1e-3)
+    paper_small, _ = _svi_losses(0.01, standardize=False)  # the paper's networks do not
+    moved = paper_small - 50 * 2 * torch.log(torch.tensor(0.01, dtype=torch.float64))
+    assert not torch.allclose(moved, unit, rtol=1e-2, atol=1.0)
+
+
+def test_standardize_measures_once_and_says_when_it_has_not():
+    layer = lv.nets.Standardize(3)
+    with pytest.raises(ConfigError, match=r"initialize\(x\)"):
+        layer(torch.zeros(4, 3))
+    with pytest.raises(lv.DataError, match="at least two points"):
+        layer.initialize(torch.zeros(1, 3))
+    x = torch.tensor([[1.0, 5.0, 2.0], [3.0, 5.0, 6.0]])
+    layer.initialize(x)
+    assert torch.allclose(layer.mean, torch.tensor([2.0, 5.0, 4.0]))
+    assert torch.allclose(layer.std, torch.tensor([1.0, 1.0, 2.0]))  # a constant feature: 1
+    layer.initialize(x * 10)  # measured: a no-op
+    assert torch.allclose(layer(x), torch.tensor([[-1.0, 0.0, -1.0], [1.0, 0.0, 1.0]]))
+    back = lv.nets.Standardize(3, inverse=True)
+    back.load_state_dict(layer.state_dict())  # loaded values count as measured
+    out = back(torch.cat([layer(x), torch.full((2, 3), 7.0)], -1))  # a scale half passes
+    assert torch.allclose(out[:, :3], x) and torch.equal(out[:, 3:], torch.full((2, 3), 7.0))
+
+
+def test_the_decoder_is_standardised_only_for_a_location():
+    assert isinstance(tiny(lv.LearnedVectorScale()).model.decoder[-1], lv.nets.Standardize)
+    bernoulli = tiny(lv.BernoulliObservation())
+    assert not isinstance(bernoulli.model.decoder, nn.Sequential)  # logits stay as they are
+    assert isinstance(bernoulli.guide.encoder.net[0], lv.nets.Standardize)
+
+
+def test_files_saved_before_standardize_load_with_the_paper_networks(tmp_path):
+    vae = tiny(standardize=False)
+    vae.observation.initialize(data(64))
+    blob = vae.to_file_dict()
+    config = json.loads(blob["config"])
+    del config["args"]["standardize"]  # as written by earlier versions
+    blob["config"] = json.dumps(config)
+    torch.save(blob, tmp_path / "old.pt")
+    again = lv.load(tmp_path / "old.pt")
+    assert again.config["args"]["standardize"] is False
+    assert torch.equal(again.reconstruct(data(8)), vae.reconstruct(data(8)))
+    standardized = tiny()
+    standardized.initialize(data(64))
+    standardized.save(tmp_path / "new.pt")
+    assert torch.equal(lv.load(tmp_path / "new.pt").reconstruct(data(8)),
+                       standardized.reconstruct(data(8)))

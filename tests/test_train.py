@@ -209,7 +209,7 @@ def test_fit_gives_the_observation_its_data_start_from_the_first_batch_it_trains
 
 def test_a_collapsed_model_ends_with_a_warning_naming_the_remedies(caplog):
     vae = tiny(lv.FixedScale(1.0))
-    out = vae.guide.encoder.net.out
+    out = vae.guide.encoder.net[-1].out
     with torch.no_grad():  # q(z|x) = N(0, 1) = p(z) for every x
         out.weight.zero_()
         out.bias.zero_()

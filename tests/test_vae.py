@@ -27,13 +27,13 @@ def test_two_vaes_never_share_parameters_in_the_param_store():
     x = torch.randn(4, 2)
     svi = SVI(a.model, a.guide, pyro.optim.Adam({"lr": 0.1}), Trace_ELBO())
     svi.step(x)
-    b.observation.initialize(x)  # b's start from the data, before the snapshot
+    b.initialize(x)  # b's start from the data, before the snapshot
     b_before = {k: v.clone() for k, v in b.state_dict().items()}
     Trace_ELBO().loss(b.model, b.guide, x)  # b's first run must not pick up a's weights
     for k, v in b.state_dict().items():
         assert torch.equal(v, b_before[k])
-    assert not torch.equal(a.state_dict()["model.decoder.out.weight"],
-                           b.state_dict()["model.decoder.out.weight"])
+    assert not torch.equal(a.state_dict()["model.decoder.0.out.weight"],
+                           b.state_dict()["model.decoder.0.out.weight"])
 
 
 @pytest.mark.parametrize("elbo", [Trace_ELBO(), TraceMeanField_ELBO(),
@@ -82,7 +82,7 @@ def test_save_load_round_trip_weights_only(tmp_path):
     vae = tiny(lv.LearnedVectorScale(min_scale=0.01))
     x = torch.randn(6, 2)
     with torch.no_grad():
-        vae.model.decoder.out.bias.add_(0.3)
+        vae.model.decoder[0].out.bias.add_(0.3)
     path = tmp_path / "m.pt"
     vae.save(path)
     raw = torch.load(path, weights_only=True)  # no pickle needed

@@ -101,7 +101,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
           f"{device})", flush=True)
     for name, folder, make in DEMO_VARIANTS:
         pyro.set_rng_seed(args.seed)  # the initial weights
-        vae = mlp_vae(2, 2, make(), hidden=args.hidden, blocks=args.blocks)
+        vae = mlp_vae(2, 2, make(), hidden=args.hidden, blocks=args.blocks, standardize=False)
         t0 = time.perf_counter()
         history = fit(vae, manifold2d, steps=args.steps, batch_size=100, lr=args.lr,
                       beta=beta, device=device, seed=args.seed, progress=not args.quiet)

@@ -66,7 +66,8 @@ def _build(case: Case, small: bool = False) -> VAE:
     """The paper's sizes (``small``: tiny networks, for tests)."""
     obs = observations.build(case.obs, init_scale=1.0, min_scale=1e-3)
     if case.kind == "mlp":
-        return mlp_vae(2, 2, obs, hidden=8 if small else 200, blocks=1 if small else 4)
+        return mlp_vae(2, 2, obs, hidden=8 if small else 200, blocks=1 if small else 4,
+                       standardize=False)
     if small:
         return conv_vae((1, 28, 28), 4, obs, width=4, convs=3, blocks=1)
     return conv_vae((1, 28, 28), 256, obs, width=32, convs=3, blocks=4)

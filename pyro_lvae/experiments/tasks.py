@@ -94,7 +94,8 @@ class PointsTask:
                 "min_scale": 1e-3}
 
     def build(self, s: dict[str, Any], observation: Observation) -> VAE:
-        return mlp_vae(2, s["latent_dim"], observation, hidden=s["hidden"], blocks=s["blocks"])
+        return mlp_vae(2, s["latent_dim"], observation, hidden=s["hidden"], blocks=s["blocks"],
+                       standardize=False)  # the paper's networks
 
     def channels(self, s: dict[str, Any]) -> int:
         return 2

@@ -77,6 +77,10 @@ class Observation(IndependentCopies, PyroModule):
     shared: bool = False
     #: the model needs binary data (0 or 1)
     binary: bool = False
+    #: the first of each channel's decoder outputs is a location in the data's units (a Normal
+    #: mean), which a network may produce in standardised units (:class:`~pyro_lvae.nets.
+    #: Standardize` with ``inverse=True``)
+    location_first: bool = False
 
     def __init__(self) -> None:
         if self.learned and any(isinstance(m, TraceMessenger) for m in _PYRO_STACK):

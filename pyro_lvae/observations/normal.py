@@ -64,6 +64,8 @@ def _normal(loc: torch.Tensor, scale: torch.Tensor, event_dim: int) -> dist.Torc
 class _OneScale(Observation):
     """A sigma given, not learned, shared by every dimension: ``self.scale``."""
 
+    location_first = True
+
     scale: torch.Tensor
 
     @property
@@ -213,6 +215,7 @@ class LearnedScalarScale(_LearnedParameter, Observation):
         0.707
     """
 
+    location_first = True
     kind = "learned-scalar"
     label, learned, shared = "LS-VAE", True, True
 
@@ -240,6 +243,7 @@ class LearnedChannelScale(_LearnedParameter, Observation):
     :param float min_scale: floor on every sigma
     """
 
+    location_first = True
     kind = "learned-channel"
     label, learned = "learned sigma per channel", True
 
@@ -283,6 +287,7 @@ class LearnedVectorScale(_LearnedStart, Observation):
         quantised dimensions
     """
 
+    location_first = True
     kind = "learned-vector"
     label, learned = "LV-VAE", True
     outputs_per_channel = 2

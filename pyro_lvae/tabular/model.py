@@ -56,7 +56,8 @@ class TabularModel:
             pyro.set_rng_seed(seed)
         observation = MixedObservation(transformer.schema(), sigma_mode, sigma=sigma,
                                        min_scale=min_scale)
-        vae = mlp_vae(x.shape[1], latent_dim, observation, hidden=hidden, blocks=blocks)
+        vae = mlp_vae(x.shape[1], latent_dim, observation, hidden=hidden, blocks=blocks,
+                      standardize=False)  # the transformer already standardises
         history = train(vae, x, steps=steps, batch_size=min(batch_size, len(x)), lr=lr,
                         beta=beta, seed=seed, device=device, progress=progress, out=out)
         model = cls(vae, transformer, history)

@@ -164,17 +164,15 @@ def _data_stream(data: Any, vae: VAE, batch_size: int, seed: int | None, device:
 
 
 def _start_from_data(vae: VAE, x: torch.Tensor, world: int) -> None:
-    """Check the first batch and give the observation model its data-scaled start, if it has
-    one pending; with several processes, every rank starts from rank 0's batch."""
+    """Check the first batch and give the VAE what it measures on data (the observation
+    model's data-scaled start, standardising layers) where pending; with several processes,
+    every rank measures rank 0's batch."""
     vae.model.check_data(x, finite=True)
     vae.observation.check_support(x)
-    initialize = getattr(vae.observation, "initialize", None)
-    if initialize is None or getattr(vae.observation, "started", False) is True:
-        return
     if world > 1:
         rank, _ = rank_info()
         x = gather_objects(x.cpu() if rank == 0 else None)[0].to(x.device)
-    initialize(x)
+    vae.initialize(x)
 
 
 def _warn_if_collapsed(vae: VAE, x: torch.Tensor | None) -> None:

@@ -103,7 +103,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     pyro.set_rng_seed(job["seed"])
     pyro.clear_param_store()
     obs = observations.build(job["variant"], init_scale=init, min_scale=1e-3)
-    vae = mlp_vae(2, 2, obs, hidden=job["hidden"], blocks=job["blocks"])
+    vae = mlp_vae(2, 2, obs, hidden=job["hidden"], blocks=job["blocks"], standardize=False)
     sampler = CURVES[job["curve"]]
     history = fit(vae, sampler, steps=job["steps"], batch_size=job["batch_size"],
                   optimizer=fused_adam(job["lr"] * lr_factor), beta=parse_schedule(beta),

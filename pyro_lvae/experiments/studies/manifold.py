@@ -191,7 +191,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     pyro.set_rng_seed(seed)
     pyro.clear_param_store()
     vae = mlp_vae(2, job["latent_dim"], _observation(job), hidden=job["hidden"],
-                  blocks=job["blocks"])
+                  blocks=job["blocks"], standardize=False)
     callbacks, record = (), None
     if job.get("eval_every"):
         probe, record = _held_out_probe(job["eval_every"])

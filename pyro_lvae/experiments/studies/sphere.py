@@ -95,7 +95,8 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     takes = observations.settings_of(job["obs"])
     observation = observations.build(job["obs"],
                                      **{k: v for k, v in offered.items() if k in takes})
-    vae = mlp_vae(d, d, observation, hidden=job["hidden"], blocks=job["blocks"])
+    vae = mlp_vae(d, d, observation, hidden=job["hidden"], blocks=job["blocks"],
+                  standardize=False)
     history = fit(vae, partial(sphere, dim=d, radius=radius), steps=job["steps"],
                   batch_size=job["batch_size"], optimizer=fused_adam(job["lr"]),
                   beta=parse_schedule(job["beta"]), device=job["device"], seed=job["seed"],
