@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-REGISTERED = ["artificial_2d.py", "data_scale.py", "fashion_mnist.py", "learning_rate_study.py", "plain_pyro.py",
-              "reproduce_manifold.py", "table_start_study.py", "tables.py"]
+REGISTERED = ["artificial_2d.py", "data_scale.py", "fashion_mnist.py", "learning_rate_study.py",
+              "plain_pyro.py", "reproduce_manifold.py", "table_start_study.py", "tables.py"]
 
 
 def test_every_example_is_registered():
