@@ -3,8 +3,8 @@ observation models inside plain modules, models built inside programs, reading s
 data-scaled start and the collapse warning."""
 
 import copy
-import json
 import gc
+import json
 import warnings
 
 import pyro
