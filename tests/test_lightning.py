@@ -3,6 +3,9 @@ its checkpoint, and computes fit's loss on the same batch and draws."""
 
 import csv
 import math
+import os
+import subprocess
+import sys
 
 import lightning.pytorch as pl
 import pyro
@@ -121,3 +124,39 @@ def test_bad_arguments_are_clear_errors():
         PyroLVAEModule(lambda x: None, lambda x: None)
     with pytest.raises(lv.ConfigError, match="differentiable_loss"):
         PyroLVAEModule(vae, elbo=RenyiELBO())
+
+
+SCRIPT = """
+import sys, torch, pyro, lightning.pytorch as pl
+import pyro_lvae as lv
+from pyro_lvae.training.lightning import PyroLVAEModule
+
+torch.set_num_threads(1)
+pl.seed_everything(0)
+vae = lv.mlp_vae(2, 2, lv.LearnedVectorScale(), hidden=8, blocks=1)
+module = PyroLVAEModule(vae, beta=lv.LinearWarmup(6, 0.5, 1.0), lr=1e-2)
+init = {k: v.clone() for k, v in vae.state_dict().items()}
+x = lv.datasets.manifold2d(400, torch.Generator().manual_seed(0))
+loader = torch.utils.data.DataLoader(x, batch_size=20)
+trainer = pl.Trainer(max_steps=8, accelerator="cpu", devices=2, strategy="ddp", logger=False,
+                     enable_checkpointing=False, enable_progress_bar=False,
+                     enable_model_summary=False)
+trainer.fit(module, loader)
+torch.save({"state": vae.state_dict(), "init": init, "start": vae.observation.init_scale},
+           sys.argv[1] + f"/rank{trainer.global_rank}.pt")
+"""
+
+
+def test_two_processes_under_lightning_ddp_stay_identical(tmp_path):
+    script = tmp_path / "train.py"
+    script.write_text(SCRIPT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run([sys.executable, str(script), str(tmp_path)], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    assert ranks[0]["start"] == ranks[1]["start"]  # rank 0's first batch on both ranks
+    for key, value in ranks[0]["state"].items():
+        assert torch.equal(value, ranks[1]["state"][key]), key
+    for key in ("model.decoder.out.weight", "guide.encoder.net.out.weight"):
+        assert not torch.equal(ranks[0]["state"][key], ranks[0]["init"][key])  # trained

@@ -3,11 +3,15 @@ the held-out ELBO with its best checkpoint; each resumes exactly; the run record
 
 import json
 import math
+import os
+import socket
 
 import numpy as np
 import pyro
 import pytest
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 from helpers import PoisonOnce
 from pyro.infer import RenyiELBO, TraceMeanField_ELBO
 
@@ -319,3 +323,33 @@ def test_train_command_with_every_tool_writes_best_averaged_and_run_records(tmp_
     assert history.heldout()["step"].tolist() == [19, 39]
     assert main(["train", "--resume", str(run), "--steps", "60", "--quiet"]) == 0
     assert History.from_csv(run / "history.csv").heldout()["step"].tolist() == [19, 39, 59]
+
+
+# ---- two processes (gloo) -------------------------------------------------------------------
+def _tools_worker(rank, port, folder):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    try:
+        pyro.set_rng_seed(0)
+        h = lv.fit(tiny(), data(64, seed=11), steps=12, batch_size=8, lr=1e-2, seed=3,
+                   check_every=4, out=folder / "run", clip_grad_norm=1.0, lr_schedule="cosine",
+                   lr_warmup=2, average="ema:0.8", heldout=data(40, seed=7), eval_every=4)
+        torch.save({"averaged": h.averaged.state_dict(), "heldout": torch.tensor(
+            h.heldout()["heldout_elbo"]), "best": h.best["step"]}, folder / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_every_tool_stays_identical_on_two_processes(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.start_processes(_tools_worker, args=(port, tmp_path), nprocs=2, start_method="spawn")
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    for key, value in ranks[0]["averaged"].items():
+        assert torch.equal(value, ranks[1]["averaged"][key]), key
+    assert torch.equal(ranks[0]["heldout"], ranks[1]["heldout"]) and len(ranks[0]["heldout"]) == 3
+    assert ranks[0]["best"] == ranks[1]["best"]
+    best = torch.load(tmp_path / "run" / BEST_NAME, weights_only=True)
+    assert best["step"] == ranks[0]["best"]

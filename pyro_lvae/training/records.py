@@ -22,6 +22,18 @@ import torch
 __all__ = ["RunClock", "device_name"]
 
 
+def _processor() -> str:
+    """The processor's model name (Linux: /proc/cpuinfo), else what ``platform`` knows."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "CPU"
+
+
 def device_name(device: str | torch.device) -> str:
     """A readable name of ``device``: the GPU's model for CUDA devices, the processor and the
     number of torch threads for the CPU."""
@@ -29,7 +41,7 @@ def device_name(device: str | torch.device) -> str:
     if device.type == "cuda" and torch.cuda.is_available():
         return torch.cuda.get_device_name(device)
     if device.type == "cpu":
-        processor = platform.processor() or platform.machine() or "CPU"
+        processor = _processor()
         return (f"{processor}, {os.cpu_count()} logical cores, "
                 f"{torch.get_num_threads()} torch threads")
     return str(device)
