@@ -188,6 +188,18 @@ def test_checkpoint_holds_the_raw_and_the_averaged_model(tmp_path):
         load_averaged(tmp_path / "plain" / CHECKPOINT_NAME)
 
 
+def test_averaging_and_the_held_out_curve_work_on_the_svi_path_too():
+    vae = tiny()
+    h = lv.fit(vae, data(), steps=12, batch_size=50, seed=0, check_every=4,
+               optimizer=pyro.optim.Adam({"lr": 1e-2}), average="ema:0.5",
+               heldout=data(30, seed=9), eval_every=4)
+    assert h.objective == "pyro Trace_ELBO"
+    raw = dict(vae.named_parameters())
+    moved = [not torch.equal(p, raw[n]) for n, p in h.averaged.named_parameters()]
+    assert all(moved) and len(moved) == len(raw)  # every parameter averaged, none shared
+    assert np.isfinite(h.heldout()["heldout_elbo_averaged"]).all()
+
+
 def test_a_rollback_restores_the_averaged_weights_too():
     h = lv.fit(tiny(), data(), steps=10, batch_size=50, check_every=5, average="ema:0.5",
                on_divergence="rollback", optimizer=lambda params: PoisonOnce(params, at=5))
