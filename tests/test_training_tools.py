@@ -63,11 +63,15 @@ def recorded_run(steps=12, **kwargs):
 @pytest.mark.parametrize("elbo", [None, TraceMeanField_ELBO(), RenyiELBO(alpha=0.5)],
                          ids=["direct", "pyro-differentiable", "pyro-loss-and-grads"])
 def test_clipping_bounds_the_total_gradient_norm_on_every_torch_path(elbo):
-    _, free = recorded_run(elbo=elbo)
+    plain, free = recorded_run(elbo=elbo)
+    assert np.isnan(plain["grad_norm"]).all()  # recorded only when clipping
     clip = 0.1 * min(free.norms)
-    _, clipped = recorded_run(elbo=elbo, clip_grad_norm=clip)
+    h, clipped = recorded_run(elbo=elbo, clip_grad_norm=clip)
     assert max(clipped.norms) <= clip * (1 + 1e-5)
     assert min(clipped.norms) >= clip * (1 - 1e-5)  # scaled down to it, not zeroed
+    # the history holds each step's norm before clipping
+    assert h["grad_norm"][0] == pytest.approx(free.norms[0], rel=1e-5)
+    assert np.all(h["grad_norm"] > clip)
 
 
 def test_clipping_and_schedules_with_a_pyro_optimiser_are_refused_with_the_fix():

@@ -273,7 +273,8 @@ class _Loop:
             terms = self.step(x, beta)
             self.tools.after_step(step)
             self.pending.add(terms.loss, terms.reconstruction, terms.kl, x.shape[0], beta,
-                             _sigma_stats(terms.likelihood, self.vae.observation))
+                             _sigma_stats(terms.likelihood, self.vae.observation),
+                             getattr(self.step, "grad_norm", None))
             last, x = x, None
             step += 1
             if step % self.check_every and step != steps and not self.tools.check_due(step):
@@ -372,7 +373,8 @@ def fit(
         history recorded since the last one (numpy arrays per column), for logging
     :param float clip_grad_norm: clip the norm of all gradients together to this value before
         every step (:func:`torch.nn.utils.clip_grad_norm_`; torch optimisers only: a
-        ``pyro.optim`` optimiser clips through its own ``clip_args``)
+        ``pyro.optim`` optimiser clips through its own ``clip_args``); the norm before clipping
+        is recorded in the history's ``grad_norm`` column
     :param lr_schedule: a learning-rate schedule stepped after every step: a name
         (``"cosine"``, ``"cosine:FINAL"``, ``"step:EVERY[:GAMMA]"``, ``"constant"``), a torch
         scheduler built on ``optimizer``, or a function ``optimizer -> scheduler``

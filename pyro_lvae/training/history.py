@@ -28,14 +28,16 @@ class History:
     With a held-out set (``fit(..., heldout=...)``), ``heldout_elbo`` is the held-out ELBO per
     point (nats) of the model after the steps where it was computed, and
     ``heldout_elbo_averaged`` that of the averaged model (``fit(..., average=...)``); both are
-    NaN at the other steps (:meth:`heldout` gives the evaluated rows only). Files written
-    before these columns existed load with them NaN.
+    NaN at the other steps (:meth:`heldout` gives the evaluated rows only). With
+    ``clip_grad_norm``, ``grad_norm`` is the total gradient norm of each step before clipping
+    (of the summed loss, not per point). Files written before these columns existed load with
+    them NaN.
     """
 
     COLUMNS = ("step", "loss", "reconstruction", "kl", "beta", "sigma", "sigma_min", "sigma_max",
-               "heldout_elbo", "heldout_elbo_averaged")
+               "heldout_elbo", "heldout_elbo_averaged", "grad_norm")
     #: columns that :meth:`extend` and old files may leave out (NaN)
-    OPTIONAL = ("heldout_elbo", "heldout_elbo_averaged")
+    OPTIONAL = ("heldout_elbo", "heldout_elbo_averaged", "grad_norm")
 
     def __init__(self) -> None:
         #: the loss that trained the run: ``"direct (verified)"`` or ``"pyro <ELBO class>"``
@@ -103,8 +105,9 @@ class History:
     def heldout(self) -> dict[str, np.ndarray]:
         """The rows with a held-out evaluation: ``step``, ``heldout_elbo`` and
         ``heldout_elbo_averaged``."""
-        rows = np.isfinite(self["heldout_elbo"]) | np.isfinite(self["heldout_elbo_averaged"])
-        return {c: self[c][rows] for c in ("step", *self.OPTIONAL)}
+        columns = ("heldout_elbo", "heldout_elbo_averaged")
+        rows = np.isfinite(self[columns[0]]) | np.isfinite(self[columns[1]])
+        return {c: self[c][rows] for c in ("step", *columns)}
 
     def to_csv(self, path: str | os.PathLike) -> None:
         """Write the history as CSV (atomically); an optional column only if it holds a
@@ -160,12 +163,16 @@ class PendingRows:
         self.betas: list[float] = []
 
     def add(self, loss: torch.Tensor, reconstruction: torch.Tensor, kl: torch.Tensor,
-            n: int, beta: float, sigma: tuple[torch.Tensor, ...] | None) -> None:
-        """One step's sums over a batch of ``n`` points (recorded per point) and sigma's
-        ``(mean, min, max)`` (``None``: NaN)."""
+            n: int, beta: float, sigma: tuple[torch.Tensor, ...] | None,
+            grad_norm: torch.Tensor | None = None) -> None:
+        """One step's sums over a batch of ``n`` points (recorded per point), sigma's
+        ``(mean, min, max)`` (``None``: NaN) and the gradient norm before clipping (if
+        clipped)."""
         values = (loss / n, reconstruction / n, kl / n) + (sigma or (self.nan,) * 3)
         for column, value in zip(self.DEVICE_COLUMNS, values, strict=True):
             self.values[column].append(value)
+        if grad_norm is not None:
+            self.values.setdefault("grad_norm", []).append(grad_norm.detach())
         self.betas.append(float(beta))
 
     def read(self, reduce: Any = None) -> dict[str, torch.Tensor]:

@@ -178,6 +178,8 @@ class TorchStep:
         self.module, self.optimizer = module, optimizer
         self.clip_grad_norm = clip_grad_norm
         self.params = [p for group in optimizer.param_groups for p in group["params"]]
+        #: the last step's total gradient norm before clipping (``None`` without clipping)
+        self.grad_norm: torch.Tensor | None = None
 
     def __call__(self, x: torch.Tensor, beta: float) -> ELBOTerms:
         self.optimizer.zero_grad(set_to_none=True)
@@ -185,7 +187,7 @@ class TorchStep:
         if terms.loss.requires_grad:
             terms.loss.backward()
         if self.clip_grad_norm is not None:
-            torch.nn.utils.clip_grad_norm_(self.params, self.clip_grad_norm)
+            self.grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.clip_grad_norm)
         self.optimizer.step()
         return terms._replace(loss=terms.loss.detach(),
                               reconstruction=terms.reconstruction.detach(),
