@@ -102,3 +102,24 @@ def add_observation_options(parser: argparse.ArgumentParser, *, sigma_text: str,
     group.add_argument("--sigma", type=float, default=None, help=sigma_text)
     _add(group, "--min-scale", min_scale, "floor on a learned sigma", notes, type=float)
     return group
+
+
+def add_training_tools(parser: argparse.ArgumentParser, *,
+                       notes: Mapping[str, str] | None = None) -> Group:
+    """``--clip-grad-norm``, ``--lr-schedule``, ``--lr-warmup``, ``--average`` and
+    ``--eval-every``: the optional tools of :func:`pyro_lvae.fit`, each off by default and
+    resumed exactly from the checkpoint (:mod:`pyro_lvae.training.tools`)."""
+    group = parser.add_argument_group("training tools (each off by default)")
+    _add(group, "--clip-grad-norm", None, "clip the norm of all gradients together to this "
+         "value before every step", notes, type=float, metavar="NORM")
+    _add(group, "--lr-schedule", None, "learning-rate schedule, stepped every step: constant, "
+         "cosine[:FINAL] (cosine decay to FINAL x --lr at the last step) or step:EVERY[:GAMMA] "
+         "(x GAMMA, default 0.5, every EVERY steps)", notes, metavar="SCHEDULE")
+    _add(group, "--lr-warmup", 0, "steps of linear learning-rate warm-up (before "
+         "--lr-schedule)", notes, type=int, metavar="STEPS")
+    _add(group, "--average", None, "keep averaged weights of every parameter, sigma "
+         "included: ema[:DECAY[:START[:EVERY]]] (exponential moving average, decay 0.999 by "
+         "default) or swa[:START[:EVERY]] (the mean since START)", notes, metavar="AVG")
+    _add(group, "--eval-every", None, "steps between held-out ELBO evaluations on a fixed "
+         "validation set; the best model is kept as best.pt", notes, type=int, metavar="STEPS")
+    return group

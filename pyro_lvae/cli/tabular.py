@@ -9,6 +9,7 @@ from ..annealing import parse_schedule
 from ..errors import ConfigError
 from ..tabular import SIGMA_MODES
 from ..training import resolve_device
+from ..training.records import RunClock
 from .options import (
     add_device,
     add_network_options,
@@ -99,20 +100,22 @@ def cmd_tabular_fit(args: argparse.Namespace) -> int:
     beta = parse_schedule(args.beta_schedule)
     resolve_device(args.device)
     out = make_dir(out)
-    model = TabularModel.fit(
-        table, categorical=names(args.categorical), numeric=names(args.numeric),
-        continuous=args.continuous, missing=args.missing, sigma_mode=args.sigma_mode,
-        sigma=args.sigma, min_scale=args.min_scale, latent_dim=args.latent_dim,
-        hidden=args.hidden, blocks=args.blocks, steps=args.steps, batch_size=args.batch_size,
-        lr=args.lr, beta=beta, seed=args.seed, device=args.device, progress=not args.quiet,
-        out=out)
+    with RunClock() as clock:
+        model = TabularModel.fit(
+            table, categorical=names(args.categorical), numeric=names(args.numeric),
+            continuous=args.continuous, missing=args.missing, sigma_mode=args.sigma_mode,
+            sigma=args.sigma, min_scale=args.min_scale, latent_dim=args.latent_dim,
+            hidden=args.hidden, blocks=args.blocks, steps=args.steps,
+            batch_size=args.batch_size, lr=args.lr, beta=beta, seed=args.seed,
+            device=args.device, progress=not args.quiet, out=out)
     model.history.to_csv(out / "history.csv")
     x = model.transformer.transform(table, missing=args.missing).to(model.vae.device)
     summary = {"rows": len(x), "columns": {c.name: c.kind for c in model.transformer.columns},
                **evaluate.elbo(model.vae, x, num_particles=4),
                "active_units": evaluate.active_units(model.vae, x)[0],
                "latent_dim": args.latent_dim, "sigma_mode": args.sigma_mode,
-               "final_sigma": float(model.history["sigma"][-1])}
+               "final_sigma": float(model.history["sigma"][-1]),
+               **clock.record(model.vae.device)}
     write_json(summary, out / "summary.json")
     kinds = ", ".join(f"{n} {k}" for n, k in summary["columns"].items())
     print(f"fitted {len(x)} rows ({kinds}); ELBO {summary['elbo']:.3f} nats/row on the "

@@ -8,7 +8,6 @@ import json
 import math
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +19,10 @@ from ..annealing import parse_schedule
 from ..errors import CheckpointError, ConfigError
 from ..experiments.tasks import TASKS, build_observation
 from ..observations import OBSERVATIONS, describe, initial_scale, settings_of
-from ..training import CHECKPOINT_NAME, History, fit, resolve_device
+from ..training import BEST_NAME, CHECKPOINT_NAME, History, fit, parse_average, resolve_device
 from ..training.distributed import check_launch, init_from_env, rank_info
+from ..training.records import RunClock
+from ..training.schedules import check_schedule
 from ..vae import COLLAPSE_NATS, VAE
 from .options import (
     DEFAULT_BETA,
@@ -32,11 +33,15 @@ from .options import (
     add_quiet,
     add_seed,
     add_training_options,
+    add_training_tools,
 )
 from .output import make_dir, write_json
 
 #: held-out KL per data point (nats) below which a trained model counts as collapsed
 COLLAPSED_KL = COLLAPSE_NATS
+
+#: the averaged model of a run with --average, beside checkpoint.pt
+AVERAGED_NAME = "averaged.pt"
 
 #: the flags that start several processes; the launcher leaves them out of the workers' command
 _LAUNCH_FLAGS = ("--devices", "--num-nodes", "--node-rank", "--master-addr", "--master-port")
@@ -47,7 +52,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     train = sub.add_parser("train", help="train one variant into a run folder",
                            description="Train one VAE variant on the artificial problem or on "
                            "images. Writes config.json, history.csv, checkpoint.pt, "
-                           "summary.json and figures into --out.")
+                           "summary.json and figures into --out (and best.pt with "
+                           "--eval-every, averaged.pt with --average).")
     _add_model_flags(train)
     _add_fit_flags(train)
     _add_image_flags(train)
@@ -102,6 +108,10 @@ def _add_fit_flags(train: argparse.ArgumentParser) -> None:
                          help="when the loss turns NaN/Inf: stop with a diagnosis (default), or "
                               "roll back to the last good check and halve the learning rate (at "
                               "most 3 times)")
+    add_training_tools(train, notes={
+        "eval_every": "default: off; the validation set is 1000 fresh points, or the last "
+                      "--eval-images images of the test split (the first ones are the "
+                      "held-out set of summary.json)"})
 
 
 def _add_image_flags(train: argparse.ArgumentParser) -> None:
@@ -221,11 +231,14 @@ def _train(args: argparse.Namespace, rank: int, check: bool) -> int:
     if rank != 0:
         return 0
     print(_format_summary(settings["obs"], summary))
+    for line in _tool_lines(summary):
+        print(line)
     note = collapse_note(settings["obs"], summary)
     if note:
         print(f"warning: {note}", file=sys.stderr)
     files = ["config.json", "history.csv", CHECKPOINT_NAME, "summary.json",
              *TASKS[settings["dataset"]].figures]
+    files += [name for name in (BEST_NAME, AVERAGED_NAME) if (run / name).exists()]
     print(f"wrote {run}/: {' '.join(files)}")
     return 0
 
@@ -294,6 +307,7 @@ def _train_settings(args: argparse.Namespace, task) -> dict[str, Any]:
         "lr": args.lr, "beta_schedule": args.beta_schedule, "device": args.device,
         "seed": args.seed, "checkpoint_every": args.checkpoint_every,
         "on_divergence": args.on_divergence, "min_scale": given(args.min_scale, "min_scale"),
+        **_tool_settings(args),
     }
     if args.dataset == "manifold2d":
         s.update(hidden=args.hidden, steps=given(args.steps, "steps"))
@@ -311,6 +325,21 @@ def _train_settings(args: argparse.Namespace, task) -> dict[str, Any]:
     return s
 
 
+def _tool_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The training tools of the command line (:func:`pyro_lvae.fit`'s), checked."""
+    if args.clip_grad_norm is not None and not args.clip_grad_norm > 0:
+        raise ConfigError(f"Expected --clip-grad-norm > 0 but got {args.clip_grad_norm}")
+    if args.eval_every is not None and args.eval_every < 1:
+        raise ConfigError(f"Expected --eval-every >= 1 but got {args.eval_every}")
+    if args.lr_warmup < 0:
+        raise ConfigError(f"Expected --lr-warmup >= 0 but got {args.lr_warmup}")
+    check_schedule(args.lr_schedule, args.lr_warmup)
+    average = parse_average(args.average)
+    return {"clip_grad_norm": args.clip_grad_norm, "lr_schedule": args.lr_schedule,
+            "lr_warmup": args.lr_warmup, "eval_every": args.eval_every,
+            "average": None if average is None else average.spec()}
+
+
 def _train_run(vae: VAE, run: Path, settings: dict[str, Any], resume: bool,
                progress: bool = True, tensorboard: str | None = None,
                rank: int = 0) -> dict[str, Any]:
@@ -323,27 +352,46 @@ def _train_run(vae: VAE, run: Path, settings: dict[str, Any], resume: bool,
         from ..training.tensorboard import TensorBoardCallback
 
         callbacks.append(TensorBoardCallback(tensorboard))
-    t0 = time.perf_counter()
-    history = fit(
-        vae, data, steps=steps, batch_size=settings["batch_size"], lr=settings["lr"],
-        beta=parse_schedule(settings["beta_schedule"]), device=settings["device"],
-        seed=settings["seed"], progress=progress, out=run, checkpoint_every=every,
-        resume=resume, on_divergence=settings.get("on_divergence", "stop"),
-        transform=transform, callbacks=callbacks,
-    )
-    seconds = time.perf_counter() - t0
+    eval_every = settings.get("eval_every")
+    with RunClock() as clock:
+        history = fit(
+            vae, data, steps=steps, batch_size=settings["batch_size"], lr=settings["lr"],
+            beta=parse_schedule(settings["beta_schedule"]), device=settings["device"],
+            seed=settings["seed"], progress=progress, out=run, checkpoint_every=every,
+            resume=resume, on_divergence=settings.get("on_divergence", "stop"),
+            transform=transform, callbacks=callbacks,
+            clip_grad_norm=settings.get("clip_grad_norm"),
+            lr_schedule=settings.get("lr_schedule"), lr_warmup=settings.get("lr_warmup", 0),
+            average=settings.get("average"), eval_every=eval_every,
+            heldout=None if eval_every is None else task.validation(settings),
+        )
     if rank != 0:  # rank 0 evaluates and writes; the others wait for it
         dist.barrier()
         return {}
     history.to_csv(run / "history.csv")
     summary = task.report(vae, history, run, settings)
     world = rank_info()[1]
-    summary.update(steps=len(history), train_seconds=round(seconds, 2), device=str(vae.device),
-                   processes=world)
+    summary.update(steps=len(history), processes=world, **clock.record(vae.device))
+    summary.update(_tool_results(task, history, run, settings))
     write_json(summary, run / "summary.json")
     if world > 1:
         dist.barrier()
     return summary
+
+
+def _tool_results(task, history: History, run: Path, settings: dict[str, Any]
+                  ) -> dict[str, Any]:
+    """The averaged model (saved as averaged.pt, evaluated like the raw one) and the best
+    held-out evaluation, for the summary."""
+    out: dict[str, Any] = {}
+    if history.averaged is not None:
+        history.averaged.save(run / AVERAGED_NAME)
+        out["averaged"] = {k: None if isinstance(v, float) and not math.isfinite(v) else v
+                           for k, v in task.evaluate(history.averaged, settings).items()}
+    if history.best is not None:
+        out["best"] = {"step": int(history.best["step"]),
+                       "validation_elbo": history.best["elbo"], "file": BEST_NAME}
+    return out
 
 
 def _data_scaled_start(task, settings: dict[str, Any], say: bool) -> float:
@@ -373,6 +421,21 @@ def _format_summary(name: str, s: dict[str, Any]) -> str:
     sig = f"{s['sigma']:.4g}" if "sigma" in s else "-"
     return (f"{name}: held-out ELBO {s['elbo']:.3f} nats/point (reconstruction "
             f"{s['reconstruction']:.3f}, KL {s['kl']:.3f}), sigma {sig}, {tail}")
+
+
+def _tool_lines(s: dict[str, Any]) -> list[str]:
+    """What the averaged model and the best checkpoint scored (when the run kept them)."""
+    lines = []
+    if "averaged" in s:
+        a = s["averaged"]
+        value = a.get("elbo", a.get("elbo_nats"))
+        lines.append(f"averaged model ({AVERAGED_NAME}): held-out ELBO {value:.4g} nats per "
+                     f"data point")
+    if "best" in s:
+        b = s["best"]
+        lines.append(f"best model ({BEST_NAME}): validation ELBO {b['validation_elbo']:.4g} "
+                     f"nats per data point at step {b['step']}")
+    return lines
 
 
 def collapse_note(obs: str, summary: dict[str, Any]) -> str | None:

@@ -93,15 +93,32 @@ def points_figure(rows: Sequence[Mapping[str, Any]]) -> Figure:
     return fig
 
 
+def _heldout_curves(ax, h: Any, name: str) -> None:
+    """The held-out loss (-ELBO per point) of a run evaluated during training (markers on the
+    loss panel): the model's, and the averaged model's, where the history has them."""
+    for column, style, what in (("heldout_elbo", "o-", "held-out"),
+                                ("heldout_elbo_averaged", "s--", "held-out, averaged")):
+        try:
+            values = np.asarray(h[column], dtype=float)
+        except (KeyError, IndexError):
+            continue
+        rows = np.isfinite(values)
+        if rows.any():
+            ax.plot(np.asarray(h["step"])[rows], -values[rows], style, ms=3, lw=1,
+                    label=f"{name} ({what})")
+
+
 def training_figure(histories: Mapping[str, Any], window: int = 50,
                     parts: Sequence[str] = ("loss", "reconstruction", "kl")) -> Figure:
-    """Loss parts (per point, smoothed) and sigma over training, one line per run."""
+    """Loss parts (per point, smoothed) and sigma over training, one line per run; the
+    held-out loss (-ELBO per point) on the loss panel where the run evaluated one."""
     fig = Figure(figsize=(4.0 * (len(parts) + 1), 3.6), layout="constrained")
     axes = fig.subplots(1, len(parts) + 1)
     for name, h in histories.items():
         step = np.asarray(h["step"])
         for ax, part in zip(axes[:-1], parts, strict=True):
             ax.plot(step, smooth(h[part], window), lw=1, label=name)
+        _heldout_curves(axes[0], h, name)
         axes[-1].plot(step, np.asarray(h["sigma"]), lw=1, label=name)
     titles = {"loss": "loss (nats / point)", "reconstruction": "reconstruction -log p(x|z)",
               "kl": "KL term"}
@@ -114,6 +131,8 @@ def training_figure(histories: Mapping[str, Any], window: int = 50,
     axes[-1].set_title("sigma (mean over dimensions)")
     axes[-1].set_xlabel("step")
     axes[-1].legend(fontsize=7, frameon=False)
+    if any("held-out" in label for label in axes[0].get_legend_handles_labels()[1]):
+        axes[0].legend(fontsize=7, frameon=False)
     return fig
 
 

@@ -115,6 +115,15 @@ class PointsTask:
         save_figure(training_figure({title: history}), run / "training.png")
         return summary
 
+    def validation(self, s: dict[str, Any], n: int = 1000) -> torch.Tensor:
+        """``n`` fixed points for the held-out ELBO during training (``--eval-every``), drawn
+        apart from the held-out set of the summary, which stays unseen by model selection."""
+        return manifold2d(n, generator=torch.Generator().manual_seed(EVAL_SEED + 2))
+
+    def evaluate(self, vae: VAE, s: dict[str, Any]) -> dict[str, Any]:
+        """The summary's held-out numbers of ``vae`` (another model of the run: averaged)."""
+        return summarize(vae, *held_out())
+
     figures = ("points.png", "training.png")
 
 
@@ -169,6 +178,29 @@ class ImageTask:
         images = load_images(self.name, s["data_root"], train=True, download=s["download"])
         raw = _first_images(images, n)
         return self._transform(s)(raw, torch.Generator().manual_seed(EVAL_SEED + 1))
+
+    def validation(self, s: dict[str, Any]) -> torch.Tensor:
+        """The last ``eval_images`` test images (at most the test split less the first
+        ``eval_images``, the summary's held-out set, which stays unseen by model selection),
+        for the held-out ELBO during training (``--eval-every``)."""
+        images = load_images(self.name, s["data_root"], train=False, download=False)
+        n = min(s["eval_images"], len(images) - s["eval_images"])
+        if n < 1:
+            raise ConfigError(f"--eval-every needs test images beyond the {s['eval_images']} "
+                              f"of the summary's held-out set; lower --eval-images")
+        picks = range(len(images) - n, len(images))
+        raw = (images[-n:] if isinstance(images, torch.Tensor)
+               else torch.stack([images[i] for i in picks]))
+        return self._transform(s)(raw, torch.Generator().manual_seed(EVAL_SEED + 2))
+
+    @torch.no_grad()
+    def evaluate(self, vae: VAE, s: dict[str, Any]) -> dict[str, Any]:
+        """The summary's held-out ELBO of ``vae`` (another model of the run: averaged)."""
+        _, x = self._test_images(s, vae.device)
+        elbo = evaluate.elbo(vae, x, batch_size=250)
+        out: dict[str, Any] = {f"{k}_nats": v for k, v in elbo.items()}
+        out["elbo_bits_per_dim"] = bits_per_dim(-elbo["elbo"], x[0].numel(), s["pixels"])
+        return out
 
     def _test_images(self, s: dict[str, Any], device) -> tuple[torch.Tensor, torch.Tensor]:
         images = load_images(self.name, s["data_root"], train=False, download=False)

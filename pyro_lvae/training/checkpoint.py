@@ -22,12 +22,14 @@ from .batches import data_seed
 from .distributed import gather_objects, rank_seed
 from .history import History
 
-__all__ = ["CHECKPOINT_NAME", "RandomStreams", "prepare_folder", "save_checkpoint",
+__all__ = ["CHECKPOINT_NAME", "BEST_NAME", "RandomStreams", "prepare_folder", "save_checkpoint",
            "restore_checkpoint", "load_checkpoint_info"]
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_NAME = "checkpoint.pt"
+#: the best checkpoint by held-out ELBO (fit(..., heldout=...)), beside ``checkpoint.pt``
+BEST_NAME = "best.pt"
 
 
 class RandomStreams:
@@ -75,16 +77,18 @@ def prepare_folder(out: str | os.PathLike | None, rank: int) -> Path | None:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise CheckpointError(f"cannot create output folder {folder}: {e.strerror}") from None
-        for stale in folder.glob(f".{CHECKPOINT_NAME}.*.tmp"):
+        for stale in [p for name in (CHECKPOINT_NAME, BEST_NAME)
+                      for p in folder.glob(f".{name}.*.tmp")]:
             stale.unlink(missing_ok=True)
     return folder / CHECKPOINT_NAME
 
 
 def save_checkpoint(path: Path, step: int, vae: VAE, optimizer: Any, history: History,
                     streams: RandomStreams, batches: Any, settings: dict[str, Any],
-                    rank: int = 0, world: int = 1) -> None:
-    """Write the checkpoint of ``step`` (every rank calls; rank 0 writes every rank's random
-    states)."""
+                    rank: int = 0, world: int = 1, tools: dict[str, Any] | None = None) -> None:
+    """Write the checkpoint of ``step`` to ``path`` (every rank calls; rank 0 writes every
+    rank's random states); ``tools`` is the state of the run's optional tools
+    (:class:`~pyro_lvae.training.tools.TrainingTools`)."""
     states = gather_objects(streams.state())
     if rank != 0:
         return
@@ -99,6 +103,7 @@ def save_checkpoint(path: Path, step: int, vae: VAE, optimizer: Any, history: Hi
         "rng": states[0] if world == 1 else states,
         "batches": batches.state_dict(),
         "fit": json.dumps(settings),
+        "tools": tools or {},
     }
     atomic_save(blob, path)
 
@@ -112,9 +117,10 @@ def _load_blob(path: str | os.PathLike, device: Any) -> dict[str, Any]:
 
 def restore_checkpoint(path: Path, vae: VAE, optimizer: Any, batches: Any,
                        streams: RandomStreams, device: Any, seed: int | None = None,
-                       rank: int = 0, world: int = 1) -> tuple[int, History]:
+                       rank: int = 0, world: int = 1
+                       ) -> tuple[int, History, dict[str, Any]]:
     """Load a checkpoint into the model, optimiser, batches and random streams; return its
-    step and history."""
+    step, history and the state of the optional tools (empty in older checkpoints)."""
     blob = _load_blob(path, device)
     vae.load_state(path)
     if isinstance(optimizer, pyro.optim.PyroOptim):
@@ -135,7 +141,7 @@ def restore_checkpoint(path: Path, vae: VAE, optimizer: Any, batches: Any,
         streams.reseed(seed, step, rank)
         logger.warning("resumed on %d process(es) from a checkpoint of %d: training continues "
                        "from step %d with fresh random streams", world, len(states), step)
-    return step, History.from_state_dict(blob["history"])
+    return step, History.from_state_dict(blob["history"]), blob.get("tools", {})
 
 
 def load_checkpoint_info(path: str | os.PathLike) -> dict[str, Any]:

@@ -27,6 +27,8 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -39,8 +41,10 @@ from ..annealing import Constant, Schedule, scale_latents
 from ..errors import ConfigError, check_positive_int
 from ..objective import scale_stats
 from ..vae import COLLAPSE_NATS, VAE
+from .averaging import WeightAverage, parse_average
 from .batches import data_seed, make_batches
 from .checkpoint import (
+    BEST_NAME,
     CHECKPOINT_NAME,
     RandomStreams,
     load_checkpoint_info,
@@ -50,8 +54,10 @@ from .checkpoint import (
 )
 from .distributed import gather_objects, rank_info, rank_seed, reduce_rows
 from .guard import DivergenceGuard
+from .heldout import HeldOut
 from .history import History, PendingRows
 from .step import build_step
+from .tools import TrainingTools, check_tools
 
 __all__ = ["fit", "History", "resolve_device", "fused_adam", "load_checkpoint_info",
            "CHECKPOINT_NAME"]
@@ -199,32 +205,77 @@ def _sigma_stats(likelihood: Any, observation: Any) -> tuple[torch.Tensor, ...] 
     return stats
 
 
+def _make_tools(vae: VAE, opt: Any, steps: int, check_every: int, on_divergence: str,
+                clip_grad_norm: Any, lr_schedule: Any, lr_warmup: Any, average: Any,
+                heldout: Any, eval_every: Any) -> TrainingTools:
+    """The run's optional tools, checked (:mod:`.tools`)."""
+    check_tools(opt, clip_grad_norm, lr_schedule, lr_warmup, on_divergence)
+    evaluation = None
+    if heldout is not None:
+        every = 10 * check_every if eval_every is None else eval_every
+        check_positive_int("eval_every", every)
+        evaluation = HeldOut(heldout, every)
+        evaluation.attach(vae)
+    elif eval_every is not None:
+        raise ConfigError("eval_every needs heldout= (the held-out set to evaluate)")
+    return TrainingTools(vae, opt, steps, lr_schedule, lr_warmup, parse_average(average),
+                         evaluation)
+
+
+def _tool_settings(clip_grad_norm: Any, lr_schedule: Any, lr_warmup: int,
+                   tools: TrainingTools, eval_every: Any) -> dict[str, Any]:
+    """The tools' settings for the checkpoint's record (those that are on)."""
+    settings = {"clip_grad_norm": clip_grad_norm,
+                "lr_schedule": lr_schedule if lr_schedule is None or isinstance(lr_schedule, str)
+                else repr(lr_schedule),
+                "lr_warmup": lr_warmup or None,
+                "average": None if tools.average is None else tools.average.spec(),
+                "eval_every": None if tools.heldout is None else tools.heldout.every}
+    return {k: v for k, v in settings.items() if v is not None}
+
+
+def _finish(history: History, tools: TrainingTools) -> History:
+    """The history with the averaged model and the best held-out evaluation attached."""
+    history.averaged = tools.averaged
+    if tools.heldout is not None:
+        history.best = tools.heldout.best()
+    return history
+
+
 class _Loop:
     """The training loop: steps, and at every ``check_every`` steps one read of the pending
-    rows, the divergence guard, the history, the callbacks and the progress bar."""
+    rows, the divergence guard, the history, the held-out evaluation, the callbacks and the
+    progress bar."""
 
     def __init__(self, vae: VAE, stream: _Stream, step: Any, schedule: Any,
                  guard: DivergenceGuard, history: History, pending: PendingRows,
-                 check_every: int, callbacks: Sequence[Callable], bar: Any) -> None:
+                 check_every: int, callbacks: Sequence[Callable], bar: Any,
+                 tools: TrainingTools) -> None:
         self.vae, self.stream, self.step, self.schedule = vae, stream, step, schedule
         self.guard, self.history, self.pending = guard, history, pending
         self.check_every, self.callbacks, self.bar = check_every, callbacks, bar
+        self.tools = tools
+        self.steps, self.save_best = 0, None
 
     def run(self, x: torch.Tensor, start: int, steps: int,
-            checkpoint: Callable[[int], None] | None, every: int | None) -> torch.Tensor:
+            checkpoint: Callable[[int], None] | None, every: int | None,
+            save_best: Callable[[int], None] | None = None) -> torch.Tensor:
         """Train from step ``start`` (on the batch ``x`` first) to ``steps``; return the last
-        batch."""
+        batch. ``save_best`` writes ``best.pt`` when the held-out ELBO improves."""
+        self.steps, self.save_best = steps, save_best
         step = start
         while step < steps:
             x = x if x is not None else self.stream()
             beta = self.schedule(step)
             self.vae.observation.set_step(step)
             terms = self.step(x, beta)
+            self.tools.after_step(step)
             self.pending.add(terms.loss, terms.reconstruction, terms.kl, x.shape[0], beta,
-                             _sigma_stats(terms.likelihood, self.vae.observation))
+                             _sigma_stats(terms.likelihood, self.vae.observation),
+                             getattr(self.step, "grad_norm", None))
             last, x = x, None
             step += 1
-            if step % self.check_every and step != steps:
+            if step % self.check_every and step != steps and not self.tools.check_due(step):
                 continue
             if not self._check(last, step):
                 step = self.pending.first
@@ -241,6 +292,7 @@ class _Loop:
             return False
         rows = self.pending.complete(rows)
         self.history.extend(rows)
+        self.tools.at_check(done, self.steps, self.history, self.save_best)
         for callback in self.callbacks:
             callback(done, rows, self.vae)
         self.pending.restart(done)
@@ -273,6 +325,12 @@ def fit(
     max_rollbacks: int = 3,
     transform: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
     callbacks: Sequence[Callable[[int, dict[str, np.ndarray], VAE], None]] = (),
+    clip_grad_norm: float | None = None,
+    lr_schedule: str | Callable | torch.optim.lr_scheduler.LRScheduler | None = None,
+    lr_warmup: int = 0,
+    average: str | WeightAverage | None = None,
+    heldout: Any = None,
+    eval_every: int | None = None,
 ) -> History:
     """Train ``vae`` by stochastic variational inference; return the per-step :class:`History`.
 
@@ -311,6 +369,30 @@ def fit(
         :mod:`pyro_lvae.datasets`)
     :param callbacks: functions ``f(step, rows, vae)`` called at every check with the rows of
         history recorded since the last one (numpy arrays per column), for logging
+    :param float clip_grad_norm: clip the norm of all gradients together to this value before
+        every step (:func:`torch.nn.utils.clip_grad_norm_`; torch optimisers only: a
+        ``pyro.optim`` optimiser clips through its own ``clip_args``); the norm before clipping
+        is recorded in the history's ``grad_norm`` column
+    :param lr_schedule: a learning-rate schedule stepped after every step: a name
+        (``"cosine"``, ``"cosine:FINAL"``, ``"step:EVERY[:GAMMA]"``, ``"constant"``), a torch
+        scheduler built on ``optimizer``, or a function ``optimizer -> scheduler``
+        (:mod:`pyro_lvae.training.schedules`; torch optimisers only)
+    :param int lr_warmup: steps of linear learning-rate warm-up before ``lr_schedule``
+    :param average: keep averaged weights of every parameter, sigma included: ``"ema"``,
+        ``"ema:DECAY[:START[:EVERY]]"``, ``"swa[:START[:EVERY]]"`` or a
+        :class:`~pyro_lvae.training.averaging.WeightAverage`; the averaged VAE is
+        ``history.averaged`` (an independent copy: ``history.averaged.sample(n)``,
+        :func:`pyro_lvae.evaluate.elbo` ``(history.averaged, x)``), and checkpoints hold it
+        (:func:`~pyro_lvae.training.load_averaged`)
+    :param heldout: a fixed held-out set (tensor or array, as the model sees its data): its
+        ELBO is computed every ``eval_every`` steps into the history's ``heldout_elbo`` (and
+        ``heldout_elbo_averaged``), and with ``out``, the checkpoint of the best one is kept as
+        ``best.pt`` beside ``checkpoint.pt``; ``history.best`` says which step it was
+    :param int eval_every: steps between held-out evaluations (default ``10 * check_every``;
+        the losses are checked at those steps too); always at the last step too
+
+    Each of the last six is off by default and resumes exactly: the schedule's state, the
+    averaged weights and the best held-out ELBO so far are in the checkpoint.
 
     At the first batch, an observation model with a pending data-scaled start takes it
     (``observation.initialize(x)``; with several processes, from rank 0's batch). At the end, a
@@ -325,18 +407,27 @@ def fit(
     stream, streams = _data_stream(data, vae, batch_size, seed, device, transform, rank, world)
     opt = _make_optimizer(optimizer, vae, lr)
     _check_combination(opt, elbo, on_divergence, world)
+    tools = _make_tools(vae, opt, steps, check_every, on_divergence, clip_grad_norm,
+                        lr_schedule, lr_warmup, average, heldout, eval_every)
     path = prepare_folder(out, rank)
     history, start = History(), 0
     if resume and path.exists():
-        start, history = restore_checkpoint(path, vae, opt, stream.batches, streams, device,
-                                            seed, rank, world)
+        start, history, tools_state = restore_checkpoint(path, vae, opt, stream.batches,
+                                                         streams, device, seed, rank, world)
+        tools.load_state_dict(tools_state)
         logger.info("resumed from %s at step %d", path, start)
         if start >= steps:
-            return history
+            return _finish(history, tools)
     settings = {"steps": steps, "batch_size": batch_size, "lr": lr,
-                "beta": schedule.spec() if isinstance(schedule, Schedule) else repr(schedule)}
-    checkpoint = None if path is None else lambda done: save_checkpoint(
-        path, done, vae, opt, history, streams, stream.batches, settings, rank, world)
+                "beta": schedule.spec() if isinstance(schedule, Schedule) else repr(schedule),
+                **_tool_settings(clip_grad_norm, lr_schedule, lr_warmup, tools, eval_every)}
+
+    def save(target: Path, done: int) -> None:
+        save_checkpoint(target, done, vae, opt, history, streams, stream.batches, settings,
+                        rank, world, tools.state_dict())
+
+    checkpoint = None if path is None else partial(save, path)
+    save_best = None if path is None else partial(save, path.parent / BEST_NAME)
     every = None if checkpoint_every is None else (
         math.ceil(checkpoint_every / check_every) * check_every)
     bar = tqdm(total=steps, initial=start, desc="training", unit="step", dynamic_ncols=True,
@@ -346,17 +437,18 @@ def fit(
         with pyro.validation_enabled(validate):
             x = stream()  # the first batch as the model sees it
             _start_from_data(vae, x, world)
+            tools.start()
             vae.observation.set_step(start)
-            step, history.objective = build_step(vae, x, opt, elbo, world)
+            step, history.objective = build_step(vae, x, opt, elbo, world, clip_grad_norm)
             logger.info("training objective: %s", history.objective)
             loop = _Loop(vae, stream, step, schedule,
-                         DivergenceGuard(vae, opt, on_divergence, max_rollbacks), history,
-                         PendingRows(device, start), check_every,
-                         callbacks if rank == 0 else (), bar)
-            last = loop.run(x, start, steps, checkpoint, every)
+                         DivergenceGuard(vae, opt, on_divergence, max_rollbacks, tools),
+                         history, PendingRows(device, start), check_every,
+                         callbacks if rank == 0 else (), bar, tools)
+            last = loop.run(x, start, steps, checkpoint, every, save_best)
     finally:
         bar.close()
     logger.info("trained %d steps in %.1f s", steps - start, time.perf_counter() - t0)
     if rank == 0:
         _warn_if_collapsed(vae, last)
-    return history
+    return _finish(history, tools)

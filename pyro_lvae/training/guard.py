@@ -47,10 +47,13 @@ class DivergenceGuard:
     :param optimizer: a torch optimiser (its state is kept too) or a ``pyro.optim`` one
     :param str policy: ``"stop"`` or ``"rollback"`` (torch optimisers only)
     :param int max_rollbacks: rollbacks allowed before giving up
+    :param tools: the run's :class:`~pyro_lvae.training.tools.TrainingTools` (the averaged
+        weights are kept and restored too), or ``None``
     """
 
-    def __init__(self, vae: VAE, optimizer: Any, policy: str, max_rollbacks: int) -> None:
-        self.vae, self.optimizer = vae, optimizer
+    def __init__(self, vae: VAE, optimizer: Any, policy: str, max_rollbacks: int,
+                 tools: Any = None) -> None:
+        self.vae, self.optimizer, self.tools = vae, optimizer, tools
         self.torch_optimizer = not isinstance(optimizer, pyro.optim.PyroOptim)
         self.policy, self.max_rollbacks = policy, max_rollbacks
         self.rollbacks = 0
@@ -62,9 +65,13 @@ class DivergenceGuard:
                                    for k, v in self.vae.state_dict().items()}}
         if self.torch_optimizer:
             self.snapshot["optimizer"] = copy.deepcopy(self.optimizer.state_dict())
+        if self.tools is not None:
+            self.snapshot["tools"] = self.tools.snapshot()
 
     def _restore(self) -> None:
         self.vae.load_state_dict(self.snapshot["model"])
+        if self.tools is not None:
+            self.tools.restore(self.snapshot["tools"])
         if self.torch_optimizer:
             lrs = [g["lr"] for g in self.optimizer.param_groups]
             self.optimizer.load_state_dict(self.snapshot["optimizer"])

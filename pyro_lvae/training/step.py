@@ -168,16 +168,26 @@ class LossModule(torch.nn.Module):
 
 
 class TorchStep:
-    """A step of a torch optimiser on a :class:`LossModule` (possibly DDP-wrapped)."""
+    """A step of a torch optimiser on a :class:`LossModule` (possibly DDP-wrapped); with
+    ``clip_grad_norm``, the norm of all the optimiser's gradients together is clipped to it
+    first (:func:`torch.nn.utils.clip_grad_norm_`; with several processes, after DDP has
+    averaged them, so every rank clips alike)."""
 
-    def __init__(self, module: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    def __init__(self, module: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                 clip_grad_norm: float | None = None) -> None:
         self.module, self.optimizer = module, optimizer
+        self.clip_grad_norm = clip_grad_norm
+        self.params = [p for group in optimizer.param_groups for p in group["params"]]
+        #: the last step's total gradient norm before clipping (``None`` without clipping)
+        self.grad_norm: torch.Tensor | None = None
 
     def __call__(self, x: torch.Tensor, beta: float) -> ELBOTerms:
         self.optimizer.zero_grad(set_to_none=True)
         terms = self.module(x, beta)
         if terms.loss.requires_grad:
             terms.loss.backward()
+        if self.clip_grad_norm is not None:
+            self.grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.clip_grad_norm)
         self.optimizer.step()
         return terms._replace(loss=terms.loss.detach(),
                               reconstruction=terms.reconstruction.detach(),
@@ -270,19 +280,25 @@ def verify_direct(vae: VAE, x: torch.Tensor) -> str | None:
     return reason
 
 
-def build_step(vae: VAE, x: torch.Tensor, optimizer: Any, elbo: Any,
-               world: int = 1) -> tuple[Any, str]:
+def build_step(vae: VAE, x: torch.Tensor, optimizer: Any, elbo: Any, world: int = 1,
+               clip_grad_norm: float | None = None) -> tuple[Any, str]:
     """The step function for this run and the name of its objective, decided on the first
     batch ``x`` (with several processes, the direct path only where every rank verified it;
-    the loss module is then wrapped in ``DistributedDataParallel``)."""
+    the loss module is then wrapped in ``DistributedDataParallel``). ``clip_grad_norm``
+    clips the gradients' total norm before each step of a torch optimiser (a ``pyro.optim``
+    optimiser clips per parameter, through its own ``clip_args``)."""
     if isinstance(optimizer, pyro.optim.PyroOptim):
+        if clip_grad_norm is not None:
+            raise ConfigError("clip_grad_norm needs a torch optimiser; give a pyro.optim "
+                              "optimiser clip_args={'clip_norm': ...} instead")
         elbo = elbo if elbo is not None else Trace_ELBO()
         return SVIStep(vae, optimizer, elbo), f"pyro {type(elbo).__name__}"
     if elbo is not None:
         if world > 1:
             raise ConfigError("distributed training uses fit's own ELBO step; elbo= is not "
                               "supported with several processes")
-        return TorchStep(LossModule(vae, elbo), optimizer), f"pyro {type(elbo).__name__}"
+        return (TorchStep(LossModule(vae, elbo), optimizer, clip_grad_norm),
+                f"pyro {type(elbo).__name__}")
     reasons = [r for r in gather_objects(verify_direct(vae, x)) if r is not None]
     direct = not reasons
     if reasons:
@@ -291,4 +307,5 @@ def build_step(vae: VAE, x: torch.Tensor, optimizer: Any, elbo: Any,
     if world > 1:
         module = torch.nn.parallel.DistributedDataParallel(
             module, device_ids=[x.device.index] if x.device.type == "cuda" else None)
-    return TorchStep(module, optimizer), DIRECT if direct else "pyro Trace_ELBO"
+    return (TorchStep(module, optimizer, clip_grad_norm),
+            DIRECT if direct else "pyro Trace_ELBO")

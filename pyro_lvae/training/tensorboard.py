@@ -35,7 +35,9 @@ class TensorBoardCallback:
 
     def __call__(self, step: int, rows: dict[str, np.ndarray], vae: Any) -> None:
         for i, s in enumerate(rows["step"]):
-            for name in ("loss", "reconstruction", "kl", "beta", "sigma"):
+            for name in ("loss", "reconstruction", "kl", "beta", "sigma", "grad_norm"):
+                if name not in rows:  # grad_norm: recorded with clip_grad_norm only
+                    continue
                 value = float(rows[name][i])
                 if np.isfinite(value):
                     self.writer.add_scalar(f"train/{name}", value, int(s))

@@ -1,0 +1,172 @@
+"""Averaged weights for :func:`pyro_lvae.fit`: an exponential moving average (EMA) or a
+stochastic weight average (SWA) of every parameter of the VAE, the learned sigma included,
+kept by torch's own :class:`torch.optim.swa_utils.AveragedModel`.
+
+The averaged model is an independent :class:`~pyro_lvae.VAE` (a copy with param-store names of
+its own, so it can be trained, sampled or evaluated beside the raw one): after ``fit`` it is
+``history.averaged``; checkpoints hold it beside the raw model, and ``pyro-lvae train`` saves it
+as ``averaged.pt``. Parameters are averaged as the optimiser sees them (a learned sigma in its
+unconstrained form, ``log(sigma - min_scale)``); buffers and the learned sigma's measured start
+are copied from the raw model.
+
+**References**
+
+- P. Izmailov, D. Podoprikhin, T. Garipov, D. Vetrov, A. G. Wilson. *Averaging Weights Leads to
+  Wider Optima and Better Generalization*. UAI 2018.
+- B. T. Polyak, A. B. Juditsky. *Acceleration of Stochastic Approximation by Averaging*. SIAM
+  J. Control Optim. 30(4), 1992.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from typing import Any
+
+import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn, get_swa_multi_avg_fn
+
+from ..errors import CheckpointError, ConfigError
+from ..io import safe_load
+from ..vae import VAE
+
+__all__ = ["WeightAverage", "parse_average", "Averager", "load_averaged"]
+
+
+class WeightAverage:
+    """How to average a run's weights.
+
+    :param str kind: ``"ema"`` (exponential moving average: ``w <- decay w + (1 - decay) w_t``)
+        or ``"swa"`` (the plain mean of the weights since ``start``)
+    :param float decay: the EMA's decay, in ``[0, 1)`` (``"ema"`` only)
+    :param int start: the first step whose weights enter the average (before it the averaged
+        model is the raw one)
+    :param int every: average the weights of every ``every``-th step from ``start``
+
+    Example::
+
+        >>> from pyro_lvae.training.averaging import WeightAverage
+        >>> WeightAverage("ema", decay=0.99).spec()
+        'ema:0.99:0:1'
+    """
+
+    def __init__(self, kind: str = "ema", decay: float = 0.999, start: int = 0,
+                 every: int = 1) -> None:
+        if kind not in ("ema", "swa"):
+            raise ConfigError(f"Expected the averaging kind to be 'ema' or 'swa' but got {kind!r}")
+        if not (isinstance(decay, (int, float)) and 0 <= decay < 1):
+            raise ConfigError(f"Expected the EMA decay in [0, 1) but got {decay!r}")
+        for name, value, least in (("start", start, 0), ("every", every, 1)):
+            if not (isinstance(value, int) and not isinstance(value, bool) and value >= least):
+                raise ConfigError(f"Expected the averaging {name} to be an integer >= {least} "
+                                  f"but got {value!r}")
+        self.kind, self.decay, self.start, self.every = kind, float(decay), start, every
+
+    def spec(self) -> str:
+        """The command-line form, ``ema:DECAY:START:EVERY`` or ``swa:START:EVERY``."""
+        if self.kind == "ema":
+            return f"ema:{self.decay:g}:{self.start}:{self.every}"
+        return f"swa:{self.start}:{self.every}"
+
+    def wrap(self, vae: VAE) -> AveragedModel:
+        """torch's ``AveragedModel`` of an independent copy of ``vae``."""
+        fn = get_ema_multi_avg_fn(self.decay) if self.kind == "ema" else get_swa_multi_avg_fn()
+        return AveragedModel(vae, multi_avg_fn=fn)
+
+    def due(self, step: int) -> bool:
+        """Whether the weights after step ``step`` (0-based) enter the average."""
+        return step >= self.start and (step - self.start) % self.every == 0
+
+    def __repr__(self) -> str:
+        return f"WeightAverage({self.spec()!r})"
+
+
+def parse_average(text: str | WeightAverage | None) -> WeightAverage | None:
+    """An averaging from its command-line form: ``ema[:DECAY[:START[:EVERY]]]`` or
+    ``swa[:START[:EVERY]]`` (``none`` or ``None``: no averaging).
+
+    Example::
+
+        >>> from pyro_lvae.training.averaging import parse_average
+        >>> parse_average("swa:500").start
+        500
+    """
+    if text is None or isinstance(text, WeightAverage):
+        return text
+    name, *args = str(text).strip().split(":")
+    if name == "none" and not args:
+        return None
+    forms = "ema[:DECAY[:START[:EVERY]]], swa[:START[:EVERY]] or none"
+    if name not in ("ema", "swa") or len(args) > (3 if name == "ema" else 2):
+        raise ConfigError(f"unknown weight averaging {text!r}; expected {forms}")
+    try:
+        decay = [float(args.pop(0))] if name == "ema" and args else [0.999]
+        numbers = decay + [int(a) for a in args]
+    except ValueError:
+        raise ConfigError(f"weight averaging {text!r}: expected {forms} with an integer START "
+                          f"and EVERY") from None
+    return WeightAverage(name, *numbers)
+
+
+class Averager:
+    """The run's averaged model: updated after the steps :meth:`WeightAverage.due` names, its
+    state in the checkpoint (``state_dict``) and in the divergence guard's snapshots."""
+
+    def __init__(self, average: WeightAverage, vae: VAE) -> None:
+        self.average, self.vae = average, vae
+        self.model = average.wrap(vae)
+
+    @property
+    def averaged(self) -> VAE:
+        """The averaged VAE (an independent copy of the raw one)."""
+        return self.model.module
+
+    def after_step(self, step: int) -> None:
+        """Average in the weights after step ``step`` if due; the observation model follows
+        the raw one's step (scheduled sigmas)."""
+        if self.average.due(step):
+            self.model.update_parameters(self.vae)
+        self.averaged.observation.set_step(step)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The averaging's form, the number of averaged steps and the averaged VAE as
+        :meth:`~pyro_lvae.VAE.to_file_dict` writes it (so :func:`load_averaged` rebuilds it)."""
+        return {"spec": self.average.spec(), "n_averaged": self.model.n_averaged.clone(),
+                "model": self.averaged.to_file_dict()}
+
+    @torch.no_grad()
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state_dict`'s state (the same averaging only)."""
+        if state.get("spec") != self.average.spec():
+            raise ConfigError(f"the checkpoint averaged weights with {state.get('spec')!r}, "
+                              f"this run with {self.average.spec()!r}: resume with the same "
+                              f"averaging")
+        self.averaged._load_checked(state["model"]["state_dict"], "the checkpoint's averaged "
+                                    "model")
+        self.model.n_averaged.copy_(state["n_averaged"])
+
+    def snapshot(self) -> dict[str, Any]:
+        """An in-memory copy of the state (for the divergence guard)."""
+        return copy.deepcopy({"n_averaged": self.model.n_averaged,
+                              "state_dict": self.averaged.state_dict()})
+
+    @torch.no_grad()
+    def restore(self, snapshot: dict[str, Any]) -> None:
+        """Go back to a :meth:`snapshot`."""
+        self.averaged.load_state_dict(snapshot["state_dict"])
+        self.model.n_averaged.copy_(snapshot["n_averaged"])
+
+
+def load_averaged(path: str | os.PathLike, map_location: Any = None) -> VAE:
+    """The averaged model of a training checkpoint of a run with ``average=`` (``best.pt`` or
+    ``checkpoint.pt``); :func:`pyro_lvae.load` gives the raw one.
+
+    :param path: the checkpoint
+    :param map_location: as in :func:`torch.load`, e.g. ``"cpu"``
+    """
+    blob = safe_load(path, map_location=map_location)
+    state = blob.get("tools", {}).get("averaged") if isinstance(blob, dict) else None
+    if state is None:
+        raise CheckpointError(f"{path} holds no averaged model: it is not a checkpoint of a "
+                              f"run with average= (--average)")
+    return VAE.from_file_dict(state["model"], f"{path} (averaged model)", map_location)

@@ -1,0 +1,144 @@
+"""Learning-rate schedules of :func:`pyro_lvae.fit`: torch's own
+:mod:`torch.optim.lr_scheduler`, stepped once per optimisation step, with their state in the
+checkpoint.
+
+A schedule is given by name (``"constant"``, ``"cosine[:FINAL]"``, ``"step:EVERY[:GAMMA]"``;
+the command line's ``--lr-schedule``), as a scheduler built on fit's optimiser, or as a function
+``optimizer -> scheduler``. ``warmup=STEPS`` puts a linear warm-up in front of any of them
+(:class:`~torch.optim.lr_scheduler.LinearLR` then the schedule, joined by
+:class:`~torch.optim.lr_scheduler.SequentialLR`).
+
+Example::
+
+    >>> import torch
+    >>> from pyro_lvae.training.schedules import make_scheduler
+    >>> opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    >>> sched = make_scheduler("cosine", opt, steps=10, warmup=2)
+    >>> lrs = []
+    >>> for _ in range(4):
+    ...     lrs.append(round(opt.param_groups[0]["lr"], 3))
+    ...     opt.step()
+    ...     sched.step()
+    >>> lrs
+    [0.333, 0.667, 1.0, 0.962]
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch.optim import lr_scheduler
+
+from ..errors import ConfigError
+
+__all__ = ["LR_SCHEDULES", "make_scheduler", "check_schedule"]
+
+#: the named schedules (``--lr-schedule``) and what their arguments mean
+LR_SCHEDULES = {
+    "constant": "the learning rate stays at --lr",
+    "cosine": "cosine[:FINAL]: cosine decay from --lr to FINAL x --lr (default 0) at the last "
+              "step",
+    "step": "step:EVERY[:GAMMA]: multiply the learning rate by GAMMA (default 0.5) every EVERY "
+            "steps",
+}
+
+
+def _parse(text: str) -> tuple[str, list[float]]:
+    name, *args = str(text).strip().split(":")
+    if name not in LR_SCHEDULES:
+        raise ConfigError(f"unknown learning-rate schedule {text!r}; expected one of "
+                          f"constant, cosine[:FINAL], step:EVERY[:GAMMA]")
+    try:
+        values = [float(a) for a in args]
+    except ValueError:
+        raise ConfigError(f"learning-rate schedule {text!r} has a non-numeric argument") from None
+    most = {"constant": 0, "cosine": 1, "step": 2}[name]
+    if len(values) > most or (name == "step" and not values):
+        raise ConfigError(f"learning-rate schedule {text!r}: {LR_SCHEDULES[name]}")
+    if name == "cosine" and values and not 0 <= values[0] <= 1:
+        raise ConfigError(f"Expected the final factor of {text!r} in [0, 1] but got {values[0]}")
+    if name == "step" and (values[0] < 1 or values[0] != int(values[0])
+                           or (len(values) > 1 and not 0 < values[1] <= 1)):
+        raise ConfigError(f"Expected step:EVERY[:GAMMA] with an integer EVERY >= 1 and GAMMA "
+                          f"in (0, 1] but got {text!r}")
+    return name, values
+
+
+def check_schedule(schedule: Any, warmup: Any) -> None:
+    """Refuse a bad ``lr_schedule`` or ``lr_warmup`` before anything runs."""
+    if not (isinstance(warmup, int) and not isinstance(warmup, bool) and warmup >= 0):
+        raise ConfigError(f"Expected lr_warmup to be an integer >= 0 but got {warmup!r}")
+    if isinstance(schedule, str):
+        _parse(schedule)
+    elif isinstance(schedule, lr_scheduler.ReduceLROnPlateau):
+        raise ConfigError("ReduceLROnPlateau needs a metric at every step; fit steps its "
+                          "schedule without one: use a step-based torch scheduler")
+    elif not (schedule is None or isinstance(schedule, lr_scheduler.LRScheduler)
+              or callable(schedule)):
+        raise ConfigError(f"Expected lr_schedule to be None, a name (constant, cosine, step), "
+                          f"a torch LRScheduler or a function optimizer -> scheduler but got "
+                          f"{schedule!r}")
+
+
+def _named(name: str, values: list[float], optimizer: torch.optim.Optimizer,
+           steps: int) -> lr_scheduler.LRScheduler:
+    if name == "cosine":
+        final = values[0] if values else 0.0
+        return lr_scheduler.LambdaLR(optimizer, _Cosine(max(steps, 1), final))
+    if name == "step":
+        return lr_scheduler.StepLR(optimizer, int(values[0]), values[1] if len(values) > 1
+                                   else 0.5)
+    return lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+
+
+class _Cosine:
+    """``FINAL + (1 - FINAL) (1 + cos(pi t / T)) / 2``: a picklable multiplier for LambdaLR
+    (its state is its two numbers, so the checkpoint holds it)."""
+
+    def __init__(self, total: int, final: float) -> None:
+        self.total, self.final = total, final
+
+    def __call__(self, t: int) -> float:
+        t = min(t, self.total)
+        return self.final + (1 - self.final) * (1 + math.cos(math.pi * t / self.total)) / 2
+
+
+def make_scheduler(schedule: str | Callable | lr_scheduler.LRScheduler | None,
+                   optimizer: torch.optim.Optimizer, steps: int,
+                   warmup: int = 0) -> lr_scheduler.LRScheduler | None:
+    """The scheduler of a run of ``steps`` steps, stepped after every optimiser step.
+
+    :param schedule: ``None`` (none, unless ``warmup``), a name (:data:`LR_SCHEDULES`), a torch
+        scheduler built on ``optimizer``, or a function ``optimizer -> scheduler``
+    :param optimizer: the run's torch optimiser
+    :param int steps: the run's total number of steps (a named schedule spans those after
+        the warm-up)
+    :param int warmup: steps of linear warm-up from ``lr / (warmup + 1)`` to ``lr`` first
+    """
+    check_schedule(schedule, warmup)
+    if schedule is None and not warmup:
+        return None
+    if isinstance(schedule, str):
+        main = _named(*_parse(schedule), optimizer, steps - warmup)
+    elif isinstance(schedule, lr_scheduler.LRScheduler):
+        main = schedule
+    elif schedule is None:
+        main = _named("constant", [], optimizer, steps)
+    else:
+        main = schedule(optimizer)
+        if not isinstance(main, lr_scheduler.LRScheduler) or isinstance(
+                main, lr_scheduler.ReduceLROnPlateau):
+            raise ConfigError(f"lr_schedule(optimizer) returned {main!r}; expected a "
+                              f"step-based torch LRScheduler")
+    if main.optimizer is not optimizer:
+        raise ConfigError("the learning-rate scheduler was built on another optimiser than "
+                          "fit's: pass a function optimizer -> scheduler, or fit's own "
+                          "optimiser (optimizer=) and a scheduler built on it")
+    if not warmup:
+        return main
+    ramp = lr_scheduler.LinearLR(optimizer, start_factor=1.0 / (warmup + 1), end_factor=1.0,
+                                 total_iters=warmup)
+    return lr_scheduler.SequentialLR(optimizer, [ramp, main], milestones=[warmup])
