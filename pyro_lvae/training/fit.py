@@ -243,6 +243,9 @@ class _Loop:
             return False
         rows = self.pending.complete(rows)
         self.history.extend(rows)
+        observe = getattr(self.schedule, "observe", None)  # a weight that follows the run (GECO)
+        if observe is not None:
+            observe(rows)
         for callback in self.callbacks:
             callback(done, rows, self.vae)
         self.pending.restart(done)
@@ -291,7 +294,9 @@ def fit(
         verifies it for this VAE, see :attr:`History.objective`) or a Pyro ELBO instance
         (``TraceMeanField_ELBO``, ``JitTrace_ELBO``, ``RenyiELBO``, ...)
     :param beta: weight of the latent term: a number or a function of the step (a
-        :class:`~pyro_lvae.annealing.Schedule`)
+        :class:`~pyro_lvae.annealing.Schedule`), or :class:`~pyro_lvae.GECO` (a weight that
+        follows a reconstruction constraint: fit gives it the rows of every check and, on
+        resume, the history)
     :param device: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"``, ...
     :param int seed: seeds Pyro, torch and the data stream at the start of training; ``None``
         leaves them as they are. The initial weights are drawn when the VAE is built: call
@@ -333,6 +338,9 @@ def fit(
         start, history = restore_checkpoint(path, vae, opt, stream.batches, streams, device,
                                             seed, rank, world)
         logger.info("resumed from %s at step %d", path, start)
+        restore = getattr(schedule, "restore", None)
+        if restore is not None:
+            restore(history)
         if start >= steps:
             return history
     settings = {"steps": steps, "batch_size": batch_size, "lr": lr,

@@ -137,7 +137,7 @@ class PyroLoss:
         self.elbo = elbo
         self.parts = PartsReader(vae, elbo)
         self.differentiable = hasattr(elbo, "differentiable_loss")
-        self.dtype = vae.model.prior_loc.dtype
+        self.dtype = vae.dtype
 
     def __call__(self, x: torch.Tensor, beta: float) -> ELBOTerms:
         b = torch.tensor(beta, dtype=self.dtype, device=x.device)
@@ -190,7 +190,7 @@ class SVIStep:
     def __init__(self, vae: VAE, optimizer: pyro.optim.PyroOptim, elbo: Any) -> None:
         self.parts = PartsReader(vae, elbo)
         self.svi = SVI(self.parts.model, self.parts.guide, optimizer, loss=elbo)
-        self.dtype = vae.model.prior_loc.dtype
+        self.dtype = vae.dtype
 
     def __call__(self, x: torch.Tensor, beta: float) -> ELBOTerms:
         b = torch.tensor(beta, dtype=self.dtype, device=x.device)
