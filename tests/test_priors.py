@@ -362,3 +362,33 @@ def test_renyi_elbo_runs_with_every_prior(case):
     vae = _vae(case)
     assert math.isfinite(RenyiELBO(alpha=0.5, num_particles=2).loss(vae.model, vae.guide,
                                                                      data()))
+
+
+def test_sample_draws_z_from_the_prior_in_use():
+    decoder = torch.nn.Linear(2, 2)
+    with torch.no_grad():  # the decoder mean is z itself
+        decoder.weight.copy_(torch.eye(2))
+        decoder.bias.zero_()
+    prior = lv.MixturePrior(components=2)
+    vae = lv.VAE(lv.GaussianEncoder(torch.nn.Linear(2, 4), 2), decoder, 2, lv.FixedScale(1.0),
+                 data_shape=2, prior=prior)
+    with torch.no_grad():
+        prior.locs.copy_(torch.tensor([[10.0, 10.0], [10.0, 10.0]]))
+    means = vae.sample(2000)
+    assert torch.allclose(means.mean(0), torch.tensor([10.0, 10.0]), atol=0.1)
+
+
+def test_a_prior_on_its_own_in_a_plain_pyro_program_trains():
+    prior = lv.MixturePrior(components=2).setup(2)
+    x = torch.randn(64, 2) + 3.0
+
+    def model(x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", prior(), obs=x)
+
+    before = prior.locs.detach().clone()
+    svi = SVI(model, lambda x: None, pyro.optim.Adam({"lr": 0.1}), Trace_ELBO())
+    for _ in range(20):
+        svi.step(x)
+    assert float((prior.locs - before).mean()) > 1.0  # the components move towards the data
+    assert all(k.startswith(prior._pyro_name) for k in pyro.get_param_store().keys())
