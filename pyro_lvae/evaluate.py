@@ -255,9 +255,11 @@ def latent_surgery(vae: Any, x: torch.Tensor, draws: int = 1, batch_size: int = 
     with poutine.block():
         prior = vae.prior()
     log_q = torch.distributions.Normal(loc, scale).log_prob(z).sum(-1).double()
-    log_p = prior.log_prob(z).double()
-    log_agg = aggregate_log_density(loc, scale, z.reshape(-1, loc.shape[-1])).reshape(
-        log_q.shape)
+    flat = z.reshape(-1, loc.shape[-1])
+    # a few rows at a time: a mixture's log-density holds every component
+    log_p = torch.cat([prior.log_prob(rows) for rows in flat.split(batch_size)])
+    log_p = log_p.double().reshape(log_q.shape)
+    log_agg = aggregate_log_density(loc, scale, flat).reshape(log_q.shape)
     mi, marginal = float((log_q - log_agg).mean()), float((log_agg - log_p).mean())
     return {"kl": mi + marginal, "mutual_information": mi, "marginal_kl": marginal,
             "mi_bound": math.log(x.shape[0]), "points": x.shape[0], "draws": draws}
