@@ -16,7 +16,7 @@ class                              kind        p(z)
 :class:`VampPrior`                 ``vamp``    ``(1/C) sum_c q(z | u_c)``, pseudo-inputs
                                                ``u_c`` learned, ``q`` the guide's encoder
 :class:`FlowPrior`                 ``flow``    ``N(0, I)`` pushed through learned Pyro
-                                               transforms (spline coupling, ...)
+                                               transforms (autoregressive, splines)
 =================================  ==========  ===========================================
 
 A VAE builds its prior for its latent size (:meth:`Prior.setup`) and gives it its guide
@@ -334,10 +334,13 @@ class FlowPrior(Prior):
     """A normalising-flow prior: ``N(0, I)`` pushed through ``layers`` learned bijections from
     :mod:`pyro.distributions.transforms`, with the coordinates reversed between layers.
 
-    - ``"spline-coupling"`` (default): neural spline coupling layers (Durkan et al. 2019),
-      cheap in both directions; needs ``latent_dim >= 2``.
-    - ``"affine-autoregressive"``: a masked autoregressive flow (Papamakarios et al. 2017),
-      Pyro's ``AffineAutoregressive`` used in its density direction.
+    - ``"affine-autoregressive"`` (default): a masked autoregressive flow (Papamakarios et al.
+      2017), Pyro's ``AffineAutoregressive`` used in its density direction: ``log p(z)`` costs
+      one pass of each layer's network, a draw ``latent_dim`` passes.
+    - ``"spline-coupling"``: neural spline coupling layers (Durkan et al. 2019), more flexible
+      per layer, one pass in both directions, but Pyro's splines cost many small operations
+      (a training step of the 2D problem took 3.6 times the autoregressive flow's:
+      ``benchmarks/priors.py``, docs/priors.md); needs ``latent_dim >= 2``.
     - ``"spline"``: element-wise monotonic splines (no coupling between dimensions).
 
     :param str transform: one of :data:`FLOW_TRANSFORMS`
@@ -355,7 +358,7 @@ class FlowPrior(Prior):
 
     kind = "flow"
 
-    def __init__(self, transform: str = "spline-coupling", layers: int = 4, hidden: int = 64,
+    def __init__(self, transform: str = "affine-autoregressive", layers: int = 4, hidden: int = 64,
                  bins: int = 8) -> None:
         super().__init__()
         if transform not in FLOW_TRANSFORMS:

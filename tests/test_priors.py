@@ -27,7 +27,7 @@ CASES = {
     "mixture": lambda: lv.MixturePrior(components=3),
     "vamp": lambda: lv.VampPrior(components=3),
     "flow": lambda: lv.FlowPrior(layers=2, hidden=8),
-    "flow-maf": lambda: lv.FlowPrior("affine-autoregressive", layers=2, hidden=8),
+    "flow-coupling": lambda: lv.FlowPrior("spline-coupling", layers=2, hidden=8),
     "flow-spline": lambda: lv.FlowPrior("spline", layers=1),
 }
 
@@ -293,7 +293,8 @@ def test_priors_refuse_what_they_cannot_do():
         lv.VAE(torch.nn.Linear(2, 2), torch.nn.Linear(1, 2), 1, lv.FixedScale(1.0),
                prior=lv.VampPrior(2))
     with pytest.raises(lv.ConfigError, match="spline"):
-        lv.mlp_vae(2, 1, lv.FixedScale(1.0), hidden=8, blocks=1, prior=lv.FlowPrior())
+        lv.mlp_vae(2, 1, lv.FixedScale(1.0), hidden=8, blocks=1,
+                   prior=lv.FlowPrior("spline-coupling"))
     with pytest.raises(lv.ConfigError, match="unknown prior"):
         lv.priors.build("gauss")
     with pytest.raises(lv.ConfigError, match="takes components"):
