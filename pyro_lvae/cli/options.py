@@ -114,7 +114,8 @@ def add_prior_options(parser: argparse.ArgumentParser) -> Group:
     group.add_argument("--prior", default="normal", choices=list(PRIORS),
                        help="normal (N(0, I)), mixture (a learned mixture of Gaussians), vamp "
                             "(VampPrior: the encoder's posteriors at learned pseudo-inputs), "
-                            "flow (N(0, I) through learned masked autoregressive layers) (default normal)")
+                            "flow (N(0, I) through learned masked autoregressive layers) "
+                            "(default normal)")
     group.add_argument("--prior-components", type=int, default=None,
                        help="mixture and vamp: components (default 10 for mixture, 50 for "
                             "vamp)")
