@@ -83,3 +83,11 @@ def test_train_with_geco_records_it_and_resumes(tmp_path):
     assert config["geco"] == "geco:-40.0:0.001:0.99" and config["beta_schedule"] is None
     assert main(["train", "--resume", str(run), "--steps", "6", "--quiet"]) == 0
     assert len(History.from_csv(run / "history.csv")) == 6
+
+
+def test_train_refuses_geco_with_a_beta_schedule(tmp_path, capsys):
+    from pyro_lvae.cli import main
+
+    assert main(["train", "--geco", "0", "--beta-schedule", "1", "--steps", "1", "--quiet",
+                 "--out", str(tmp_path / "x")]) == 2
+    assert "not both" in capsys.readouterr().err

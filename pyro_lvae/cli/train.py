@@ -307,6 +307,9 @@ def _train_settings(args: argparse.Namespace, task) -> dict[str, Any]:
         "prior": prior_settings(args),
     }
     if args.geco is not None:
+        if args.beta_schedule != DEFAULT_BETA:
+            raise ConfigError("give either --geco (a KL weight that follows a reconstruction "
+                              "target) or --beta-schedule, not both")
         s.update(geco=GECO(args.geco, rate=args.geco_rate).spec(), beta_schedule=None)
     if args.dataset == "manifold2d":
         s.update(hidden=args.hidden, steps=given(args.steps, "steps"))
