@@ -68,7 +68,7 @@ class GECO(Schedule):
         0.8187
     """
 
-    def __init__(self, target: float, rate: float = 1e-3, smoothing: float = 0.99,
+    def __init__(self, target: float, rate: float = 1e-2, smoothing: float = 0.99,
                  min_beta: float = 1e-3, max_beta: float = 1e3) -> None:
         self.target = _finite("target", target)
         self.rate = _finite("rate", rate)

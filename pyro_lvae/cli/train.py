@@ -106,8 +106,8 @@ def _add_fit_flags(train: argparse.ArgumentParser) -> None:
                          help="GECO (Rezende & Viola 2018): instead of --beta-schedule, a KL "
                               "weight 1/lambda whose multiplier lambda keeps the reconstruction "
                               "loss (nats per data point) at or below TARGET")
-    fitting.add_argument("--geco-rate", type=float, default=1e-3,
-                         help="GECO: the multiplier's step per training step (default 1e-3)")
+    fitting.add_argument("--geco-rate", type=float, default=1e-2,
+                         help="GECO: the multiplier's step per training step (default 1e-2)")
     fitting.add_argument("--on-divergence", choices=("stop", "rollback"), default="stop",
                          help="when the loss turns NaN/Inf: stop with a diagnosis (default), or "
                               "roll back to the last good check and halve the learning rate (at "
