@@ -393,3 +393,40 @@ def test_a_prior_on_its_own_in_a_plain_pyro_program_trains():
         svi.step(x)
     assert float((prior.locs - before).mean()) > 1.0  # the components move towards the data
     assert all(k.startswith(prior._pyro_name) for k in pyro.get_param_store().keys())
+
+
+def _ddp_worker(rank, port, folder):
+    import os
+
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    try:
+        pyro.set_rng_seed(rank)  # different initial weights: DDP makes them rank 0's
+        vae = tiny(CASES["vamp"]())
+        # each rank's own data: the pseudo-inputs start from different first batches
+        h = lv.fit(vae, data(64, seed=rank), steps=6, batch_size=8, lr=1e-2, seed=3,
+                   check_every=3)
+        torch.save({"state": vae.state_dict(), "objective": h.objective},
+                   folder / f"prior{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_a_vamp_prior_stays_identical_on_two_processes(tmp_path):
+    """Under DDP a VampPrior's pseudo-inputs, started from each rank's own first batch, are
+    rank 0's and stay in step (the other priors' parameters are plain module parameters)."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.start_processes(_ddp_worker, args=(port, tmp_path), nprocs=2, start_method="spawn")
+    ranks = [torch.load(tmp_path / f"prior{r}.pt", weights_only=False) for r in range(2)]
+    assert ranks[0]["objective"] == ranks[1]["objective"] == DIRECT
+    for key, value in ranks[0]["state"].items():
+        assert torch.equal(value, ranks[1]["state"][key]), key
