@@ -430,3 +430,18 @@ def test_a_vamp_prior_stays_identical_on_two_processes(tmp_path):
     assert ranks[0]["objective"] == ranks[1]["objective"] == DIRECT
     for key, value in ranks[0]["state"].items():
         assert torch.equal(value, ranks[1]["state"][key]), key
+
+
+@pytest.mark.parametrize("prior", ["vamp", "flow", "mixture"])
+def test_priors_on_a_convolutional_vae_for_images(prior):
+    x = torch.rand(16, 1, 8, 8)
+    vae = lv.conv_vae((1, 8, 8), 3, lv.LearnedScalarScale(init_scale=0.3), width=4, convs=2,
+                      blocks=1, prior=lv.priors.build(prior, components=4) if prior != "flow"
+                      else lv.FlowPrior(layers=1, hidden=8))
+    h = lv.fit(vae, x, steps=3, batch_size=8, check_every=3)
+    assert h.objective == DIRECT
+    if prior == "vamp":
+        assert vae.prior.pseudo_inputs.shape == (4, 1, 8, 8)
+    assert vae.sample(5).shape == (5, 1, 8, 8)
+    d = lv.evaluate.latent_diagnostics(vae, x)
+    assert 0 <= d["hole_mass"] <= 1 and math.isfinite(d["mutual_information"])

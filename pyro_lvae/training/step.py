@@ -251,7 +251,9 @@ def _compare(vae: VAE, x: torch.Tensor) -> str | None:
 def verify_direct(vae: VAE, x: torch.Tensor) -> str | None:
     """Why the direct objective is not ``Trace_ELBO``'s for ``vae`` on the batch ``x`` under
     the handlers now active, or ``None`` when it is (see the module docstring). Leaves the
-    random states, the buffers and the parameters as they were."""
+    random states, the buffers and the parameters as they were, except a pending data start
+    of the prior (a VampPrior's pseudo-inputs), which the model takes at its first batch as
+    the first step would."""
     outside = bool(_PYRO_STACK)
     signature = _signature(vae, x)
     if not outside and _VERIFIED.get(vae) == signature:
