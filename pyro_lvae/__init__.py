@@ -10,7 +10,7 @@ observation model a swappable, learnable part of any Pyro model/guide pair.
 - V. Berger, M. Sebag. *Variational Auto-Encoders: Not all failures are equal*. arXiv:2003.01972.
 """
 
-from . import datasets, evaluate, objective, tabular, theory
+from . import datasets, evaluate, objective, priors, tabular, theory
 from .annealing import (
     Constant,
     Cyclical,
@@ -21,6 +21,7 @@ from .annealing import (
     scale_latents,
 )
 from .errors import CheckpointError, ConfigError, DataError, LVAEError, TrainingDiverged
+from .geco import GECO
 from .nets import GaussianEncoder, ResidualMLP
 from .observations import (
     BernoulliObservation,
@@ -33,6 +34,7 @@ from .observations import (
     ScheduledScale,
     initial_scale,
 )
+from .priors import FlowPrior, MixturePrior, Prior, StandardNormal, VampPrior
 from .tabular import MixedObservation
 from .training import History, fit, fused_adam
 from .vae import VAE, Guide, Model, conv_vae, fixed_star, mlp_vae, rebuild
@@ -50,8 +52,9 @@ __all__ = [
     "Observation", "FixedScale", "LearnedScalarScale", "LearnedChannelScale",
     "LearnedVectorScale", "ScheduledScale", "BernoulliObservation",
     "ContinuousBernoulliObservation", "MixedObservation", "initial_scale", "tabular",
+    "Prior", "StandardNormal", "MixturePrior", "VampPrior", "FlowPrior", "priors",
     "scale_latents", "annealed", "Constant", "LinearWarmup", "Sigmoid", "Cyclical",
-    "parse_schedule", "fit", "fused_adam", "History", "GaussianEncoder", "ResidualMLP",
+    "parse_schedule", "GECO", "fit", "fused_adam", "History", "GaussianEncoder", "ResidualMLP",
     "datasets", "evaluate", "objective", "theory",
     "LVAEError", "ConfigError", "DataError", "CheckpointError", "TrainingDiverged",
 ]

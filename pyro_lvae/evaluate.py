@@ -6,20 +6,37 @@
   with a running log-sum-exp, so ``K`` in the thousands needs little memory;
 - :func:`active_units`: latent dimensions whose posterior mean varies across the data
   (``Var_x E_q[z_k] > threshold``, Burda et al. use 0.01); 0 means posterior collapse;
-- :func:`kl_per_dim`: the analytic KL of each latent dimension, averaged over the data;
+- :func:`kl_per_dim`: the analytic KL of each latent dimension, averaged over the data
+  (priors that are a product of Normals);
+- :func:`latent_surgery`: the ELBO-surgery split of the average KL into the index-code mutual
+  information and the marginal KL (Hoffman & Johnson 2016);
+- :func:`prior_hole`: the prior's mass where the aggregated posterior is thin (the hole
+  problem);
 - :func:`scale_summary`: the observation model's sigma, overall, per dimension, per group;
 - :func:`summary`: all of the above at once.
 
-Every number comes from ``vae.model`` and ``vae.guide`` through Pyro's ``trace``/``replay``
+Every ELBO number comes from ``vae.model`` and ``vae.guide`` through Pyro's ``trace``/``replay``
 handlers, the log-density used in training (constants and ``log sigma`` included).
+
+**The aggregated posterior.** Of ``N`` held-out points ``x_1..x_N``: the mixture
+``q_N(z) = (1/N) sum_n q(z | x_n)``, evaluated exactly (every ``z`` against every point, in
+float64). :func:`latent_surgery` and :func:`prior_hole` work on it; see their docstrings for the
+estimators and their biases.
 
 **References**
 
 - Y. Burda, R. Grosse, R. Salakhutdinov. *Importance Weighted Autoencoders*. ICLR 2016.
+- M. Hoffman, M. Johnson. *ELBO surgery: yet another way to carve up the variational evidence
+  lower bound*. NIPS Workshop on Advances in Approximate Bayesian Inference, 2016.
+- D. Rezende, F. Viola. *Taming VAEs*. arXiv:1810.00597, 2018 (the "holes" of the aggregated
+  posterior under the prior).
+- J. Aneja, A. Schwing, J. Kautz, A. Vahdat. *A Contrastive Learning Approach for Training
+  Variational Autoencoder Priors*. NeurIPS 2021 (the prior hole problem).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any
 
@@ -27,10 +44,17 @@ import pyro
 import torch
 from pyro import poutine
 
-from .errors import check_positive_int
+from .errors import ConfigError, check_positive_int
 from .objective import elbo_terms, likelihood_scale
 
-__all__ = ["elbo", "iwae", "active_units", "kl_per_dim", "scale_summary", "summary"]
+__all__ = ["elbo", "iwae", "active_units", "kl_per_dim", "latent_surgery", "prior_hole",
+           "aggregate_log_density", "latent_diagnostics", "scale_summary", "summary"]
+
+
+#: the default seed of the diagnostics' own draws: not a small number, so that their noise is
+#: not the very stream of data drawn with a small seed (``torch.manual_seed(s)`` and
+#: ``torch.Generator().manual_seed(s)`` give the same numbers)
+DIAGNOSTIC_SEED = 20161204
 
 
 def _batches(x: torch.Tensor, batch_size: int):
@@ -144,11 +168,161 @@ def active_units(
 
 @torch.no_grad()
 def kl_per_dim(vae: Any, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-    """Analytic ``KL(q(z_k | x) || N(0, 1))`` of each latent dimension, averaged over ``x``."""
+    """Analytic ``KL(q(z_k | x) || p(z_k))`` of each latent dimension, averaged over ``x``, for
+    a prior that is a product of Normals (the standard Normal: ``N(0, 1)`` per dimension); a
+    :class:`~pyro_lvae.errors.ConfigError` for other priors, whose KL does not split by
+    dimension (use :func:`latent_surgery`)."""
+    marginals = vae.prior.marginals()
+    if marginals is None:
+        raise ConfigError(f"the KL of a {type(vae.prior).__name__} does not split by latent "
+                          f"dimension; use evaluate.latent_surgery for its parts")
     x = _prepare(vae, x)
     loc, scale = _posterior(vae, x, batch_size)
-    kl = 0.5 * (loc**2 + scale**2 - 1.0) - scale.log()
+    kl = torch.distributions.kl_divergence(torch.distributions.Normal(loc, scale), marginals)
     return kl.mean(dim=0)
+
+
+@contextlib.contextmanager
+def _seeded(seed: int, device: torch.device):
+    """A context with torch's generators seeded, restored afterwards."""
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
+
+
+@torch.no_grad()
+def aggregate_log_density(loc: torch.Tensor, scale: torch.Tensor, z: torch.Tensor,
+                          leave_out: bool = False, chunk: int = 1024) -> torch.Tensor:
+    """``log q_N(z)``, the log-density of the mixture ``(1/N) sum_n N(loc_n, diag scale_n^2)``
+    at each row of ``z``, in float64 (every row against every component, ``chunk`` rows at a
+    time).
+
+    :param torch.Tensor loc: ``(N, K)`` posterior means
+    :param torch.Tensor scale: ``(N, K)`` posterior scales
+    :param torch.Tensor z: ``(M, K)`` points
+    :param bool leave_out: ``M == N`` and row ``n`` of ``z`` was drawn from component ``n``:
+        leave that component out (the mixture of the other ``N - 1``), so the value estimates
+        the population's aggregated posterior without the draw's own component
+    """
+    loc, scale, z = loc.double(), scale.double(), z.double()
+    n, k = loc.shape
+    if leave_out and (z.shape[0] != n or n < 2):
+        raise ConfigError("leave_out needs one draw per component and at least two components")
+    precision = scale.pow(-2)
+    const = (-0.5 * (loc.pow(2) * precision).sum(-1) - scale.log().sum(-1)
+             - 0.5 * k * math.log(2 * math.pi))
+    out = []
+    for i in range(0, z.shape[0], chunk):
+        zc = z[i: i + chunk]
+        log_q = (-0.5 * zc.pow(2) @ precision.T + zc @ (loc * precision).T) + const
+        if leave_out:
+            rows = torch.arange(i, i + zc.shape[0], device=z.device)
+            log_q[torch.arange(zc.shape[0], device=z.device), rows] = -math.inf
+        out.append(torch.logsumexp(log_q, dim=1))
+    return torch.cat(out) - math.log(n - 1 if leave_out else n)
+
+
+@torch.no_grad()
+def latent_surgery(vae: Any, x: torch.Tensor, draws: int = 1, batch_size: int = 1000,
+                   seed: int = DIAGNOSTIC_SEED) -> dict[str, float]:
+    """The ELBO-surgery split of the average KL (Hoffman & Johnson 2016) on held-out ``x``:
+
+    ``E_n KL(q(z|x_n) || p(z)) = I_q(n; z) + KL(q_N(z) || p(z))``
+
+    with ``q_N`` the aggregated posterior of the ``N`` points (module docstring) and ``n``
+    uniform over them. Estimator: ``draws`` draws ``z ~ q(z | x_n)`` per point (a generator
+    seeded with ``seed``; the global random stream is untouched) and the per-draw identity
+    ``log q(z|x_n) - log p(z) = [log q(z|x_n) - log q_N(z)] + [log q_N(z) - log p(z)]``
+    averaged over all draws, ``log q_N`` computed exactly. So ``kl = mutual_information +
+    marginal_kl`` holds to rounding, and each term is an unbiased Monte-Carlo estimate of its
+    value *for these N points*. As an estimate of the population's (``N -> infinity``) values
+    it is biased: the index-code information is at most ``log N`` (reported as ``mi_bound``),
+    and each draw's own component inflates ``q_N`` at the draw, so the mutual information is
+    biased low and the marginal KL high, by about ``1/N`` of the gap between ``q(z|x_n)`` and
+    the aggregate, large when posteriors are sharp and well separated.
+
+    :returns: ``{"kl", "mutual_information", "marginal_kl", "mi_bound", "points", "draws"}``,
+        nats per data point
+    """
+    check_positive_int("draws", draws)
+    x = _prepare(vae, x)
+    if x.shape[0] < 2:
+        raise ConfigError("the aggregated posterior needs at least two held-out points")
+    loc, scale = _posterior(vae, x, batch_size)
+    with _seeded(seed, x.device):
+        z = loc + scale * torch.randn((draws,) + tuple(loc.shape), dtype=loc.dtype,
+                                      device=loc.device)
+    with poutine.block():
+        prior = vae.prior()
+    log_q = torch.distributions.Normal(loc, scale).log_prob(z).sum(-1).double()
+    flat = z.reshape(-1, loc.shape[-1])
+    # a few rows at a time: a mixture's log-density holds every component
+    log_p = torch.cat([prior.log_prob(rows) for rows in flat.split(batch_size)])
+    log_p = log_p.double().reshape(log_q.shape)
+    log_agg = aggregate_log_density(loc, scale, flat).reshape(log_q.shape)
+    mi, marginal = float((log_q - log_agg).mean()), float((log_agg - log_p).mean())
+    return {"kl": mi + marginal, "mutual_information": mi, "marginal_kl": marginal,
+            "mi_bound": math.log(x.shape[0]), "points": x.shape[0], "draws": draws}
+
+
+@torch.no_grad()
+def prior_hole(vae: Any, x: torch.Tensor, quantile: float = 0.05,
+               prior_samples: int | None = None, batch_size: int = 1000,
+               seed: int = DIAGNOSTIC_SEED) -> dict[str, float]:
+    """How much of the prior's mass lies where the aggregated posterior is thin.
+
+    Definition (ours, after the "holes" of Rezende & Viola 2018 and the prior hole problem of
+    Aneja et al. 2021): with ``q`` the aggregated posterior, the region ``H`` where its
+    density lies below its own ``quantile``-quantile (``q(H) = quantile`` under ``q`` itself);
+    the hole mass is ``p(H)``, the prior's probability of falling there. When the aggregated
+    posterior equals the prior it is ``quantile`` (0.05 by default); when the aggregated
+    posterior covers half of the prior's mass, about ``0.5 + quantile / 2``; it tends to 1 as
+    the posterior mass concentrates on a vanishing part of the prior.
+
+    Estimator on the ``N`` held-out points ``x``: the threshold is the empirical quantile of
+    ``log q_{-n}(z_n)`` over one draw ``z_n ~ q(z | x_n)`` per point, with the draw's own
+    component left out (:func:`aggregate_log_density`, so it estimates the population's
+    density, as the full ``q_N`` does at points drawn independently of ``x``); ``p(H)`` is the
+    share of ``prior_samples`` draws from the prior (default ``N``) with ``log q_N(z)`` below
+    it. Its Monte-Carlo error is about ``sqrt(p(H)(1 - p(H)) / prior_samples)``; with sharp
+    posteriors far apart relative to ``N``, ``q_N`` itself is a noisy density estimate and the
+    hole includes the gaps between them. Draws use a generator seeded with ``seed``.
+
+    :returns: ``{"hole_mass", "hole_quantile", "prior_samples"}``
+    """
+    if not 0 < float(quantile) < 1:
+        raise ConfigError(f"Expected 0 < quantile < 1 but got {quantile!r}")
+    x = _prepare(vae, x)
+    if x.shape[0] < 2:
+        raise ConfigError("the aggregated posterior needs at least two held-out points")
+    loc, scale = _posterior(vae, x, batch_size)
+    s = x.shape[0] if prior_samples is None else check_positive_int("prior_samples",
+                                                                     prior_samples)
+    with _seeded(seed, x.device), poutine.block():
+        z_post = loc + scale * torch.randn_like(loc)
+        z_prior = vae.prior().sample((s,))
+    own = aggregate_log_density(loc, scale, z_post, leave_out=True)
+    threshold = torch.quantile(own, float(quantile))
+    at_prior = aggregate_log_density(loc, scale, z_prior)
+    return {"hole_mass": float((at_prior < threshold).double().mean()),
+            "hole_quantile": float(quantile), "prior_samples": s}
+
+
+def latent_diagnostics(vae: Any, x: torch.Tensor, threshold: float = 0.01,
+                       points: int = 2000, quantile: float = 0.05) -> dict[str, float]:
+    """The latent side in a few numbers (what ``pyro-lvae train`` writes into summary.json),
+    on the first ``points`` rows of held-out ``x``: :func:`active_units`, the
+    :func:`latent_surgery` split (``mutual_information``, ``marginal_kl``, their sum
+    ``surgery_kl`` and ``mi_bound = log N``) and :func:`prior_hole` (``hole_mass`` at
+    ``hole_quantile``)."""
+    x = x[:points]
+    surgery = latent_surgery(vae, x)
+    hole = prior_hole(vae, x, quantile=quantile)
+    return {"active_units": active_units(vae, x, threshold)[0],
+            "mutual_information": surgery["mutual_information"],
+            "marginal_kl": surgery["marginal_kl"], "surgery_kl": surgery["kl"],
+            "mi_bound": surgery["mi_bound"], "hole_mass": hole["hole_mass"],
+            "hole_quantile": hole["hole_quantile"], "diagnostic_points": x.shape[0]}
 
 
 @torch.no_grad()
@@ -194,11 +368,14 @@ def summary(
     groups: torch.Tensor | None = None,
     threshold: float = 0.01,
 ) -> dict[str, Any]:
-    """Held-out ELBO (and parts), IWAE bound, active units, KL per dimension and sigma."""
+    """Held-out ELBO (and parts), IWAE bound, active units, KL per dimension (priors that are
+    a product of Normals), the ELBO-surgery split, the prior's hole mass and sigma."""
     out: dict[str, Any] = dict(elbo(vae, x, num_particles=num_particles))
     out["iwae"] = iwae(vae, x, num_samples=iwae_samples)
+    if vae.prior.marginals() is not None:
+        out["kl_per_dim"] = kl_per_dim(vae, x).cpu()
+    out.update(latent_diagnostics(vae, x, threshold))
     out["active_units"], out["posterior_mean_variance"] = active_units(vae, x, threshold)
-    out["kl_per_dim"] = kl_per_dim(vae, x).cpu()
     scales = scale_summary(vae, x, groups)
     if scales is not None:
         out.update(scales)

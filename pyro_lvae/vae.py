@@ -8,8 +8,9 @@ parameters never share param-store keys. Both are plain Pyro callables:
   (``TraceMeanField_ELBO``, ``RenyiELBO``, ...), ``Predictive`` and any poutine handler;
 - ``Trace_ELBO()(vae.model, vae.guide)``: a ``torch.nn.Module`` loss for torch optimisers.
 
-The latent site is ``"z"`` (prior ``N(0, I)``, event dim 1), the observed site is ``"x"`` (event
-dims the data shape), both inside the plate ``"data"``. Queries (:meth:`VAE.reconstruct`,
+The latent site is ``"z"`` (event dim 1), drawn from the model's prior (``N(0, I)`` by default;
+any :class:`~pyro_lvae.priors.Prior`), the observed site is ``"x"`` (event dims the data shape),
+both inside the plate ``"data"``. Queries (:meth:`VAE.reconstruct`,
 :meth:`VAE.sample`) are built from poutine handlers, not from a parallel code path.
 
 Example::
@@ -57,9 +58,10 @@ from .nets import (
 )
 from .objective import likelihood_scale
 from .observations import FixedScale, LearnedScalarScale, Observation, observation_from_config
+from .priors import Prior, StandardNormal, prior_from_config
 
 __all__ = ["Model", "Guide", "VAE", "mlp_vae", "conv_vae", "fixed_star", "rebuild", "BUILDERS",
-           "MODES"]
+           "MODES", "upgrade_state_dict"]
 
 MODES = ("mean", "sample")
 #: below this many nats of KL(q(z|x) || p(z)) per data point a VAE is reported as collapsed
@@ -89,6 +91,35 @@ def _check_observation(observation: Any) -> None:
             f"Expected observation to be an observation model such as lv.FixedScale(1.0) or "
             f"lv.LearnedVectorScale() but got {observation!r}"
         )
+
+
+def _check_prior(prior: Any) -> Prior:
+    """``prior``, or a new standard Normal for ``None``; a prior already in a VAE is refused."""
+    if prior is None:
+        return StandardNormal()
+    if not isinstance(prior, Prior):
+        raise ConfigError(f"Expected prior to be a prior such as lv.StandardNormal() or "
+                          f"lv.MixturePrior(10) but got {prior!r}")
+    if prior._owned:
+        raise ConfigError("this prior already belongs to another model (it would share its "
+                          "parameters); build a new prior for each VAE")
+    return prior
+
+
+#: state-dict keys of the standard Normal prior before priors were modules: old -> new
+_OLD_PRIOR_KEYS = {"prior_loc": "prior.loc", "prior_scale": "prior.scale"}
+
+
+def upgrade_state_dict(state: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``state`` with the keys of files saved before priors were swappable renamed
+    (``prior_loc``, ``prior_scale`` of the model -> ``prior.loc``, ``prior.scale``)."""
+    renamed = {}
+    for key, value in state.items():
+        for old, new in _OLD_PRIOR_KEYS.items():
+            if key == prefix + old:
+                key = prefix + new
+        renamed[key] = value
+    return renamed
 
 
 def _check_factory(latent_dim: Any, blocks: Any, observation: Any) -> None:
@@ -160,7 +191,7 @@ class _DataChecks:
 
 
 class Model(IndependentCopies, _DataChecks, PyroModule):
-    """The generative model: ``z ~ N(0, I)``, ``x ~ observation(decoder(z))``.
+    """The generative model: ``z ~ prior``, ``x ~ observation(decoder(z))``.
 
     :param nn.Module decoder: maps ``(batch, latent_dim)`` to the observation model's
         parameters, ``(batch, k * C, ...)`` with ``k = observation.outputs_per_channel``
@@ -168,6 +199,8 @@ class Model(IndependentCopies, _DataChecks, PyroModule):
     :param Observation observation: the observation model p(x | z)
     :param tuple data_shape: shape of one data point (``None``: vectors of any length)
     :param str name: root name in Pyro's param store
+    :param Prior prior: p(z) (default :class:`~pyro_lvae.priors.StandardNormal`, ``N(0, I)``);
+        set up here for ``latent_dim``
     """
 
     def __init__(
@@ -177,26 +210,37 @@ class Model(IndependentCopies, _DataChecks, PyroModule):
         observation: Observation,
         data_shape: tuple[int, ...] | None = None,
         name: str = "model",
+        prior: Prior | None = None,
     ) -> None:
         super().__init__(name)
         self.decoder = decoder
         self.observation = observation
         self.latent_dim = latent_dim
         self.data_shape = data_shape
-        # prior constants as buffers, so that .to(device) moves them
-        self.register_buffer("prior_loc", torch.zeros(latent_dim))
-        self.register_buffer("prior_scale", torch.ones(latent_dim))
+        prior = _check_prior(prior)
+        self.prior = prior.setup(latent_dim, data_shape)
+        prior._owned = True
         self._measured = False
         self._remember_root()
 
     def initialize(self, x: torch.Tensor) -> None:
         """Take what this program measures on data from the batch ``x``, once: the observation
-        model's data-scaled start and the decoder's :class:`~pyro_lvae.nets.Standardize`
-        layers. :meth:`forward` calls it at every observed batch."""
+        model's data-scaled start, the prior's (a VampPrior's pseudo-inputs) and the decoder's
+        :class:`~pyro_lvae.nets.Standardize` layers. :meth:`forward` calls it at every observed
+        batch."""
         self.observation.initialize(x)
+        self.prior.initialize(x)
         if not self._measured:
             initialize_from_data(self.decoder, x)
             self._measured = True
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        # files saved before priors were modules hold the standard Normal's buffers as
+        # prior_loc / prior_scale (torch loads a parent before its children)
+        for old, new in _OLD_PRIOR_KEYS.items():
+            if prefix + old in state_dict and prefix + new not in state_dict:
+                state_dict[prefix + new] = state_dict.pop(prefix + old)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def likelihood(self, z: torch.Tensor) -> dist.TorchDistribution:
         """``p(x | z)`` for a batch of latent codes ``z`` (any batch shape)."""
@@ -228,8 +272,8 @@ class Model(IndependentCopies, _DataChecks, PyroModule):
             raise ConfigError("give the model data x or a batch_size to generate")
         else:
             n = batch_size
+        prior = self.prior()
         with pyro.plate("data", n):
-            prior = dist.Normal(self.prior_loc, self.prior_scale).to_event(1)
             z = pyro.sample("z", prior)
             return pyro.sample("x", self.likelihood(z), obs=x)
 
@@ -267,6 +311,13 @@ class Guide(IndependentCopies, _DataChecks, PyroModule):
         loc, scale = _flat_apply(self.encoder, x, self.event_dim)
         return loc, scale
 
+    def posterior_in_program(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`posterior` for another program (a VampPrior in the model): the encoder's
+        parameters enter that program's trace under the guide's own param-store names, so they
+        have one owner and train once under ``SVI`` and the JIT ELBOs."""
+        with self._pyro_context:
+            return self.posterior(x)
+
     def forward(self, x: torch.Tensor | None = None, batch_size: int | None = None):
         if x is None:
             raise ConfigError("the guide needs data x")
@@ -289,6 +340,9 @@ class VAE(nn.Module):
     :param data_shape: shape of one data point, e.g. ``(2,)`` or ``(1, 28, 28)``; ``None`` for
         vectors of unchecked length
     :param str name: prefix of the param-store names of model and guide (unique by default)
+    :param Prior prior: p(z): :class:`~pyro_lvae.priors.StandardNormal` (default),
+        :class:`~pyro_lvae.priors.MixturePrior`, :class:`~pyro_lvae.priors.VampPrior` (which
+        uses this VAE's encoder), :class:`~pyro_lvae.priors.FlowPrior`
     """
 
     def __init__(
@@ -300,6 +354,7 @@ class VAE(nn.Module):
         *,
         data_shape: int | tuple[int, ...] | None = None,
         name: str | None = None,
+        prior: Prior | None = None,
     ) -> None:
         super().__init__()
         check_positive_int("latent_dim", latent_dim)
@@ -312,8 +367,10 @@ class VAE(nn.Module):
         self.name = name
         self.latent_dim = latent_dim
         self.data_shape = data_shape
-        self.model = Model(decoder, latent_dim, observation, data_shape, f"{name}.model")
+        self.model = Model(decoder, latent_dim, observation, data_shape, f"{name}.model",
+                           prior=prior)
         self.guide = Guide(encoder, latent_dim, data_shape, f"{name}.guide")
+        self.model.prior.connect(self.guide)
         #: how a factory built this VAE (for save/load); None for hand-assembled VAEs
         self.config: dict[str, Any] | None = None
 
@@ -335,9 +392,19 @@ class VAE(nn.Module):
         return self.model.observation
 
     @property
+    def prior(self) -> Prior:
+        """The prior p(z) (``vae.model.prior``)."""
+        return self.model.prior
+
+    @property
     def device(self) -> torch.device:
         """The device of the VAE's parameters and buffers."""
-        return self.model.prior_loc.device
+        return next(itertools.chain(self.parameters(), self.buffers())).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The floating-point type of the VAE's parameters."""
+        return next(itertools.chain(self.parameters(), self.buffers())).dtype
 
     def initialize(self, x: torch.Tensor) -> None:
         """Take what the model and the guide measure on data (a learned sigma's start,
@@ -372,18 +439,28 @@ class VAE(nn.Module):
         return scale.expand(x.shape).clone()
 
     @torch.no_grad()
-    def kl_per_point(self, x: torch.Tensor) -> float:
-        """The mean over ``x`` of KL(q(z|x) || p(z)) in nats (closed form for the standard
-        Normal prior); below :data:`COLLAPSE_NATS` the VAE ignores its latent code."""
+    def kl_per_point(self, x: torch.Tensor, num_samples: int = 64) -> float:
+        """The mean over ``x`` of KL(q(z|x) || p(z)) in nats; below :data:`COLLAPSE_NATS` the
+        VAE ignores its latent code. In closed form where it is known (the standard Normal
+        prior), else the mean of ``log q(z|x) - log p(z)`` over ``num_samples`` draws per point
+        (from a generator of its own, so the global random stream is untouched)."""
         self.guide.check_data(x)
         self.initialize(x)
         with poutine.block():
             loc, scale = self.guide.posterior(x)
-        prior_loc, prior_scale = self.model.prior_loc, self.model.prior_scale
-        kl = torch.distributions.kl_divergence(
-            torch.distributions.Normal(loc, scale), torch.distributions.Normal(prior_loc,
-                                                                               prior_scale))
-        return float(kl.sum(-1).mean())
+            prior = self.model.prior()
+        q = dist.Normal(loc, scale).to_event(1)
+        try:
+            return float(torch.distributions.kl_divergence(q, prior).mean())
+        except NotImplementedError:
+            pass
+        generator, total = torch.Generator().manual_seed(0), 0.0
+        for done in range(0, num_samples, 8):  # a few draws at a time: mixtures are wide
+            k = min(8, num_samples - done)
+            eps = torch.randn((k,) + tuple(loc.shape), dtype=loc.dtype, generator=generator)
+            z = loc + eps.to(loc.device) * scale
+            total += float((q.log_prob(z) - prior.log_prob(z)).sum())
+        return total / (num_samples * loc.shape[0])
 
     def _warn_if_collapsed(self, x: torch.Tensor) -> None:
         if getattr(self, "_collapse_warned", False) or x.shape[0] < 2:
@@ -439,7 +516,7 @@ class VAE(nn.Module):
 
     @torch.no_grad()
     def sample(self, n: int, mode: str = "mean") -> torch.Tensor:
-        """Generate ``n`` points: ``z ~ N(0, I)``, then the mean of ``p(x | z)``
+        """Generate ``n`` points: ``z ~ p(z)`` (the model's prior), then the mean of ``p(x | z)``
         (``mode="mean"``) or a draw from it (``mode="sample"``)."""
         _check_mode(mode)
         check_positive_int("n", n)
@@ -458,7 +535,8 @@ class VAE(nn.Module):
         """What :meth:`save` writes: format tag, configuration (JSON) and ``state_dict``."""
         config = None
         if self.config is not None:  # the observation's settings now (a start taken from data)
-            config = json.dumps({**self.config, "observation": self.observation.config()})
+            config = json.dumps({**self.config, "observation": self.observation.config(),
+                                 "prior": self.prior.config()})
         return {
             "format": _FORMAT,
             "version": 1,
@@ -481,7 +559,8 @@ class VAE(nn.Module):
         if builder is None:
             raise CheckpointError(f"{source}: unknown model builder {config.get('builder')!r}")
         args = {**_OLD_DEFAULTS.get(config["builder"], {}), **config["args"]}
-        vae = builder(observation=observation_from_config(config["observation"]), **args)
+        vae = builder(observation=observation_from_config(config["observation"]),
+                      prior=prior_from_config(config.get("prior")), **args)
         vae._load_checked(blob["state_dict"], source)
         if map_location is not None:
             vae.to(map_location)
@@ -500,6 +579,7 @@ class VAE(nn.Module):
         self._load_checked(blob["state_dict"], str(path))
 
     def _load_checked(self, state: dict[str, torch.Tensor], source: str) -> None:
+        state = upgrade_state_dict(state, "model.")
         own = self.state_dict()
         # files written before learned sigmas saved their start lack its extra state
         missing = sorted(k for k in set(own) - set(state) if not k.endswith("_extra_state"))
@@ -528,6 +608,7 @@ def mlp_vae(
     activation: str = "relu",
     name: str | None = None,
     standardize: bool = True,
+    prior: Prior | None = None,
 ) -> VAE:
     """A VAE for vectors with residual-MLP encoder and decoder (the paper's 4 blocks of 200).
 
@@ -544,6 +625,7 @@ def mlp_vae(
         decoder output the mean in standardised units; training is then the same on the data
         times any factor. ``False`` gives the paper's networks, which see the data as they are
         (the studies use it to reproduce the paper)
+    :param Prior prior: p(z) (default ``N(0, I)``; see :mod:`pyro_lvae.priors`)
     """
     check_positive_int("data_dim", data_dim)
     check_positive_int("hidden", hidden)
@@ -560,12 +642,14 @@ def mlp_vae(
         if observation.location_first:
             decoder = nn.Sequential(decoder, Standardize(data_dim, inverse=True))
     encoder = GaussianEncoder(encoder_net, latent_dim)
-    vae = VAE(encoder, decoder, latent_dim, observation, data_shape=(data_dim,), name=name)
+    vae = VAE(encoder, decoder, latent_dim, observation, data_shape=(data_dim,), name=name,
+              prior=prior)
     vae.config = {
         "builder": "mlp_vae",
         "args": {"data_dim": data_dim, "latent_dim": latent_dim, "hidden": hidden,
                  "blocks": blocks, "activation": activation, "standardize": bool(standardize)},
         "observation": observation.config(),
+        "prior": vae.prior.config(),
     }
     return vae
 
@@ -579,6 +663,7 @@ def conv_vae(
     blocks: int = 4,
     activation: str = "silu",
     name: str | None = None,
+    prior: Prior | None = None,
 ) -> VAE:
     """A VAE for images with convolutional ResNet encoder and decoder.
 
@@ -595,6 +680,7 @@ def conv_vae(
     :param int convs: convolutions in the encoder (and transposed convolutions + 1 in the
         decoder)
     :param int blocks: residual blocks in each network
+    :param Prior prior: p(z) (default ``N(0, I)``; see :mod:`pyro_lvae.priors`)
     """
     image_shape = tuple(image_shape)
     check_positive_int("width", width)
@@ -608,12 +694,14 @@ def conv_vae(
                               width, convs, blocks, activation)
     except (ValueError, TypeError) as e:
         raise ConfigError(str(e)) from None
-    vae = VAE(encoder, decoder, latent_dim, observation, data_shape=image_shape, name=name)
+    vae = VAE(encoder, decoder, latent_dim, observation, data_shape=image_shape, name=name,
+              prior=prior)
     vae.config = {
         "builder": "conv_vae",
         "args": {"image_shape": list(image_shape), "latent_dim": latent_dim, "width": width,
                  "convs": convs, "blocks": blocks, "activation": activation},
         "observation": observation.config(),
+        "prior": vae.prior.config(),
     }
     return vae
 
@@ -625,14 +713,16 @@ _OLD_DEFAULTS: dict[str, dict[str, Any]] = {"mlp_vae": {"standardize": False}}
 
 
 def rebuild(vae: VAE, observation: Observation) -> VAE:
-    """A freshly initialised VAE of the same architecture as ``vae`` with another observation
-    model (factory-built VAEs only)."""
+    """A freshly initialised VAE of the same architecture (and kind of prior) as ``vae`` with
+    another observation model (factory-built VAEs only)."""
     if vae.config is None:
         raise ConfigError(
             "this VAE was assembled by hand, so its architecture cannot be rebuilt; build the "
             "new VAE with your own encoder and decoder"
         )
-    return BUILDERS[vae.config["builder"]](observation=observation, **vae.config["args"])
+    return BUILDERS[vae.config["builder"]](observation=observation,
+                                           prior=prior_from_config(vae.prior.config()),
+                                           **vae.config["args"])
 
 
 def fixed_star(vae: VAE) -> VAE:

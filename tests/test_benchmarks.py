@@ -81,3 +81,10 @@ def test_scaling_benchmark_small():
     module = _load("scaling.py")
     rate = module.measure("mlp", 2, 1, steps=5, batch=8)
     assert rate > 0
+
+
+def test_priors_benchmark_times_every_prior():
+    module = _load("priors.py")
+    result = module.main(module.parser().parse_args(
+        ["--steps", "2", "--repeats", "1", "--hidden", "8", "--blocks", "1"]))
+    assert set(result) == set(module.PRIORS) and all(v > 0 for v in result.values())

@@ -158,5 +158,5 @@ def test_two_processes_under_lightning_ddp_stay_identical(tmp_path):
     assert ranks[0]["start"] == ranks[1]["start"]  # rank 0's first batch on both ranks
     for key, value in ranks[0]["state"].items():
         assert torch.equal(value, ranks[1]["state"][key]), key
-    for key in ("model.decoder.out.weight", "guide.encoder.net.out.weight"):
+    for key in ("model.decoder.0.out.weight", "guide.encoder.net.1.out.weight"):
         assert not torch.equal(ranks[0]["state"][key], ranks[0]["init"][key])  # trained

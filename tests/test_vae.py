@@ -119,7 +119,7 @@ def test_to_moves_everything_and_keeps_param_store_in_sync():
     x = torch.randn(4, 2)
     Trace_ELBO().loss(vae.model, vae.guide, x)
     vae.double()
-    assert vae.model.prior_loc.dtype == torch.float64
+    assert vae.model.prior.loc.dtype == vae.dtype == torch.float64
     loss = Trace_ELBO().loss(vae.model, vae.guide, x.double())
     assert isinstance(loss, float)
     store = {id(v) for v in pyro.get_param_store()._params.values()}

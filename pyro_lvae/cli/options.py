@@ -123,3 +123,41 @@ def add_training_tools(parser: argparse.ArgumentParser, *,
     _add(group, "--eval-every", None, "steps between held-out ELBO evaluations on a fixed "
          "validation set; the best model is kept as best.pt", notes, type=int, metavar="STEPS")
     return group
+
+
+def add_prior_options(parser: argparse.ArgumentParser) -> Group:
+    """``--prior`` (a kind of :data:`pyro_lvae.priors.PRIORS`) and its size settings:
+    ``--prior-components`` (mixture, vamp) and ``--prior-layers`` (flow); each applies to the
+    priors that take it (:func:`prior_settings`)."""
+    from ..priors import PRIORS
+
+    group = parser.add_argument_group("prior p(z)")
+    group.add_argument("--prior", default="normal", choices=list(PRIORS),
+                       help="normal (N(0, I)), mixture (a learned mixture of Gaussians), vamp "
+                            "(VampPrior: the encoder's posteriors at learned pseudo-inputs), "
+                            "flow (N(0, I) through learned masked autoregressive layers) "
+                            "(default normal)")
+    group.add_argument("--prior-components", type=int, default=None,
+                       help="mixture and vamp: components (default 10 for mixture, 50 for "
+                            "vamp)")
+    group.add_argument("--prior-layers", type=int, default=None,
+                       help="flow: learned layers (default 4)")
+    return group
+
+
+def prior_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The prior's configuration from ``--prior`` and its size flags (a flag that the prior
+    does not take is a :class:`~pyro_lvae.errors.ConfigError`)."""
+    from ..errors import ConfigError
+    from ..priors import build, settings_of
+
+    takes = settings_of(args.prior)
+    settings = {}
+    for flag, name in (("--prior-components", "components"), ("--prior-layers", "layers")):
+        value = getattr(args, flag[2:].replace("-", "_"))
+        if value is None:
+            continue
+        if name not in takes:
+            raise ConfigError(f"{flag} does not apply to --prior {args.prior}")
+        settings[name] = value
+    return build(args.prior, **settings).config()

@@ -18,6 +18,7 @@ from .. import __version__
 from ..annealing import parse_schedule
 from ..errors import CheckpointError, ConfigError
 from ..experiments.tasks import TASKS, build_observation
+from ..geco import GECO
 from ..observations import OBSERVATIONS, describe, initial_scale, settings_of
 from ..training import BEST_NAME, CHECKPOINT_NAME, History, fit, parse_average, resolve_device
 from ..training.distributed import check_launch, init_from_env, rank_info
@@ -30,10 +31,12 @@ from .options import (
     add_network_options,
     add_observation_options,
     add_out,
+    add_prior_options,
     add_quiet,
     add_seed,
     add_training_options,
     add_training_tools,
+    prior_settings,
 )
 from .output import make_dir, write_json
 
@@ -83,6 +86,7 @@ def _add_model_flags(train: argparse.ArgumentParser) -> None:
                      help="a run folder or history.csv of a learned-sigma run: with --obs "
                           "fixed, fix sigma at its final value (F*-VAE); with --obs "
                           "scheduled, replay its sigma trajectory")
+    add_prior_options(train)
     net = add_network_options(train, hidden=200, blocks=None, latent_dim=None, notes={
         "latent_dim": "default 2 for points, 256 for 28x28 images, 2048 for CelebA",
         "hidden": "points; default 200", "blocks": "default 4; 5 for CelebA"})
@@ -104,6 +108,12 @@ def _add_fit_flags(train: argparse.ArgumentParser) -> None:
     fitting.add_argument("--checkpoint-every", type=int, default=None,
                          help="steps between checkpoints (default: every epoch for images, "
                               "1000 steps for points)")
+    fitting.add_argument("--geco", type=float, metavar="TARGET", default=None,
+                         help="GECO (Rezende & Viola 2018): instead of --beta-schedule, a KL "
+                              "weight 1/lambda whose multiplier lambda keeps the reconstruction "
+                              "loss (nats per data point) at or below TARGET")
+    fitting.add_argument("--geco-rate", type=float, default=1e-2,
+                         help="GECO: the multiplier's step per training step (default 1e-2)")
     fitting.add_argument("--on-divergence", choices=("stop", "rollback"), default="stop",
                          help="when the loss turns NaN/Inf: stop with a diagnosis (default), or "
                               "roll back to the last good check and halve the learning rate (at "
@@ -270,7 +280,7 @@ def _new_run(args: argparse.Namespace, rank: int) -> tuple[Path, dict[str, Any],
                           f"{', '.join(TASKS)}")
     task = TASKS[args.dataset]
     settings = _train_settings(args, task)
-    parse_schedule(args.beta_schedule)
+    _beta(settings)
     resolve_device(args.device)
     pyro.set_rng_seed(args.seed)  # the initial weights
     history = _run_history(args.sigma_from) if args.sigma_from is not None else None
@@ -308,7 +318,13 @@ def _train_settings(args: argparse.Namespace, task) -> dict[str, Any]:
         "seed": args.seed, "checkpoint_every": args.checkpoint_every,
         "on_divergence": args.on_divergence, "min_scale": given(args.min_scale, "min_scale"),
         **_tool_settings(args),
+        "prior": prior_settings(args),
     }
+    if args.geco is not None:
+        if args.beta_schedule != DEFAULT_BETA:
+            raise ConfigError("give either --geco (a KL weight that follows a reconstruction "
+                              "target) or --beta-schedule, not both")
+        s.update(geco=GECO(args.geco, rate=args.geco_rate).spec(), beta_schedule=None)
     if args.dataset == "manifold2d":
         s.update(hidden=args.hidden, steps=given(args.steps, "steps"))
     else:
@@ -356,7 +372,7 @@ def _train_run(vae: VAE, run: Path, settings: dict[str, Any], resume: bool,
     with RunClock() as clock:
         history = fit(
             vae, data, steps=steps, batch_size=settings["batch_size"], lr=settings["lr"],
-            beta=parse_schedule(settings["beta_schedule"]), device=settings["device"],
+            beta=_beta(settings), device=settings["device"],
             seed=settings["seed"], progress=progress, out=run, checkpoint_every=every,
             resume=resume, on_divergence=settings.get("on_divergence", "stop"),
             transform=transform, callbacks=callbacks,
@@ -392,6 +408,16 @@ def _tool_results(task, history: History, run: Path, settings: dict[str, Any]
         out["best"] = {"step": int(history.best["step"]),
                        "validation_elbo": history.best["elbo"], "file": BEST_NAME}
     return out
+
+
+def _beta(settings: dict[str, Any]) -> Any:
+    """The run's KL weight: its GECO (a new one; fit restores its state on resume) or its
+    schedule."""
+    spec = settings.get("geco")
+    if spec is not None:
+        target, rate, smoothing = (float(v) for v in spec.split(":")[1:])
+        return GECO(target, rate=rate, smoothing=smoothing)
+    return parse_schedule(settings["beta_schedule"])
 
 
 def _data_scaled_start(task, settings: dict[str, Any], say: bool) -> float:

@@ -34,9 +34,12 @@ def _sigma_at_data(vae: VAE, x: torch.Tensor) -> torch.Tensor | None:
 
 def summarize(vae: VAE, x: torch.Tensor, region: torch.Tensor,
               num_particles: int = 4) -> dict[str, Any]:
-    """Held-out ELBO (per point, nats) with its parts, and sigma overall and per noise region."""
+    """Held-out ELBO (per point, nats) with its parts, the latent diagnostics
+    (:func:`~pyro_lvae.evaluate.latent_diagnostics`: active units, mutual information,
+    marginal KL, the prior's hole mass), and sigma overall and per noise region."""
     x, region = x.to(vae.device), region.to(vae.device)
     summary: dict[str, Any] = dict(evaluate.elbo(vae, x, num_particles=num_particles))
+    summary.update(evaluate.latent_diagnostics(vae, x))
     sigma = _sigma_at_data(vae, x)
     if sigma is not None:
         summary["sigma"] = float(sigma.mean())
@@ -50,7 +53,7 @@ def figure_row(vae: VAE, title: str, x: torch.Tensor, n_generate: int = 2000) ->
     """One row of :func:`~pyro_lvae.experiments.plots.points_figure` for ``vae`` on held-out
     ``x``."""
     x = x.to(vae.device)
-    z = torch.randn(n_generate, vae.latent_dim, device=vae.device)
+    z = vae.prior().sample((n_generate,))  # the prior in use
     px = vae.likelihood(z)
     row: dict[str, Any] = {
         "title": title,

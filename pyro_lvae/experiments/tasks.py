@@ -20,6 +20,7 @@ from ..datasets import IMAGE_DATASETS, PIXEL_TRANSFORMS, bits_per_dim, load_imag
 from ..errors import ConfigError
 from ..io import save_figure
 from ..observations import Observation
+from ..priors import prior_from_config
 from ..training import History
 from ..vae import VAE, conv_vae, mlp_vae
 from .plots import image_grid_figure, points_figure, sigma_map_figure, training_figure
@@ -95,7 +96,8 @@ class PointsTask:
 
     def build(self, s: dict[str, Any], observation: Observation) -> VAE:
         return mlp_vae(2, s["latent_dim"], observation, hidden=s["hidden"], blocks=s["blocks"],
-                       standardize=False)  # the paper's networks
+                       standardize=False,  # the paper's networks
+                       prior=prior_from_config(s.get("prior")))
 
     def channels(self, s: dict[str, Any]) -> int:
         return 2
@@ -144,7 +146,8 @@ class ImageTask:
 
     def build(self, s: dict[str, Any], observation: Observation) -> VAE:
         return conv_vae(self.shape, s["latent_dim"], observation, width=s["width"],
-                        convs=s["convs"], blocks=s["blocks"])
+                        convs=s["convs"], blocks=s["blocks"],
+                        prior=prior_from_config(s.get("prior")))
 
     def channels(self, s: dict[str, Any]) -> int:
         return self.shape[0]
@@ -222,9 +225,11 @@ class ImageTask:
         out["iwae_nats"] = iwae
         out["iwae_bits_per_dim"] = bits_per_dim(-iwae, dims, s["pixels"])
         out["iwae_images"], out["iwae_samples"] = m, s["iwae_samples"]
+        out.update(evaluate.latent_diagnostics(vae, x))
         # generation: means of p(x|z) beside draws, and how far draws lie from their means
-        gen = torch.Generator().manual_seed(EVAL_SEED + 3)
-        z = torch.randn(64, vae.latent_dim, generator=gen).to(vae.device)
+        with torch.random.fork_rng(devices=[vae.device] if vae.device.type == "cuda" else []):
+            torch.manual_seed(EVAL_SEED + 3)
+            z = vae.prior().sample((64,))  # the prior in use
         px = vae.likelihood(z)
         means, samples = px.mean, px.sample()
         out["sample_spread"] = float((samples - means).pow(2).mean().sqrt())
@@ -234,7 +239,8 @@ class ImageTask:
                                       "means"), run / "reconstructions.png")
         save_figure(image_grid_figure([("mean of p(x|z)", means[:16]),
                                        ("sample of p(x|z)", samples[:16])],
-                                      f"{self.name}, {s['obs']}: z ~ N(0, I)"),
+                                      f"{self.name}, {s['obs']}: z ~ p(z), "
+                                      f"{vae.prior.kind} prior"),
                     run / "generations.png")
         save_figure(training_figure({s["obs"]: history}), run / "training.png")
         floor = getattr(vae.observation, "min_scale", None)

@@ -114,7 +114,7 @@ def make_batches(data: Any, vae: VAE, batch_size: int, generator: torch.Generato
                  world: int = 1) -> TensorBatches | SamplerBatches | LoaderBatches:
     """The batches of ``data`` (a tensor or numpy array, a sampler, or an iterable), checked
     (tensors whole, unless a ``transform`` will make them floats) and on ``device``."""
-    dtype = vae.model.prior_loc.dtype
+    dtype = vae.dtype
     if isinstance(data, np.ndarray):
         if not np.issubdtype(data.dtype, np.floating):
             raise DataError(

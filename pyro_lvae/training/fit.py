@@ -292,6 +292,9 @@ class _Loop:
             return False
         rows = self.pending.complete(rows)
         self.history.extend(rows)
+        observe = getattr(self.schedule, "observe", None)  # a weight that follows the run (GECO)
+        if observe is not None:
+            observe(rows)
         self.tools.at_check(done, self.steps, self.history, self.save_best)
         for callback in self.callbacks:
             callback(done, rows, self.vae)
@@ -347,7 +350,9 @@ def fit(
         verifies it for this VAE, see :attr:`History.objective`) or a Pyro ELBO instance
         (``TraceMeanField_ELBO``, ``JitTrace_ELBO``, ``RenyiELBO``, ...)
     :param beta: weight of the latent term: a number or a function of the step (a
-        :class:`~pyro_lvae.annealing.Schedule`)
+        :class:`~pyro_lvae.annealing.Schedule`), or :class:`~pyro_lvae.GECO` (a weight that
+        follows a reconstruction constraint: fit gives it the rows of every check and, on
+        resume, the history)
     :param device: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"``, ...
     :param int seed: seeds Pyro, torch and the data stream at the start of training; ``None``
         leaves them as they are. The initial weights are drawn when the VAE is built: call
@@ -394,10 +399,11 @@ def fit(
     Each of the last six is off by default and resumes exactly: the schedule's state, the
     averaged weights and the best held-out ELBO so far are in the checkpoint.
 
-    At the first batch, an observation model with a pending data-scaled start takes it
-    (``observation.initialize(x)``; with several processes, from rank 0's batch). At the end, a
-    WARNING names the remedies if the model ended collapsed (closed-form
-    ``KL(q(z|x) || p(z))`` below 0.1 nats per point on the last batch).
+    At the first batch, the VAE takes what it measures on data where pending
+    (``vae.initialize(x)``: a learned sigma's data-scaled start, a VampPrior's pseudo-inputs,
+    standardising layers; with several processes, from rank 0's batch). At the end, a WARNING
+    names the remedies if the model ended collapsed (``KL(q(z|x) || p(z))`` below 0.1 nats per
+    point on the last batch).
     """
     schedule = _check_arguments(vae, steps, batch_size, check_every, lr, checkpoint_every, beta,
                                 resume, out, on_divergence)
@@ -416,6 +422,9 @@ def fit(
                                                          streams, device, seed, rank, world)
         tools.load_state_dict(tools_state)
         logger.info("resumed from %s at step %d", path, start)
+        restore = getattr(schedule, "restore", None)
+        if restore is not None:
+            restore(history)
         if start >= steps:
             return _finish(history, tools)
     settings = {"steps": steps, "batch_size": batch_size, "lr": lr,

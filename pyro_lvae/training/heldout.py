@@ -52,7 +52,7 @@ class HeldOut:
     def attach(self, vae: VAE) -> None:
         """Move the held-out set to ``vae``'s device and dtype, and check it against the
         model's data shape (before training starts)."""
-        self.data = self.data.to(device=vae.device, dtype=vae.model.prior_loc.dtype)
+        self.data = self.data.to(device=vae.device, dtype=vae.dtype)
         vae.model.check_data(self.data, finite=True)
 
     def due(self, done: int, steps: int) -> bool:

@@ -137,7 +137,7 @@ class PyroLoss:
         self.elbo = elbo
         self.parts = PartsReader(vae, elbo)
         self.differentiable = hasattr(elbo, "differentiable_loss")
-        self.dtype = vae.model.prior_loc.dtype
+        self.dtype = vae.dtype
 
     def __call__(self, x: torch.Tensor, beta: float) -> ELBOTerms:
         b = torch.tensor(beta, dtype=self.dtype, device=x.device)
@@ -200,7 +200,7 @@ class SVIStep:
     def __init__(self, vae: VAE, optimizer: pyro.optim.PyroOptim, elbo: Any) -> None:
         self.parts = PartsReader(vae, elbo)
         self.svi = SVI(self.parts.model, self.parts.guide, optimizer, loss=elbo)
-        self.dtype = vae.model.prior_loc.dtype
+        self.dtype = vae.dtype
 
     def __call__(self, x: torch.Tensor, beta: float) -> ELBOTerms:
         b = torch.tensor(beta, dtype=self.dtype, device=x.device)
@@ -261,7 +261,9 @@ def _compare(vae: VAE, x: torch.Tensor) -> str | None:
 def verify_direct(vae: VAE, x: torch.Tensor) -> str | None:
     """Why the direct objective is not ``Trace_ELBO``'s for ``vae`` on the batch ``x`` under
     the handlers now active, or ``None`` when it is (see the module docstring). Leaves the
-    random states, the buffers and the parameters as they were."""
+    random states, the buffers and the parameters as they were, except a pending data start
+    of the prior (a VampPrior's pseudo-inputs), which the model takes at its first batch as
+    the first step would."""
     outside = bool(_PYRO_STACK)
     signature = _signature(vae, x)
     if not outside and _VERIFIED.get(vae) == signature:

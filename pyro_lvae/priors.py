@@ -1,0 +1,440 @@
+"""Priors p(z): the latent side of the VAE, swappable like the observation models.
+
+A prior is a :class:`~pyro.nn.PyroModule` that returns a distribution over one latent code
+(event shape ``(latent_dim,)``, batch shape ``()``); the VAE's model draws ``z`` from it inside
+the plate ``"data"``, so it works under every ELBO, ``Predictive``, :func:`~pyro_lvae.scale_latents`
+/ :func:`~pyro_lvae.annealed` and :func:`~pyro_lvae.fit`. Its learned parameters are module
+parameters of the model (``PyroParam``\\ s and plain ``nn.Module`` weights, registered in Pyro's
+param store under the model's name when the model runs), so they train on every path that
+trains the model.
+
+=================================  ==========  ===========================================
+class                              kind        p(z)
+=================================  ==========  ===========================================
+:class:`StandardNormal`            ``normal``  ``N(0, I)`` (the default)
+:class:`MixturePrior`              ``mixture`` ``sum_c w_c N(m_c, diag s_c^2)``, all learned
+:class:`VampPrior`                 ``vamp``    ``(1/C) sum_c q(z | u_c)``, pseudo-inputs
+                                               ``u_c`` learned, ``q`` the guide's encoder
+:class:`FlowPrior`                 ``flow``    ``N(0, I)`` pushed through learned Pyro
+                                               transforms (autoregressive, splines)
+=================================  ==========  ===========================================
+
+A VAE builds its prior for its latent size (:meth:`Prior.setup`) and gives it its guide
+(:meth:`Prior.connect`; the VampPrior uses the encoder). :func:`build` makes a prior from its
+kind and keyword settings, :func:`prior_from_config` from :meth:`Prior.config`.
+
+``TraceMeanField_ELBO`` uses the closed-form ``KL(q(z|x) || p(z))`` where
+``torch.distributions.kl_divergence`` knows it (the standard Normal only, :attr:`Prior.analytic_kl`)
+and otherwise falls back, site by site, to the one-draw estimate ``log q(z|x) - log p(z)`` of
+``Trace_ELBO``: for the mixture, VampPrior and flow priors it is ``Trace_ELBO``'s objective.
+
+**References**
+
+- J. Tomczak, M. Welling. *VAE with a VampPrior*. AISTATS 2018.
+- M. Hoffman, M. Johnson. *ELBO surgery: yet another way to carve up the variational evidence
+  lower bound*. NIPS Workshop on Advances in Approximate Bayesian Inference, 2016.
+- N. Dilokthanakul et al. *Deep Unsupervised Clustering with Gaussian Mixture Variational
+  Autoencoders*. arXiv:1611.02648, 2016.
+- C. Durkan, A. Bekasov, I. Murray, G. Papamakarios. *Neural Spline Flows*. NeurIPS 2019.
+- G. Papamakarios, T. Pavlakou, I. Murray. *Masked Autoregressive Flow for Density
+  Estimation*. NeurIPS 2017.
+"""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+import math
+from typing import Any
+
+import pyro.distributions as dist
+import pyro.distributions.transforms as T
+import torch
+from pyro.distributions import constraints
+from pyro.nn import PyroModule, PyroParam
+from pyro.poutine.runtime import am_i_wrapped
+from torch import nn
+
+from .errors import ConfigError, check_positive_int
+from .names import IndependentCopies
+
+__all__ = ["Prior", "StandardNormal", "MixturePrior", "VampPrior", "FlowPrior", "PRIORS",
+           "build", "settings_of", "prior_from_config", "FLOW_TRANSFORMS"]
+
+#: every prior by its command-line name (filled as the classes are defined)
+PRIORS: dict[str, type[Prior]] = {}
+
+_instances = itertools.count()
+
+
+class Prior(IndependentCopies, PyroModule):
+    """Base class: a learned or fixed distribution over one latent code.
+
+    Subclasses set :attr:`kind` (which registers them in :data:`PRIORS`), create their
+    parameters in :meth:`_build` and return the distribution from :meth:`forward`. A prior is
+    built without its size; the VAE calls :meth:`setup` with the latent size (and the data
+    shape), and :meth:`connect` with its guide. On its own (in your Pyro program), call
+    ``prior.setup(latent_dim)`` once, then ``pyro.sample("z", prior())``.
+    """
+
+    #: short name used by the command line and in saved configurations
+    kind: str = ""
+    #: ``KL(N(loc, diag scale^2) || p)`` has a closed form (``TraceMeanField_ELBO`` uses it)
+    analytic_kl: bool = False
+
+    def __init__(self) -> None:
+        super().__init__(f"{self.kind or 'prior'}{next(_instances)}")
+        self._remember_root()
+        self.latent_dim: int | None = None
+        self._owned = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.__dict__.get("kind"):
+            PRIORS[cls.kind] = cls
+
+    def setup(self, latent_dim: int, data_shape: tuple[int, ...] | None = None) -> Prior:
+        """Create the parameters for codes of size ``latent_dim`` (once; again with the same
+        size does nothing). Returns the prior.
+
+        :param int latent_dim: K
+        :param tuple data_shape: shape of one data point (the VampPrior's pseudo-inputs)
+        """
+        check_positive_int("latent_dim", latent_dim)
+        if self.latent_dim is not None:
+            if self.latent_dim != latent_dim:
+                raise ConfigError(f"this {type(self).__name__} was built for latent_dim "
+                                  f"{self.latent_dim}, not {latent_dim}; build a new one")
+            return self
+        self.latent_dim = latent_dim
+        self._build(latent_dim, data_shape)
+        return self
+
+    def _build(self, latent_dim: int, data_shape: tuple[int, ...] | None) -> None:
+        """Create the parameters and buffers (subclasses)."""
+
+    def connect(self, guide: Any) -> None:
+        """Give the prior the VAE's guide (the VampPrior evaluates its encoder); most priors
+        ignore it."""
+
+    def initialize(self, x: torch.Tensor) -> None:
+        """Take a data-dependent start from a batch of training data if one is pending (the
+        VampPrior's pseudo-inputs); otherwise do nothing. The VAE's model calls it at every
+        observed batch (it acts once)."""
+
+    def marginals(self) -> dist.Normal | None:
+        """The prior of each latent dimension as a ``Normal`` of batch shape ``(K,)`` when the
+        prior is that product of independent Normals, else ``None`` (the KL then does not
+        split by dimension)."""
+        return None
+
+    def _require_setup(self) -> int:
+        if self.latent_dim is None:
+            raise ConfigError(f"{type(self).__name__} has no size yet: give it to a VAE "
+                              f"(prior=...), or call prior.setup(latent_dim) before using it")
+        return self.latent_dim
+
+    def forward(self) -> dist.TorchDistribution:
+        """The distribution ``p(z)``: event shape ``(latent_dim,)``, batch shape ``()``."""
+        raise NotImplementedError
+
+    def config(self) -> dict[str, Any]:
+        """A JSON-serialisable description; :func:`prior_from_config` rebuilds from it."""
+        return {"kind": self.kind}
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in self.config().items() if k != "kind")
+
+
+class StandardNormal(Prior):
+    """``p(z) = N(0, I)``, the default prior of every VAE (its constants are buffers, so
+    ``.to(device)`` moves them).
+
+    Example::
+
+        >>> import pyro_lvae as lv
+        >>> lv.StandardNormal().setup(3)().event_shape
+        torch.Size([3])
+    """
+
+    kind = "normal"
+    analytic_kl = True
+
+    def _build(self, latent_dim: int, data_shape: tuple[int, ...] | None) -> None:
+        self.register_buffer("loc", torch.zeros(latent_dim))
+        self.register_buffer("scale", torch.ones(latent_dim))
+
+    def forward(self) -> dist.TorchDistribution:
+        self._require_setup()
+        return dist.Normal(self.loc, self.scale).to_event(1)
+
+    def marginals(self) -> dist.Normal:
+        self._require_setup()
+        return dist.Normal(self.loc, self.scale)
+
+
+def _positive(name: str, value: Any) -> float:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"Expected {name} to be a positive number but got {value!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"Expected {name} > 0 (and finite) but got {value}")
+    return value
+
+
+class MixturePrior(Prior):
+    """A learned mixture of ``components`` diagonal Gaussians,
+    ``p(z) = sum_c w_c N(z | m_c, diag s_c^2)``: weights (a ``PyroParam`` on the simplex),
+    means (drawn from ``N(0, I)`` when the VAE is built) and scales (start 1, floored at
+    ``min_scale``) are all learned with the networks.
+
+    :param int components: C, the number of Gaussians
+    :param float min_scale: floor on the components' scales (a component shrinking onto one
+        posterior makes the density unbounded)
+
+    Example::
+
+        >>> import torch, pyro_lvae as lv
+        >>> p = lv.MixturePrior(components=4).setup(2)
+        >>> p().log_prob(torch.zeros(5, 2)).shape
+        torch.Size([5])
+    """
+
+    kind = "mixture"
+
+    def __init__(self, components: int = 10, min_scale: float = 1e-3) -> None:
+        super().__init__()
+        self.components = check_positive_int("components", components)
+        self.min_scale = _positive("min_scale", min_scale)
+
+    def _build(self, latent_dim: int, data_shape: tuple[int, ...] | None) -> None:
+        c = self.components
+        self.weights = PyroParam(torch.full((c,), 1.0 / c), constraints.simplex)
+        self.locs = nn.Parameter(torch.randn(c, latent_dim))
+        self.scales = PyroParam(torch.ones(c, latent_dim),
+                                constraints.greater_than(self.min_scale))
+
+    def forward(self) -> dist.TorchDistribution:
+        self._require_setup()
+        gaussians = dist.Normal(self.locs, self.scales).to_event(1)
+        return dist.MixtureSameFamily(dist.Categorical(probs=self.weights), gaussians)
+
+    def config(self) -> dict[str, Any]:
+        return {"kind": self.kind, "components": self.components, "min_scale": self.min_scale}
+
+
+class VampPrior(Prior):
+    """The VampPrior: the mixture of the encoder's posteriors at ``components`` learned
+    pseudo-inputs ``u_c``, ``p(z) = (1/C) sum_c q(z | u_c)`` (Tomczak & Welling 2018).
+
+    The encoder is the guide's own (:meth:`connect`): the prior holds no copy and no second
+    reference in the module tree, so the weights have one owner, one state-dict entry and,
+    inside a Pyro program, one set of param-store names (the guide's); under ``SVI`` the
+    pseudo-inputs (a parameter of the model) and the encoder each train once per step, with
+    the gradients of both terms. The pseudo-inputs start as the first ``components`` points of
+    the first training batch the model sees (cycled, with a little noise, if the batch is
+    smaller), the data start of Tomczak & Welling; that start is saved with the weights.
+
+    :param int components: C, the number of pseudo-inputs (the paper uses 500 on MNIST)
+
+    **References**
+
+    - J. Tomczak, M. Welling. *VAE with a VampPrior*. AISTATS 2018.
+    """
+
+    kind = "vamp"
+
+    def __init__(self, components: int = 50) -> None:
+        super().__init__()
+        self.components = check_positive_int("components", components)
+        self._guide: list[Any] = []  # a list, so that nn.Module does not adopt the guide
+        self.started = False
+
+    def _build(self, latent_dim: int, data_shape: tuple[int, ...] | None) -> None:
+        if data_shape is None:
+            raise ConfigError("VampPrior needs the shape of one data point for its "
+                              "pseudo-inputs: give data_shape to lv.VAE (the factories do)")
+        self.pseudo_inputs = nn.Parameter(0.01 * torch.randn((self.components,) + data_shape))
+
+    def connect(self, guide: Any) -> None:
+        if self._guide and self._guide[0] is not guide:
+            raise ConfigError("this VampPrior already uses another VAE's encoder; build one "
+                              "prior per VAE")
+        self._guide[:] = [guide]
+
+    def initialize(self, x: torch.Tensor) -> None:
+        """Start the pseudo-inputs at the first ``components`` points of ``x`` (once)."""
+        if self.started or self.latent_dim is None:
+            return
+        n = x.shape[0]
+        start = x.detach()[torch.arange(self.components) % n].to(self.pseudo_inputs)
+        if self.components > n:  # repeated points: break their symmetry
+            noise = torch.randn(start.shape, generator=torch.Generator().manual_seed(0),
+                                dtype=start.dtype)
+            start = start + 0.01 * x.detach().std() * noise.to(start.device)
+        with torch.no_grad():
+            self._parameters["pseudo_inputs"].copy_(start)
+        self.started = True
+
+    def get_extra_state(self) -> torch.Tensor:
+        return torch.tensor(float(self.started))
+
+    def set_extra_state(self, state: Any) -> None:
+        self.started = bool(float(state))
+
+    def forward(self) -> dist.TorchDistribution:
+        self._require_setup()
+        if not self._guide:
+            raise ConfigError("VampPrior evaluates the guide's encoder at its pseudo-inputs: "
+                              "use it inside a VAE (lv.mlp_vae(..., prior=lv.VampPrior())) or "
+                              "call prior.connect(guide) first")
+        guide = self._guide[0]
+        u = self.pseudo_inputs
+        if am_i_wrapped():  # the encoder's parameters under the guide's names, once
+            loc, scale = guide.posterior_in_program(u)
+        else:
+            loc, scale = guide.posterior(u)
+        uniform = dist.Categorical(logits=torch.zeros(self.components, dtype=loc.dtype,
+                                                      device=loc.device))
+        return dist.MixtureSameFamily(uniform, dist.Normal(loc, scale).to_event(1))
+
+    def config(self) -> dict[str, Any]:
+        return {"kind": self.kind, "components": self.components}
+
+
+def _spline_coupling(latent_dim: int, hidden: int, bins: int) -> nn.Module:
+    if latent_dim < 2:
+        raise ConfigError("a spline-coupling flow needs latent_dim >= 2 (it transforms one "
+                          "half of z given the other); use transform='spline' or "
+                          "'affine-autoregressive' for a 1-dimensional latent")
+    return T.spline_coupling(latent_dim, hidden_dims=[hidden, hidden], count_bins=bins)
+
+
+def _affine_autoregressive(latent_dim: int, hidden: int, bins: int) -> nn.Module:
+    return T.affine_autoregressive(latent_dim, hidden_dims=[hidden, hidden])
+
+
+def _spline(latent_dim: int, hidden: int, bins: int) -> nn.Module:
+    return T.spline(latent_dim, count_bins=bins)
+
+
+#: the transforms a :class:`FlowPrior` stacks, by name: ``(make, direction)``. ``"sample"``:
+#: the layer maps base draws to ``z`` (its inverse, used by the density, is as cheap);
+#: ``"density"``: the layer maps ``z`` to the base (a masked autoregressive flow: the density
+#: costs one pass, a draw ``latent_dim`` passes).
+FLOW_TRANSFORMS: dict[str, tuple[Any, str]] = {
+    "spline-coupling": (_spline_coupling, "sample"),
+    "affine-autoregressive": (_affine_autoregressive, "density"),
+    "spline": (_spline, "sample"),
+}
+
+
+class FlowPrior(Prior):
+    """A normalising-flow prior: ``N(0, I)`` pushed through ``layers`` learned bijections from
+    :mod:`pyro.distributions.transforms`, with the coordinates reversed between layers.
+
+    - ``"affine-autoregressive"`` (default): a masked autoregressive flow (Papamakarios et al.
+      2017), Pyro's ``AffineAutoregressive`` used in its density direction: ``log p(z)`` costs
+      one pass of each layer's network, a draw ``latent_dim`` passes.
+    - ``"spline-coupling"``: neural spline coupling layers (Durkan et al. 2019), more flexible
+      per layer, one pass in both directions, but Pyro's splines cost many small operations
+      (a training step of the 2D problem took 3.6 times the autoregressive flow's:
+      ``benchmarks/priors.py``, docs/priors.md); needs ``latent_dim >= 2``.
+    - ``"spline"``: element-wise monotonic splines (no coupling between dimensions).
+
+    :param str transform: one of :data:`FLOW_TRANSFORMS`
+    :param int layers: the number of learned layers
+    :param int hidden: units of the two hidden layers of each layer's network
+    :param int bins: spline bins (spline transforms)
+
+    Example::
+
+        >>> import torch, pyro_lvae as lv
+        >>> p = lv.FlowPrior(layers=2, hidden=8).setup(2)
+        >>> p().sample((3,)).shape
+        torch.Size([3, 2])
+    """
+
+    kind = "flow"
+
+    def __init__(self, transform: str = "affine-autoregressive", layers: int = 4, hidden: int = 64,
+                 bins: int = 8) -> None:
+        super().__init__()
+        if transform not in FLOW_TRANSFORMS:
+            raise ConfigError(f"unknown flow transform {transform!r}; expected one of "
+                              f"{', '.join(FLOW_TRANSFORMS)}")
+        self.transform = transform
+        self.layers = check_positive_int("layers", layers)
+        self.hidden = check_positive_int("hidden", hidden)
+        self.bins = check_positive_int("bins", bins)
+
+    def _build(self, latent_dim: int, data_shape: tuple[int, ...] | None) -> None:
+        make, _ = FLOW_TRANSFORMS[self.transform]
+        self.register_buffer("loc", torch.zeros(latent_dim))
+        self.register_buffer("scale", torch.ones(latent_dim))
+        self.flows = nn.ModuleList(make(latent_dim, self.hidden, self.bins)
+                                   for _ in range(self.layers))
+
+    def forward(self) -> dist.TorchDistribution:
+        k = self._require_setup()
+        _, direction = FLOW_TRANSFORMS[self.transform]
+        reverse = T.Permute(torch.arange(k - 1, -1, -1, device=self.loc.device))
+        steps: list[Any] = []
+        for i, layer in enumerate(self.flows):
+            if i:
+                steps.append(reverse)
+            steps.append(layer if direction == "sample" else layer.inv)
+        base = dist.Normal(self.loc, self.scale).to_event(1)
+        return dist.TransformedDistribution(base, steps)
+
+    def config(self) -> dict[str, Any]:
+        return {"kind": self.kind, "transform": self.transform, "layers": self.layers,
+                "hidden": self.hidden, "bins": self.bins}
+
+
+def _registered(kind: Any) -> type[Prior]:
+    if not isinstance(kind, str) or kind not in PRIORS:
+        raise ConfigError(f"unknown prior {kind!r}; expected one of {', '.join(PRIORS)}")
+    return PRIORS[kind]
+
+
+def settings_of(kind: str) -> tuple[str, ...]:
+    """The keyword settings :func:`build` accepts for the prior ``kind``.
+
+    Example::
+
+        >>> from pyro_lvae import priors
+        >>> priors.settings_of("flow")
+        ('transform', 'layers', 'hidden', 'bins')
+    """
+    params = list(inspect.signature(_registered(kind).__init__).parameters.values())[1:]
+    return tuple(p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD))
+
+
+def build(kind: str, **settings: Any) -> Prior:
+    """The prior registered as ``kind`` (a key of :data:`PRIORS`), made from its keyword
+    settings (:func:`settings_of`); a :class:`ConfigError` names the settings it takes.
+
+    Example::
+
+        >>> from pyro_lvae import priors
+        >>> priors.build("mixture", components=3).config()
+        {'kind': 'mixture', 'components': 3, 'min_scale': 0.001}
+    """
+    cls = _registered(kind)
+    takes = settings_of(kind)
+    unknown = sorted(set(settings) - set(takes))
+    if unknown:
+        raise ConfigError(f"the prior {kind!r} ({cls.__name__}) does not take "
+                          f"{', '.join(unknown)}; it takes {', '.join(takes) or 'no settings'}")
+    return cls(**settings)
+
+
+def prior_from_config(config: dict[str, Any] | None) -> Prior:
+    """Rebuild a prior from :meth:`Prior.config` (weights not included); ``None`` (a file
+    saved before priors were swappable) is the standard Normal."""
+    if config is None:
+        return StandardNormal()
+    config = dict(config)
+    return build(config.pop("kind", None), **config)
