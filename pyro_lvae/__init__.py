@@ -24,13 +24,19 @@ from .errors import CheckpointError, ConfigError, DataError, LVAEError, Training
 from .nets import GaussianEncoder, ResidualMLP
 from .observations import (
     BernoulliObservation,
+    CalibratedScale,
     ContinuousBernoulliObservation,
+    DiscretizedLogistic,
+    DiscretizedLogisticMixture,
+    DiscretizedNormal,
     FixedScale,
     LearnedChannelScale,
     LearnedScalarScale,
     LearnedVectorScale,
+    LowRankNormal,
     Observation,
     ScheduledScale,
+    StudentTObservation,
     initial_scale,
 )
 from .tabular import MixedObservation
@@ -49,7 +55,9 @@ __all__ = [
     "VAE", "Model", "Guide", "mlp_vae", "conv_vae", "fixed_star", "rebuild", "load",
     "Observation", "FixedScale", "LearnedScalarScale", "LearnedChannelScale",
     "LearnedVectorScale", "ScheduledScale", "BernoulliObservation",
-    "ContinuousBernoulliObservation", "MixedObservation", "initial_scale", "tabular",
+    "ContinuousBernoulliObservation", "MixedObservation", "DiscretizedNormal",
+    "DiscretizedLogistic", "DiscretizedLogisticMixture", "CalibratedScale",
+    "StudentTObservation", "LowRankNormal", "initial_scale", "tabular",
     "scale_latents", "annealed", "Constant", "LinearWarmup", "Sigmoid", "Cyclical",
     "parse_schedule", "fit", "fused_adam", "History", "GaussianEncoder", "ResidualMLP",
     "datasets", "evaluate", "objective", "theory",

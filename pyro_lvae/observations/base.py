@@ -77,6 +77,9 @@ class Observation(IndependentCopies, PyroModule):
     shared: bool = False
     #: the model needs binary data (0 or 1)
     binary: bool = False
+    #: the model is a probability mass on 8-bit levels k/255: its negative log-likelihood is a
+    #: code length (bits/dim without a dequantisation offset)
+    discrete: bool = False
 
     def __init__(self) -> None:
         if self.learned and any(isinstance(m, TraceMessenger) for m in _PYRO_STACK):
