@@ -109,6 +109,7 @@ def cmd_tabular_fit(args: argparse.Namespace) -> int:
     model.history.to_csv(out / "history.csv")
     x = model.transformer.transform(table, missing=args.missing).to(model.vae.device)
     summary = {"rows": len(x), "columns": {c.name: c.kind for c in model.transformer.columns},
+               "integer_columns": model.transformer.integer_columns,
                **evaluate.elbo(model.vae, x, num_particles=4),
                "active_units": evaluate.active_units(model.vae, x)[0],
                "latent_dim": args.latent_dim, "sigma_mode": args.sigma_mode,
@@ -117,6 +118,10 @@ def cmd_tabular_fit(args: argparse.Namespace) -> int:
     kinds = ", ".join(f"{n} {k}" for n, k in summary["columns"].items())
     print(f"fitted {len(x)} rows ({kinds}); ELBO {summary['elbo']:.3f} nats/row on the "
           f"training table, {summary['active_units']} of {args.latent_dim} latent units active")
+    integers = model.transformer.integer_columns
+    if integers:
+        print(f"read as integers (the mass of a Normal on their integer values): "
+              f"{', '.join(integers)}; name a column in --categorical to model it as classes")
     print(f"wrote {out}/: model.pt transform.json checkpoint.pt history.csv summary.json")
     return 0
 

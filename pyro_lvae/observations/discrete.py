@@ -124,6 +124,7 @@ def lattice_normal_log_prob(x: torch.Tensor, loc: torch.Tensor, scale: torch.Ten
     :param torch.Tensor low: the lowest lattice value
     :param torch.Tensor high: the highest lattice value
     """
+    x = torch.minimum(torch.maximum(x, low), high)  # beyond the range: the edge bins
     a = (x - 0.5 * step - loc) / scale
     b = (x + 0.5 * step - loc) / scale
     first = x <= low + 0.25 * step
