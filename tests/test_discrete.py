@@ -3,15 +3,19 @@ checked against a direct sum over bins of Pyro's Normal and Logistic CDFs in flo
 the tails (against 50-digit arithmetic), bounded by 0 nats, with their draws, mean and bits/dim.
 """
 
+import json
 import math
+import struct
 
 import mpmath
+import numpy as np
 import pyro.distributions as dist
 import pytest
 import torch
 
 import pyro_lvae as lv
 from pyro_lvae import evaluate
+from pyro_lvae.cli import main
 from pyro_lvae.datasets import Scale, bits_per_dim
 from pyro_lvae.observations.discrete import LEVELS, Discretized
 
@@ -196,3 +200,37 @@ def test_the_negative_elbo_of_8_bit_images_is_a_code_length(kind):
     result = evaluate.elbo(vae, x)
     assert result["reconstruction"] >= 0
     assert bits_per_dim(-result["elbo"], 64, "scale", discrete=True) > 0
+
+
+TINY = ["--width", "4", "--blocks", "1", "--latent-dim", "4", "--steps", "2", "--eval-images",
+        "8", "--iwae-images", "4", "--iwae-samples", "3", "--quiet"]
+
+
+def _fake_fashion_mnist(root):
+    rng = np.random.default_rng(0)
+    raw = root / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name, n in (("train", 40), ("t10k", 12)):
+        images = rng.integers(0, 256, (n, 28, 28))
+        images[:, :2] = 0  # constant border rows
+        (raw / f"{name}-images-idx3-ubyte").write_bytes(
+            struct.pack(">IIII", 2051, n, 28, 28) + images.astype(np.uint8).tobytes())
+        (raw / f"{name}-labels-idx1-ubyte").write_bytes(
+            struct.pack(">II", 2049, n) + rng.integers(0, 10, n).astype(np.uint8).tobytes())
+    return root
+
+
+def test_the_command_line_trains_a_discretised_model_on_8_bit_images(tmp_path, capsys):
+    root = _fake_fashion_mnist(tmp_path / "data")
+    run = tmp_path / "run"
+    argv = ["train", "--dataset", "fashion-mnist", "--data-root", str(root), "--obs",
+            "discretized-logistic", "--out", str(run), *TINY]
+    assert main(argv + ["--pixels", "scale"]) == 0
+    summary = json.loads((run / "summary.json").read_text())
+    # a code length of the 8-bit images: bits/dim without a dequantisation offset
+    assert summary["elbo_bits_per_dim"] == pytest.approx(
+        -summary["elbo_nats"] / (784 * math.log(2)))
+    assert summary["iwae_bits_per_dim"] > 0
+    # dequantised pixels (the command line's default) are refused, naming the fix
+    assert main(argv[:-1] + ["--out", str(tmp_path / "run2"), "--quiet"]) != 0
+    assert "--pixels scale" in capsys.readouterr().err
