@@ -56,8 +56,9 @@ def test_calibrated_sigma_is_floored_and_detached():
 def test_calibrated_evaluation_uses_the_last_training_sigma_not_the_held_out_data():
     vae = lv.mlp_vae(D, K, lv.CalibratedScale(), hidden=8, blocks=1)
     x = data()
-    lv.fit(vae, x, steps=5, batch_size=N, seed=0, progress=False)
+    history = lv.fit(vae, x, steps=5, batch_size=N, seed=0, progress=False)
     kept = float(vae.observation.scale)
+    assert history["sigma"][-1] == pytest.approx(kept)  # logged, so a schedule can replay it
     held_out = 10 * data(seed=4)  # far larger errors: its own RMSE would be about 10
     with torch.no_grad():
         z = vae.encode(held_out)

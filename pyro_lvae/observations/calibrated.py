@@ -96,6 +96,15 @@ class CalibratedScale(Observation):
     :param float min_scale: floor on sigma (Rybkin et al. floor ``log sigma`` at -6:
         ``exp(-6)``, the default)
 
+    Example::
+
+        >>> import torch, pyro_lvae as lv
+        >>> obs = lv.CalibratedScale()
+        >>> loc = torch.zeros(2, 2, requires_grad=True)  # gradients on: a training step
+        >>> _ = obs(loc, event_dim=1).log_prob(torch.tensor([[3.0, 0.0], [0.0, 4.0]]))
+        >>> float(obs.scale)  # sqrt((9 + 16) / 4)
+        2.5
+
     **References**
 
     - O. Rybkin, K. Daniilidis, S. Levine. *Simple and Effective VAE Training with Calibrated

@@ -323,6 +323,14 @@ class DiscretizedLogistic(_Discretized):
     :param float init_scale: ``s`` for a raw decoder output of 0; ``None`` (default): half the
         spread of the first batch of data
 
+    Example::
+
+        >>> import torch, pyro_lvae as lv
+        >>> obs = lv.DiscretizedLogistic(init_scale=0.01)
+        >>> p = obs(torch.zeros(1, 2), event_dim=1)  # one pixel: location 0, scale 0.01
+        >>> round(float(p.log_prob(torch.zeros(1, 1)).exp()), 4)  # bin 0: sigmoid(1/510 / 0.01)
+        0.5489
+
     **References**
 
     - T. Salimans, A. Karpathy, X. Chen, D. P. Kingma. *PixelCNN++*. ICLR 2017.
