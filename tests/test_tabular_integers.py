@@ -119,3 +119,13 @@ def test_tabular_fit_says_which_columns_were_read_as_integers(tmp_path, capsys):
     assert model.vae.observation.schema[1][0] == "integer"
     synth = model.sample(40, seed=0)
     assert set(synth["klass"]) <= {0, 1, 2}
+
+
+def test_tabular_fit_can_keep_integer_columns_continuous(tmp_path, capsys):
+    table(60).to_csv(tmp_path / "data.csv", index=False)
+    run = tmp_path / "model"
+    assert main(["tabular", "fit", str(tmp_path / "data.csv"), "--out", str(run), "--steps",
+                 "5", "--hidden", "8", "--blocks", "1", "--integers", "continuous",
+                 "--quiet"]) == 0
+    assert "read as integers" not in capsys.readouterr().out
+    assert TabularModel.load(run).vae.observation.schema[1] == ["continuous"]

@@ -8,6 +8,7 @@ from pathlib import Path
 from ..annealing import parse_schedule
 from ..errors import ConfigError
 from ..tabular import SIGMA_MODES
+from ..tabular.encoding import INTEGER_MODES
 from ..training import resolve_device
 from .options import (
     add_device,
@@ -49,6 +50,9 @@ def _add_fit_parser(tsub: argparse._SubParsersAction) -> None:
                     help="encoding of continuous columns: standardise (default) or map to "
                          "normal scores through their empirical distribution (multi-modal or "
                          "skewed columns)")
+    tf.add_argument("--integers", choices=INTEGER_MODES, default="discrete",
+                    help="integer-valued numeric columns: discrete (the mass of a Normal on "
+                         "their integer values, the default) or continuous (a Normal density)")
     tf.add_argument("--missing", choices=("error", "drop"), default="error",
                     help="missing values: refuse them (default) or drop their rows")
     obs = tf.add_argument_group("observation model")
@@ -101,7 +105,8 @@ def cmd_tabular_fit(args: argparse.Namespace) -> int:
     out = make_dir(out)
     model = TabularModel.fit(
         table, categorical=names(args.categorical), numeric=names(args.numeric),
-        continuous=args.continuous, missing=args.missing, sigma_mode=args.sigma_mode,
+        continuous=args.continuous, integers=args.integers, missing=args.missing,
+        sigma_mode=args.sigma_mode,
         sigma=args.sigma, min_scale=args.min_scale, latent_dim=args.latent_dim,
         hidden=args.hidden, blocks=args.blocks, steps=args.steps, batch_size=args.batch_size,
         lr=args.lr, beta=beta, seed=args.seed, device=args.device, progress=not args.quiet,
