@@ -165,16 +165,19 @@ def test_low_rank_puts_its_variance_along_the_tangent_of_the_data_manifold():
 
 
 # ---- beta-NLL ------------------------------------------------------------------------------
-def test_beta_nll_keeps_the_normal_value_and_weights_its_gradient():
+@pytest.mark.parametrize("event_dim", [0, 1])
+def test_beta_nll_keeps_the_normal_value_and_weights_its_gradient(event_dim):
     loc = torch.randn(4, D, requires_grad=True)
     scale = (0.1 + torch.rand(4, D)).requires_grad_(True)
     x = torch.randn(4, D)
-    weighted = lv.observations.BetaNLLNormal(loc, scale, 0.5).log_prob(x)
+    weighted = lv.observations.BetaNLLNormal(loc, scale, 0.5, event_dim).log_prob(x)
     plain = dist.Normal(loc, scale).log_prob(x)
     assert torch.equal(weighted, plain)
     got = torch.autograd.grad(weighted.sum(), [loc, scale])
     want = torch.autograd.grad(plain.sum(), [loc, scale])
     w = scale.detach()  # sigma^(2 * 0.5)
+    if event_dim:  # mean 1 over each point's dimensions
+        w = w / w.mean(-1, keepdim=True)
     for g, r in zip(got, want, strict=True):
         torch.testing.assert_close(g, w * r)
 
@@ -208,11 +211,13 @@ def test_beta_nll_setting_round_trips_and_old_configs_mean_zero():
         lv.LearnedVectorScale(beta_nll=2.0)
 
 
-def test_beta_nll_one_gives_the_mean_the_gradient_of_a_squared_error():
+def test_beta_nll_one_gives_the_mean_the_gradient_of_a_scaled_squared_error():
     obs = lv.LearnedVectorScale(init_scale=0.5, beta_nll=1.0)
     out = torch.randn(4, 2 * D, requires_grad=True)
     x = torch.randn(4, D)
     obs(out, event_dim=1).log_prob(x).sum().backward()
-    loc = out.detach()[:, :D]
-    torch.testing.assert_close(out.grad[:, :D], x - loc)  # sigma^2 * (x - mu) / sigma^2
+    loc, raw = out.detach().chunk(2, -1)
+    variance = obs.scale_from_raw(raw) ** 2
+    # sigma_i^2 / mean_j sigma_j^2 * (x_i - mu_i) / sigma_i^2
+    torch.testing.assert_close(out.grad[:, :D], (x - loc) / variance.mean(-1, keepdim=True))
 
