@@ -25,13 +25,19 @@ from .geco import GECO
 from .nets import GaussianEncoder, ResidualMLP
 from .observations import (
     BernoulliObservation,
+    CalibratedScale,
     ContinuousBernoulliObservation,
+    DiscretizedLogistic,
+    DiscretizedLogisticMixture,
+    DiscretizedNormal,
     FixedScale,
     LearnedChannelScale,
     LearnedScalarScale,
     LearnedVectorScale,
+    LowRankNormal,
     Observation,
     ScheduledScale,
+    StudentTObservation,
     initial_scale,
 )
 from .priors import FlowPrior, MixturePrior, Prior, StandardNormal, VampPrior
@@ -51,7 +57,9 @@ __all__ = [
     "VAE", "Model", "Guide", "mlp_vae", "conv_vae", "fixed_star", "rebuild", "load",
     "Observation", "FixedScale", "LearnedScalarScale", "LearnedChannelScale",
     "LearnedVectorScale", "ScheduledScale", "BernoulliObservation",
-    "ContinuousBernoulliObservation", "MixedObservation", "initial_scale", "tabular",
+    "ContinuousBernoulliObservation", "MixedObservation", "DiscretizedNormal",
+    "DiscretizedLogistic", "DiscretizedLogisticMixture", "CalibratedScale",
+    "StudentTObservation", "LowRankNormal", "initial_scale", "tabular",
     "Prior", "StandardNormal", "MixturePrior", "VampPrior", "FlowPrior", "priors",
     "scale_latents", "annealed", "Constant", "LinearWarmup", "Sigmoid", "Cyclical",
     "parse_schedule", "GECO", "fit", "fused_adam", "History", "GaussianEncoder", "ResidualMLP",

@@ -47,10 +47,12 @@ def data_for(kind, device="cpu"):
     return torch.randn(N, D, generator=g).to(device)
 
 
-def test_every_observation_model_is_in_the_contract():
+def test_the_paper_variants_are_registered():
+    """These tests pin the paper's variants; tests/test_observation_contract.py holds the
+    contract of every registered model, read from the registry."""
     from pyro_lvae.observations import OBSERVATIONS
 
-    assert set(OBSERVATIONS) == set(VARIANTS)
+    assert set(VARIANTS) <= set(OBSERVATIONS)
 
 
 def tiny_vae(kind, device="cpu"):

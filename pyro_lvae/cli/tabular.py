@@ -8,6 +8,7 @@ from pathlib import Path
 from ..annealing import parse_schedule
 from ..errors import ConfigError
 from ..tabular import SIGMA_MODES
+from ..tabular.encoding import INTEGER_MODES
 from ..training import resolve_device
 from ..training.records import RunClock
 from .options import (
@@ -50,6 +51,9 @@ def _add_fit_parser(tsub: argparse._SubParsersAction) -> None:
                     help="encoding of continuous columns: standardise (default) or map to "
                          "normal scores through their empirical distribution (multi-modal or "
                          "skewed columns)")
+    tf.add_argument("--integers", choices=INTEGER_MODES, default="discrete",
+                    help="integer-valued numeric columns: discrete (the mass of a Normal on "
+                         "their integer values, the default) or continuous (a Normal density)")
     tf.add_argument("--missing", choices=("error", "drop"), default="error",
                     help="missing values: refuse them (default) or drop their rows")
     obs = tf.add_argument_group("observation model")
@@ -103,14 +107,15 @@ def cmd_tabular_fit(args: argparse.Namespace) -> int:
     with RunClock() as clock:
         model = TabularModel.fit(
             table, categorical=names(args.categorical), numeric=names(args.numeric),
-            continuous=args.continuous, missing=args.missing, sigma_mode=args.sigma_mode,
-            sigma=args.sigma, min_scale=args.min_scale, latent_dim=args.latent_dim,
-            hidden=args.hidden, blocks=args.blocks, steps=args.steps,
-            batch_size=args.batch_size, lr=args.lr, beta=beta, seed=args.seed,
-            device=args.device, progress=not args.quiet, out=out)
+            continuous=args.continuous, integers=args.integers, missing=args.missing,
+            sigma_mode=args.sigma_mode, sigma=args.sigma, min_scale=args.min_scale,
+            latent_dim=args.latent_dim, hidden=args.hidden, blocks=args.blocks,
+            steps=args.steps, batch_size=args.batch_size, lr=args.lr, beta=beta,
+            seed=args.seed, device=args.device, progress=not args.quiet, out=out)
     model.history.to_csv(out / "history.csv")
     x = model.transformer.transform(table, missing=args.missing).to(model.vae.device)
     summary = {"rows": len(x), "columns": {c.name: c.kind for c in model.transformer.columns},
+               "integer_columns": model.transformer.integer_columns,
                **evaluate.elbo(model.vae, x, num_particles=4),
                "active_units": evaluate.active_units(model.vae, x)[0],
                "latent_dim": args.latent_dim, "sigma_mode": args.sigma_mode,
@@ -120,6 +125,10 @@ def cmd_tabular_fit(args: argparse.Namespace) -> int:
     kinds = ", ".join(f"{n} {k}" for n, k in summary["columns"].items())
     print(f"fitted {len(x)} rows ({kinds}); ELBO {summary['elbo']:.3f} nats/row on the "
           f"training table, {summary['active_units']} of {args.latent_dim} latent units active")
+    integers = model.transformer.integer_columns
+    if integers:
+        print(f"read as integers (the mass of a Normal on their integer values): "
+              f"{', '.join(integers)}; name a column in --categorical to model it as classes")
     print(f"wrote {out}/: model.pt transform.json checkpoint.pt history.csv summary.json")
     return 0
 

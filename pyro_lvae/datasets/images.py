@@ -186,16 +186,26 @@ PIXEL_TRANSFORMS: dict[str, Any] = {"dequantize": Dequantize, "scale": Scale,
 
 
 def bits_per_dim(nll_nats: float, dims: int, pixels: str = "dequantize",
-                 levels: int = 256) -> float:
+                 levels: int = 256, discrete: bool = False) -> float:
     """Bits per dimension of a negative log-likelihood (or bound) in nats per image.
 
     For dequantised data in [0, 1) the density is rescaled to the discrete pixel values, which
     adds ``log2(levels)`` bits per dimension: the result bounds the discrete images' code
     length. For binary data it is ``nll / (dims ln 2)``. For noise-free scaled grey levels it is
-    not defined (NaN): a density on discrete values is not a likelihood.
+    not defined (NaN): a density on discrete values is not a likelihood, unless the model is a
+    probability mass on the levels (``discrete``, the discretised observation models of
+    :mod:`pyro_lvae.observations.discrete` on ``k / 255``): then it is ``nll / (dims ln 2)``,
+    with no dequantisation offset.
+
+    :param float nll_nats: the negative log-likelihood (or bound) per image, in nats
+    :param int dims: the values per image (``C H W``)
+    :param str pixels: how pixels became data (:data:`PIXEL_TRANSFORMS`)
+    :param int levels: the pixel levels (256 for 8 bits)
+    :param bool discrete: the model's likelihood is a probability mass on the levels
+        (:attr:`pyro_lvae.observations.Variant.discrete`)
     """
-    if pixels == "binarize":
+    if pixels == "binarize" or (discrete and pixels == "scale"):
         return nll_nats / (dims * math.log(2))
-    if pixels == "dequantize":
+    if pixels == "dequantize" and not discrete:
         return nll_nats / (dims * math.log(2)) + math.log2(levels)
     return float("nan")

@@ -218,12 +218,14 @@ class ImageTask:
         out: dict[str, Any] = {"images": len(x), "pixels": s["pixels"]}
         elbo = evaluate.elbo(vae, x, batch_size=250)
         out.update({f"{k}_nats": v for k, v in elbo.items()})
-        out["elbo_bits_per_dim"] = bits_per_dim(-elbo["elbo"], dims, s["pixels"])
+        discrete = observations.describe(s["obs"]).discrete
+        out["elbo_bits_per_dim"] = bits_per_dim(-elbo["elbo"], dims, s["pixels"],
+                                                discrete=discrete)
         m = min(len(x), s["iwae_images"])
         iwae = evaluate.iwae(vae, x[:m], num_samples=s["iwae_samples"], batch_size=32,
                              chunk_size=min(s["iwae_samples"], 50))
         out["iwae_nats"] = iwae
-        out["iwae_bits_per_dim"] = bits_per_dim(-iwae, dims, s["pixels"])
+        out["iwae_bits_per_dim"] = bits_per_dim(-iwae, dims, s["pixels"], discrete=discrete)
         out["iwae_images"], out["iwae_samples"] = m, s["iwae_samples"]
         out.update(evaluate.latent_diagnostics(vae, x))
         # generation: means of p(x|z) beside draws, and how far draws lie from their means

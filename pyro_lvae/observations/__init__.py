@@ -13,6 +13,16 @@ learned-scale models compare directly. The variants of Berger & Sebag differ onl
 :class:`ScheduledScale`                a fixed sigma that follows a per-step schedule
 :class:`BernoulliObservation`          Bernoulli logits, for binary data only
 :class:`ContinuousBernoulliObservation`  continuous Bernoulli, for data in [0, 1]
+:class:`DiscretizedNormal`             the mass of a Normal on each of the 256 bins of an
+                                       8-bit value ``k / 255`` (scale per pixel from the decoder)
+:class:`DiscretizedLogistic`           the same for a logistic (PixelCNN++)
+:class:`DiscretizedLogisticMixture`    a mixture of discretised logistics per pixel
+:class:`CalibratedScale`               sigma-VAE: one sigma set to the batch's RMSE at every
+                                       training step, no gradient through it
+:class:`StudentTObservation`           Student-t, scale per dimension from the decoder,
+                                       learned degrees of freedom (outliers)
+:class:`LowRankNormal`                 ``N(mu, W W^T + diag d^2)`` over the whole data point,
+                                       ``W`` of rank r from the decoder (the manifold's tangent)
 :class:`MixedObservation`              rows of a table: Normal, Bernoulli and Categorical
                                        columns
 =====================================  ========================================================
@@ -20,22 +30,29 @@ learned-scale models compare directly. The variants of Berger & Sebag differ onl
 Every model is registered by its ``kind`` (the command-line name); :func:`build` makes one from
 its kind and keyword settings, and :func:`describe` says how studies and figures present it:
 
-=========================  =====================  ============================================
-kind                       class                  settings
-=========================  =====================  ============================================
-``fixed``                  FixedScale             ``scale``
-``learned-scalar``         LearnedScalarScale     ``init_scale``, ``min_scale``
-``learned-channel``        LearnedChannelScale    ``channels``, ``init_scale``, ``min_scale``
-``learned-vector``         LearnedVectorScale     ``init_scale``, ``min_scale``
-``scheduled``              ScheduledScale         ``schedule``
-``bernoulli``              BernoulliObservation   (none)
-``continuous-bernoulli``   ContinuousBernoulli..  (none)
-``mixed``                  MixedObservation       ``schema``, ``sigma_mode``, ``sigma``, ...
-=========================  =====================  ============================================
+================================  ==========================  ======================================
+kind                              class                       settings
+================================  ==========================  ======================================
+``fixed``                         FixedScale                  scale
+``learned-scalar``                LearnedScalarScale          init_scale, min_scale
+``learned-channel``               LearnedChannelScale         channels, init_scale, min_scale
+``learned-vector``                LearnedVectorScale          init_scale, min_scale, beta_nll
+``scheduled``                     ScheduledScale              schedule
+``bernoulli``                     BernoulliObservation        (none)
+``continuous-bernoulli``          ContinuousBernoulli..       (none)
+``discretized-normal``            DiscretizedNormal           init_scale
+``discretized-logistic``          DiscretizedLogistic         init_scale
+``discretized-logistic-mixture``  DiscretizedLogisticMixture  components, init_scale
+``calibrated``                    CalibratedScale             init_scale, min_scale
+``student-t``                     StudentTObservation         init_scale, min_scale, init_df, min_df
+``low-rank``                      LowRankNormal               rank, init_scale, min_scale
+``mixed``                         MixedObservation            schema, sigma_mode, sigma, ...
+================================  ==========================  ======================================
 
 Learned scales are floored at ``min_scale``: on constant or quantised dimensions the Normal
 likelihood is unbounded as sigma -> 0, and an unfloored per-dimension sigma shrinks until the
 loss turns NaN. The floor keeps the likelihood bounded; set it near the data's quantisation step.
+The discretised models need none: a pixel's probability is at most 1.
 
 **References**
 
@@ -53,7 +70,11 @@ import torch
 from ..errors import ConfigError
 from .base import OBSERVATIONS, Observation
 from .binary import BernoulliObservation, ContinuousBernoulliObservation
+from .calibrated import CalibratedScale
+from .discrete import DiscretizedLogistic, DiscretizedLogisticMixture, DiscretizedNormal
+from .lowrank import LowRankNormal
 from .normal import (
+    BetaNLLNormal,
     FixedScale,
     LearnedChannelScale,
     LearnedScalarScale,
@@ -61,6 +82,7 @@ from .normal import (
     ScheduledScale,
     initial_scale,
 )
+from .student import StudentTObservation
 
 __all__ = [
     "Observation",
@@ -71,6 +93,13 @@ __all__ = [
     "ScheduledScale",
     "BernoulliObservation",
     "ContinuousBernoulliObservation",
+    "DiscretizedNormal",
+    "DiscretizedLogistic",
+    "DiscretizedLogisticMixture",
+    "CalibratedScale",
+    "StudentTObservation",
+    "LowRankNormal",
+    "BetaNLLNormal",
     "observation_from_config",
     "OBSERVATIONS",
     "build",
@@ -157,6 +186,9 @@ class Variant:
     :param bool shared: one sigma for every data dimension at each step, a trajectory that
         :class:`ScheduledScale` can replay
     :param bool binary: the model needs binary data (0 or 1)
+    :param bool discrete: the model is a probability mass on the 8-bit levels ``k / 255``
+        (images as :class:`pyro_lvae.datasets.Scale` makes them); its negative log-likelihood
+        is a code length, so bits/dim need no dequantisation offset
     """
 
     kind: str
@@ -165,6 +197,7 @@ class Variant:
     constant: bool = False
     shared: bool = False
     binary: bool = False
+    discrete: bool = False
 
 
 def describe(kind: str) -> Variant:
@@ -179,7 +212,8 @@ def describe(kind: str) -> Variant:
     """
     cls = _registered(kind)
     return Variant(kind, cls.label or cls.__name__, learned=cls.learned, constant=cls.constant,
-                   shared=cls.shared, binary=cls.binary)
+                   shared=cls.shared, binary=cls.binary,
+                   discrete=cls.discrete)
 
 
 def observation_from_config(config: dict[str, Any]) -> Observation:

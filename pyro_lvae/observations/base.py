@@ -81,6 +81,9 @@ class Observation(IndependentCopies, PyroModule):
     #: mean), which a network may produce in standardised units (:class:`~pyro_lvae.nets.
     #: Standardize` with ``inverse=True``)
     location_first: bool = False
+    #: the model is a probability mass on 8-bit levels k/255: its negative log-likelihood is a
+    #: code length (bits/dim without a dequantisation offset)
+    discrete: bool = False
 
     def __init__(self) -> None:
         if self.learned and any(isinstance(m, TraceMessenger) for m in _PYRO_STACK):

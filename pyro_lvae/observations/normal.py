@@ -22,7 +22,7 @@ from ..errors import ConfigError, DataError, check_positive_int
 from .base import Observation, _init_and_floor, _positive
 
 __all__ = ["FixedScale", "LearnedScalarScale", "LearnedChannelScale", "LearnedVectorScale",
-           "ScheduledScale", "initial_scale"]
+           "ScheduledScale", "BetaNLLNormal", "initial_scale"]
 
 
 def initial_scale(data: torch.Tensor, fraction: float = 0.5) -> float:
@@ -268,29 +268,14 @@ class LearnedChannelScale(_LearnedParameter, Observation):
                 "min_scale": self.min_scale}
 
 
-class LearnedVectorScale(_LearnedStart, Observation):
-    """LV-VAE: the decoder outputs a sigma per data dimension (Berger & Sebag, Eq. 11).
+class _DecoderScale(_LearnedStart, Observation):
+    """A scale per data dimension output by the decoder: the output's first half along the
+    channel axis is the location, the second a raw scale turned into
+    ``sigma = min_scale + softplus(raw + c)``, with ``c`` chosen so that a raw output of 0
+    gives ``init_scale``. Subclasses make the distribution from :meth:`loc_and_scale`."""
 
-    The decoder has twice the output channels: the first half is the location, the second a raw
-    scale turned into ``sigma = min_scale + softplus(raw + c)``, with ``c`` chosen so that a raw
-    output of 0 gives ``init_scale``. softplus does not overflow for large raw values and, unlike
-    a ``1 + softplus`` form, lets sigma fall anywhere above the floor.
-
-    The scale half must be *unsquashed* (a linear output): a decoder that passes it through a
-    sigmoid or a ReLU (as Pyro's example decoders do for their means) pins sigma at or above
-    ``init_scale``. A one-time check on the first batch warns when every scale output lies in
-    [0, 1] (for 8 dimensions or more).
-
-    :param float init_scale: sigma for a raw decoder output of 0 (the start of training);
-        ``None`` (default): half the spread of the first batch of data (:func:`initial_scale`)
-    :param float min_scale: floor on every sigma; keeps the likelihood bounded on constant or
-        quantised dimensions
-    """
-
-    location_first = True
-    kind = "learned-vector"
-    label, learned = "LV-VAE", True
     outputs_per_channel = 2
+    location_first = True
 
     def __init__(self, *, init_scale: float | None = None, min_scale: float = 1e-3) -> None:
         super().__init__()
@@ -305,13 +290,18 @@ class LearnedVectorScale(_LearnedStart, Observation):
         # softplus(offset) = init_scale - min_scale
         self._offset = math.log(math.expm1(start - self.min_scale))
 
-    def forward(self, output: torch.Tensor, event_dim: int) -> dist.TorchDistribution:
+    def scale_from_raw(self, raw: torch.Tensor) -> torch.Tensor:
+        """``min_scale + softplus(raw + c)``: the scale for a raw decoder output."""
         self._require_start()
-        loc, raw = output.chunk(2, dim=-event_dim)
         if not self._checked_outputs and not torch.jit.is_tracing():
             self._check_unsquashed(raw)
-        scale = self.min_scale + F.softplus(raw + self._offset)
-        return _normal(loc, scale, event_dim)
+        return self.min_scale + F.softplus(raw + self._offset)
+
+    def loc_and_scale(self, output: torch.Tensor,
+                      event_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The location and the scale (floored) from the decoder output."""
+        loc, raw = output.chunk(2, dim=-event_dim)
+        return loc, self.scale_from_raw(raw)
 
     def _check_unsquashed(self, raw: torch.Tensor) -> None:
         """Warn when every scale output of the first batch lies in [0, 1], the sign of a
@@ -328,11 +318,112 @@ class LearnedVectorScale(_LearnedStart, Observation):
                 f"sigma = min_scale + softplus(raw + c) then stays between "
                 f"{self.init_scale:.4g} and {self.init_scale + 1:.4g} and cannot sharpen. "
                 f"Leave the scale half of the decoder's output linear (unsquashed)",
-                stacklevel=3,
+                stacklevel=5,
             )
 
     def config(self) -> dict[str, Any]:
         return {"kind": self.kind, "init_scale": self.init_scale, "min_scale": self.min_scale}
+
+
+class LearnedVectorScale(_DecoderScale):
+    """LV-VAE: the decoder outputs a sigma per data dimension (Berger & Sebag, Eq. 11).
+
+    The decoder has twice the output channels: the first half is the location, the second a raw
+    scale turned into ``sigma = min_scale + softplus(raw + c)``, with ``c`` chosen so that a raw
+    output of 0 gives ``init_scale``. softplus does not overflow for large raw values and, unlike
+    a ``1 + softplus`` form, lets sigma fall anywhere above the floor.
+
+    The scale half must be *unsquashed* (a linear output): a decoder that passes it through a
+    sigmoid or a ReLU (as Pyro's example decoders do for their means) pins sigma at or above
+    ``init_scale``. A one-time check on the first batch warns when every scale output lies in
+    [0, 1] (for 8 dimensions or more).
+
+    **beta-NLL** (``beta_nll > 0``, after Seitzer et al. 2022): the gradient of each
+    dimension's negative log-density is weighted by ``w_i = sg(sigma_i^(2 beta_nll))``,
+    normalised to mean 1 over the dimensions of each data point, for the location and the
+    scale alike, while the *value* stays the Normal log-density. The loss that Pyro's ELBOs,
+    :func:`pyro_lvae.fit` and :mod:`pyro_lvae.evaluate` report is then still the true ELBO, but
+    training follows the gradient field ``sum_i w_i grad NLL_i + grad KL``, which is not the
+    ELBO's gradient (nor in general the gradient of any objective): dimensions the model calls
+    noisy (large sigma) keep their pull on the mean, countering the ``1/sigma^2`` weighting by
+    which a heteroscedastic Normal learns to call structure noise. ``beta_nll = 0`` is the
+    ELBO; ``beta_nll = 1`` gives the location the gradient of a squared error (divided by the
+    point's mean variance). The normalisation is ours: Seitzer et al. (regression, no latent
+    term) weight by ``sigma_i^(2 beta)`` alone, which in a VAE also shrinks the whole
+    reconstruction term against the KL term as sigma falls; on the artificial problem that
+    kept sigma near 0.7 for 6000 steps (docs/observations.md).
+
+    :param float init_scale: sigma for a raw decoder output of 0 (the start of training);
+        ``None`` (default): half the spread of the first batch of data (:func:`initial_scale`)
+    :param float min_scale: floor on every sigma; keeps the likelihood bounded on constant or
+        quantised dimensions
+    :param float beta_nll: the beta-NLL exponent in [0, 1] (0: the ELBO's gradient)
+
+    **References**
+
+    - M. Seitzer, A. Tavakoli, D. Antic, G. Martius. *On the Pitfalls of Heteroscedastic
+      Uncertainty Estimation with Probabilistic Neural Networks*. ICLR 2022.
+    """
+
+    kind = "learned-vector"
+    label, learned = "LV-VAE", True
+
+    def __init__(self, *, init_scale: float | None = None, min_scale: float = 1e-3,
+                 beta_nll: float = 0.0) -> None:
+        super().__init__(init_scale=init_scale, min_scale=min_scale)
+        try:
+            beta_nll = float(beta_nll)
+        except (TypeError, ValueError):
+            raise ConfigError(f"Expected beta_nll to be a number in [0, 1] but got "
+                              f"{beta_nll!r}") from None
+        if not 0.0 <= beta_nll <= 1.0:
+            raise ConfigError(f"Expected beta_nll in [0, 1] but got {beta_nll}")
+        self.beta_nll = beta_nll
+
+    def forward(self, output: torch.Tensor, event_dim: int) -> dist.TorchDistribution:
+        loc, scale = self.loc_and_scale(output, event_dim)
+        if self.beta_nll:
+            return BetaNLLNormal(loc, scale, self.beta_nll, event_dim).to_event(event_dim)
+        return _normal(loc, scale, event_dim)
+
+    def config(self) -> dict[str, Any]:
+        config = super().config()
+        if self.beta_nll:  # absent from configs that predate it: 0
+            config["beta_nll"] = self.beta_nll
+        return config
+
+
+class BetaNLLNormal(dist.Normal):
+    """A Normal whose ``log_prob`` has the Normal's value and the beta-NLL gradient: each
+    element's gradient is multiplied by ``stop_gradient(scale^(2 beta))``, normalised to mean 1
+    over the last ``event_dim`` axes (the dimensions of one data point; see
+    :class:`LearnedVectorScale`). Used by :class:`LearnedVectorScale` with ``beta_nll > 0``.
+
+    :param torch.Tensor loc: the mean
+    :param torch.Tensor scale: the standard deviation
+    :param float beta: the exponent in [0, 1]
+    :param int event_dim: the axes of one data point, over which the weights have mean 1
+        (0: no normalisation, Seitzer et al.'s weights)
+    """
+
+    def __init__(self, loc: torch.Tensor, scale: torch.Tensor, beta: float,
+                 event_dim: int = 0, validate_args: bool | None = None) -> None:
+        super().__init__(loc, scale, validate_args=validate_args)
+        self.beta, self.weight_dim = float(beta), int(event_dim)
+
+    def expand(self, batch_shape, _instance=None):
+        new = self._get_checked_instance(BetaNLLNormal, _instance)
+        new = super().expand(batch_shape, _instance=new)
+        new.beta, new.weight_dim = self.beta, self.weight_dim
+        return new
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        log_p = super().log_prob(value)
+        weight = self.scale.detach().expand(log_p.shape) ** (2 * self.beta)
+        if self.weight_dim:
+            weight = weight / weight.mean(tuple(range(-self.weight_dim, 0)), keepdim=True)
+        # value: log_p exactly; gradient: weight * grad(log_p)
+        return log_p.detach() + weight * (log_p - log_p.detach())
 
 
 class ScheduledScale(_OneScale):

@@ -10,7 +10,10 @@ continuous      standardised, ``(x - mean) / std`` (or, with ``continuous="quant
                 to normal scores through the column's empirical distribution, exact at every
                 training value); back: the inverse map, clipped to the observed range and
                 rounded to the column's own number of decimals
-integer         as continuous; back: rounded to integers within the observed range
+integer         as continuous; back: rounded to integers within the observed range. With the
+                standard encoding (and ``integers="discrete"``, the default) the column keeps
+                its lattice: the mixed observation model gives it the mass of a Normal on
+                its integer values (edge values open), not a density
 binary          two values -> 0 / 1 (a Bernoulli column)
 categorical     labels -> codes 0 .. K-1 (a Categorical column); labels never seen in training
                 are refused
@@ -38,7 +41,10 @@ import torch
 from ..errors import CheckpointError, ConfigError, DataError
 from ..io import atomic_write_text
 
-__all__ = ["Column", "TableTransformer", "read_csv"]
+__all__ = ["Column", "TableTransformer", "read_csv", "INTEGER_MODES"]
+
+#: how integer-valued numeric columns are modelled: on their lattice, or as continuous
+INTEGER_MODES = ("discrete", "continuous")
 
 
 def _pandas():
@@ -81,21 +87,30 @@ def _plain(v: Any) -> Any:
 class TableTransformer:
     """Encode a table as floats (one per cell) and decode back exactly (see module docstring)."""
 
-    def __init__(self, columns: list[Column], continuous: str = "standard") -> None:
+    def __init__(self, columns: list[Column], continuous: str = "standard",
+                 integers: str = "discrete") -> None:
+        if integers not in INTEGER_MODES:
+            raise ConfigError(f"Expected integers to be one of {INTEGER_MODES} but got "
+                              f"{integers!r}")
         self.columns = columns
         self.continuous = continuous
+        self.integers = integers
 
     # ---- fitting ----------------------------------------------------------------------------
     @classmethod
     def fit(cls, table: Any, categorical: list[str] | tuple[str, ...] = (),
             continuous: str = "standard", missing: str = "error",
-            numeric: list[str] | tuple[str, ...] = ()) -> TableTransformer:
+            numeric: list[str] | tuple[str, ...] = (),
+            integers: str = "discrete") -> TableTransformer:
         """Learn the columns of ``table``.
 
         :param categorical: names of numeric columns to treat as categories
         :param str continuous: ``standard`` or ``quantile`` (for multi-modal or skewed columns)
         :param str missing: ``error`` (refuse missing values) or ``drop`` (drop their rows)
         :param numeric: names of two-valued numeric columns to keep continuous (not binary)
+        :param str integers: ``discrete`` (integer-valued numeric columns get the mass of a
+            Normal on their lattice, with the standard encoding) or ``continuous`` (a Normal
+            density, as models fitted before integer columns were discrete)
         """
         if continuous not in ("standard", "quantile"):
             raise ConfigError(f"Expected continuous to be 'standard' or 'quantile' but got "
@@ -130,7 +145,7 @@ class TableTransformer:
                 labels = sorted((_plain(u) for u in uniques), key=lambda u: (str(type(u)), u))
                 kind = "binary" if len(labels) == 2 else "categorical"
                 columns.append(Column(str(name), kind, dtype, labels))
-        return cls(columns, continuous)
+        return cls(columns, continuous, integers)
 
     @staticmethod
     def _quantile_map(v: np.ndarray) -> tuple[list[float], list[float]]:
@@ -242,12 +257,27 @@ class TableTransformer:
                 data[col.name] = series
         return pd.DataFrame(data)
 
+    @property
+    def integer_columns(self) -> list[str]:
+        """The columns read as integers that the model treats as quantised (a lattice of
+        integer values): empty with ``integers="continuous"`` or the quantile encoding."""
+        return [c.name for c in self.columns if self._on_lattice(c)]
+
+    def _on_lattice(self, column: Column) -> bool:
+        return (column.kind == "integer" and self.integers == "discrete"
+                and self.continuous == "standard")
+
     def schema(self) -> list[list[Any]]:
-        """Column kinds for :class:`MixedObservation`: ``["continuous"]``, ``["binary"]`` or
-        ``["categorical", K]`` per column."""
+        """Column kinds for :class:`MixedObservation`: ``["continuous"]``,
+        ``["integer", step, low, high]`` (the encoded lattice of an integer column: spacing
+        ``1 / std``, lowest and highest values), ``["binary"]`` or ``["categorical", K]`` per
+        column."""
         out: list[list[Any]] = []
         for c in self.columns:
-            if c.kind in ("continuous", "integer"):
+            if self._on_lattice(c):
+                out.append(["integer", 1.0 / c.std, (c.minimum - c.mean) / c.std,
+                            (c.maximum - c.mean) / c.std])
+            elif c.kind in ("continuous", "integer"):
                 out.append(["continuous"])
             elif c.kind == "binary":
                 out.append(["binary"])
@@ -258,8 +288,8 @@ class TableTransformer:
     # ---- files ------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
         """A JSON-serialisable description of the fitted encoding (:meth:`from_state`)."""
-        return {"format": "pyro-lvae-table", "version": 1, "continuous": self.continuous,
-                "columns": [asdict(c) for c in self.columns]}
+        return {"format": "pyro-lvae-table", "version": 2, "continuous": self.continuous,
+                "integers": self.integers, "columns": [asdict(c) for c in self.columns]}
 
     @classmethod
     def from_state(cls, state: dict[str, Any], source: str = "state") -> TableTransformer:
@@ -267,7 +297,9 @@ class TableTransformer:
         if not isinstance(state, dict) or state.get("format") != "pyro-lvae-table":
             raise CheckpointError(f"{source} is not a pyro-lvae table transform")
         try:
-            return cls([Column(**c) for c in state["columns"]], state["continuous"])
+            # version 1 (no "integers") modelled integer columns with a Normal density
+            return cls([Column(**c) for c in state["columns"]], state["continuous"],
+                       state.get("integers", "continuous"))
         except (KeyError, TypeError) as e:
             raise CheckpointError(f"{source} is incomplete or corrupt ({e})") from None
 

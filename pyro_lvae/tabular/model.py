@@ -35,14 +35,16 @@ class TabularModel:
 
     @classmethod
     def fit(cls, table: Any, *, categorical=(), numeric=(), continuous: str = "standard",
-            missing: str = "error", sigma_mode: str = "learned-column", sigma: float | None = None,
+            integers: str = "discrete", missing: str = "error",
+            sigma_mode: str = "learned-column", sigma: float | None = None,
             min_scale: float = 1e-3, latent_dim: int = 8, hidden: int = 128, blocks: int = 2,
             steps: int = 3000, batch_size: int = 128, lr: float = 1e-3, beta: Any = 1.0,
             seed: int | None = 0, device: str = "auto", progress: bool | None = None,
             out: str | Path | None = None) -> TabularModel:
         """Encode ``table`` and train a residual-MLP VAE with a
         :class:`~pyro_lvae.tabular.MixedObservation` on it (see
-        :class:`TableTransformer` and :func:`pyro_lvae.fit` for the arguments)."""
+        :class:`TableTransformer` and :func:`pyro_lvae.fit` for the arguments; ``integers``:
+        integer-valued columns on their lattice, ``"discrete"``, or as continuous)."""
         import pyro
 
         from ..training import fit as train
@@ -50,7 +52,8 @@ class TabularModel:
         from .observation import MixedObservation
 
         transformer = TableTransformer.fit(table, categorical=categorical, numeric=numeric,
-                                           continuous=continuous, missing=missing)
+                                           continuous=continuous, missing=missing,
+                                           integers=integers)
         x = transformer.transform(table, missing=missing)
         if seed is not None:
             pyro.set_rng_seed(seed)

@@ -20,6 +20,7 @@ from ..observations import (
     Observation,
 )
 from ..observations.base import _positive
+from ..observations.discrete import lattice_normal_log_prob
 
 __all__ = ["MixedObservation", "MixedColumns", "SIGMA_MODES"]
 
@@ -100,9 +101,27 @@ class MixedColumns(TorchDistribution):
                             self.bin_logits.expand(shape + self.bin_logits.shape[-1:]),
                             [c.expand(shape + c.shape[-1:]) for c in self.cat_logits])
 
+    def _lattice(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(step, low, high)`` of the integer columns' lattices, as tensors."""
+        lattice = torch.tensor(self.layout["lattice"], dtype=self.loc.dtype,
+                               device=self.loc.device)
+        return lattice[:, 0], lattice[:, 1], lattice[:, 2]
+
+    def _continuous_log_prob(self, xc: torch.Tensor) -> torch.Tensor:
+        """The Normal terms: a density per real column, a lattice mass per integer column."""
+        lay = self.layout
+        if not lay["int"]:
+            return dist.Normal(self.loc, self.scale).log_prob(xc).sum(-1)
+        loc, scale = torch.broadcast_tensors(self.loc, self.scale)
+        real, ints = lay["real"], lay["int"]
+        lp = dist.Normal(loc[..., real], scale[..., real]).log_prob(xc[..., real]).sum(-1)
+        step, low, high = self._lattice()
+        return lp + lattice_normal_log_prob(xc[..., ints], loc[..., ints], scale[..., ints],
+                                            step, low, high).sum(-1)
+
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         lay = self.layout
-        lp = dist.Normal(self.loc, self.scale).log_prob(x[..., lay["cont"]]).sum(-1)
+        lp = self._continuous_log_prob(x[..., lay["cont"]])
         if lay["bin"]:
             lp = lp + dist.Bernoulli(logits=self.bin_logits).log_prob(
                 x[..., lay["bin"]]).sum(-1)
@@ -145,6 +164,12 @@ class MixedColumns(TorchDistribution):
             raise ConfigError(f"Expected continuous in (sample, mean) and discrete in (sample, "
                               f"argmax) but got {continuous!r}, {discrete!r}")
         cont = dist.Normal(self.loc, self.scale).sample() if continuous == "sample" else self.loc
+        if self.layout["int"] and continuous == "sample":  # the bin of the draw: a lattice value
+            step, low, high = self._lattice()
+            ints = self.layout["int"]
+            cont = cont.clone()
+            cont[..., ints] = low + step * ((cont[..., ints] - low) / step).round().clamp(
+                min=torch.zeros_like(low), max=(high - low) / step)
         if discrete == "sample":
             binary = dist.Bernoulli(logits=self.bin_logits).sample()
             cats = [dist.Categorical(logits=lg).sample() for lg in self.cat_logits]
@@ -157,17 +182,22 @@ class MixedColumns(TorchDistribution):
 class MixedObservation(Observation):
     """``p(x | z)`` for rows of mixed columns (a table encoded by
     :class:`pyro_lvae.tabular.TableTransformer`): one observed site per row whose log-density
-    sums a Normal term per continuous column, a Bernoulli term per binary column and a
-    Categorical term per categorical column. The continuous columns' sigma is ``fixed``,
-    ``learned-scalar`` (one for all columns), ``learned-column`` (one per column, not depending
+    sums a Normal term per continuous column, the mass of a Normal on its lattice per integer
+    column (bounded: a learned sigma cannot sink to its floor on the lattice as a density's
+    does), a Bernoulli term per binary column and a Categorical term per categorical column.
+    The continuous and integer columns' sigma is ``fixed``, ``learned-scalar`` (one for all
+    columns), ``learned-column`` (one per column, not depending
     on z), ``decoder`` (output by the decoder per column and row: the LV-VAE of tables) or
     ``tvae`` (one per column, clamped to [0.01, 1], as in CTGAN's TVAE). The Normal terms come
     from an observation model of :mod:`pyro_lvae.observations` (:class:`FixedScale`,
     :class:`LearnedScalarScale`, :class:`LearnedChannelScale`, :class:`LearnedVectorScale`),
     the attribute ``continuous``.
 
-    :param schema: per column ``["continuous"]``, ``["binary"]`` or ``["categorical", K]``
-        (:meth:`TableTransformer.schema`)
+    :param schema: per column ``["continuous"]``, ``["integer", step, low, high]`` (a Normal
+        discretised on the lattice ``low, low + step, ..., high`` of encoded values, edge bins
+        open, so held-out values beyond the range fall in them:
+        :func:`~pyro_lvae.observations.discrete.lattice_normal_log_prob`),
+        ``["binary"]`` or ``["categorical", K]`` (:meth:`TableTransformer.schema`)
     :param str sigma_mode: one of :data:`SIGMA_MODES`
     :param float sigma: the fixed sigma (``fixed``) or the initial one (learned modes); by
         default 1, and 0.1 for ``tvae`` (CTGAN's start, strictly inside the clamp: at a bound
@@ -187,15 +217,8 @@ class MixedObservation(Observation):
             raise ConfigError(f"unknown sigma mode {sigma_mode!r}; expected one of "
                               f"{', '.join(SIGMA_MODES)}")
         self.schema = [list(c) for c in schema]
-        cont = [j for j, c in enumerate(self.schema) if c[0] == "continuous"]
-        binary = [j for j, c in enumerate(self.schema) if c[0] == "binary"]
-        cat = [j for j, c in enumerate(self.schema) if c[0] == "categorical"]
-        bad = [c for c in self.schema if c[0] not in ("continuous", "binary", "categorical")]
-        if bad or not self.schema:
-            raise ConfigError(f"a schema lists columns as ['continuous'], ['binary'] or "
-                              f"['categorical', K]; got {bad or 'no columns'}")
-        self.layout = {"n": len(self.schema), "cont": cont, "bin": binary, "cat": cat,
-                       "k": [int(self.schema[j][1]) for j in cat]}
+        self.layout = _layout(self.schema)
+        cont = self.layout["cont"]
         self.sigma_mode = sigma_mode
         mode = _MODES[sigma_mode]
         if sigma is None:
@@ -260,6 +283,11 @@ class MixedObservation(Observation):
 
     def check_support(self, x: torch.Tensor) -> None:
         lay = self.layout
+        for i, (step, low, _) in zip(lay["int"], lay["lattice"], strict=True):
+            v = (x[..., lay["cont"][i]] - low) / step  # beyond the range: the open edge bins
+            if not bool(((v - v.round()).abs() <= 1e-3).all()):
+                raise DataError(f"integer column {lay['cont'][i]} must hold values of its "
+                                f"lattice (encode the table with TableTransformer)")
         if lay["bin"]:
             b = x[..., lay["bin"]]
             if not bool(((b == 0) | (b == 1)).all()):
@@ -280,6 +308,27 @@ class MixedObservation(Observation):
         lay = self.layout
         return (f"continuous={len(lay['cont'])}, binary={len(lay['bin'])}, "
                 f"categorical={lay['k']}, sigma_mode={self.sigma_mode}")
+
+
+_KINDS = {"continuous": 1, "integer": 4, "binary": 1, "categorical": 2}
+
+
+def _layout(schema: list[list[Any]]) -> dict[str, Any]:
+    """Where each kind of column sits: ``cont`` (Normal terms: continuous and integer columns),
+    ``real`` and ``int`` (positions within ``cont``), ``lattice`` (``step, low, high`` of each
+    integer column, encoded), ``bin``, ``cat`` and ``k`` (categories per categorical column)."""
+    bad = [c for c in schema if not c or _KINDS.get(c[0]) != len(c)]
+    if bad or not schema:
+        raise ConfigError(f"a schema lists columns as ['continuous'], ['integer', step, low, "
+                          f"high], ['binary'] or ['categorical', K]; got {bad or 'no columns'}")
+    cont = [j for j, c in enumerate(schema) if c[0] in ("continuous", "integer")]
+    ints = [i for i, j in enumerate(cont) if schema[j][0] == "integer"]
+    cat = [j for j, c in enumerate(schema) if c[0] == "categorical"]
+    real = [i for i in range(len(cont)) if i not in ints]
+    lattice = [[float(v) for v in schema[cont[i]][1:]] for i in ints]
+    return {"n": len(schema), "cont": cont, "real": real, "int": ints, "lattice": lattice,
+            "bin": [j for j, c in enumerate(schema) if c[0] == "binary"], "cat": cat,
+            "k": [int(schema[j][1]) for j in cat]}
 
 
 def _flatten_state(module: MixedObservation, state: dict[str, Any], prefix: str,
