@@ -225,12 +225,14 @@ def test_the_command_line_trains_a_discretised_model_on_8_bit_images(tmp_path, c
     run = tmp_path / "run"
     argv = ["train", "--dataset", "fashion-mnist", "--data-root", str(root), "--obs",
             "discretized-logistic", "--out", str(run), *TINY]
-    assert main(argv + ["--pixels", "scale"]) == 0
+    assert main(argv) == 0  # a discretised model's default: pixels k/255 (--pixels scale)
+    assert json.loads((run / "config.json").read_text())["pixels"] == "scale"
     summary = json.loads((run / "summary.json").read_text())
     # a code length of the 8-bit images: bits/dim without a dequantisation offset
     assert summary["elbo_bits_per_dim"] == pytest.approx(
         -summary["elbo_nats"] / (784 * math.log(2)))
     assert summary["iwae_bits_per_dim"] > 0
-    # dequantised pixels (the command line's default) are refused, naming the fix
-    assert main(argv[:-1] + ["--out", str(tmp_path / "run2"), "--quiet"]) != 0
+    # dequantised pixels are refused, naming the fix
+    argv[argv.index("--out") + 1] = str(tmp_path / "run2")
+    assert main(argv + ["--pixels", "dequantize", "--quiet"]) != 0
     assert "--pixels scale" in capsys.readouterr().err

@@ -75,7 +75,11 @@ def _add_model_flags(train: argparse.ArgumentParser) -> None:
                           "column), learned-vector (LV-VAE: a sigma per dimension or pixel "
                           "from the decoder), scheduled (fixed sigma on a recorded "
                           "trajectory), bernoulli (binary data), continuous-bernoulli (data "
-                          "in [0, 1]) (default learned-scalar)")
+                          "in [0, 1]), calibrated (sigma-VAE: sigma = the batch's RMSE), "
+                          "student-t, low-rank (a rank-2 covariance factor from the decoder), "
+                          "discretized-normal, discretized-logistic, "
+                          "discretized-logistic-mixture (8-bit images; see "
+                          "docs/observations.md) (default learned-scalar)")
     add_observation_options(
         train, group=obs, min_scale=None,
         notes={"min_scale": "default 1e-3 for points, 0.01 for images"},
@@ -124,11 +128,19 @@ def _add_fit_flags(train: argparse.ArgumentParser) -> None:
                       "held-out set of summary.json)"})
 
 
+def _default_pixels(variant: Any) -> str:
+    """binarize for binary models, scale (k/255) for models of 8-bit levels, else dequantize."""
+    if variant.binary:
+        return "binarize"
+    return "scale" if variant.discrete else "dequantize"
+
+
 def _add_image_flags(train: argparse.ArgumentParser) -> None:
     images = train.add_argument_group("images")
     images.add_argument("--pixels", choices=("dequantize", "scale", "binarize"), default=None,
                         help="how pixels become data: dequantize ((k + u)/256, the default), "
-                             "scale (k/255, no noise), binarize (default for bernoulli)")
+                             "scale (k/255, no noise; default for the discretised models), "
+                             "binarize (default for bernoulli)")
     images.add_argument("--data-root", default="data",
                         help="folder holding MNIST/, FashionMNIST/ or celeba/ (default ./data)")
     images.add_argument("--download", action="store_true",
@@ -330,7 +342,7 @@ def _train_settings(args: argparse.Namespace, task) -> dict[str, Any]:
     else:
         s.update(width=args.width, convs=given(args.convs, "convs"),
                  epochs=given(args.epochs, "epochs"),
-                 pixels=args.pixels or ("binarize" if describe(args.obs).binary else "dequantize"),
+                 pixels=args.pixels or _default_pixels(describe(args.obs)),
                  data_root=args.data_root, download=args.download,
                  num_workers=args.num_workers, eval_images=args.eval_images,
                  iwae_images=args.iwae_images, iwae_samples=args.iwae_samples)
