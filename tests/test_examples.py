@@ -56,7 +56,7 @@ def test_reproduce_manifold_smoke(tmp_path):
     module = _load("reproduce_manifold.py")
     verdicts = module.main(module.parser().parse_args(["--smoke", "--workers", "1",
                                                        "--out", str(tmp_path)]))
-    assert [v[0][:3] for v in verdicts] == ["(a)", "(b)", "(c)", "(d)", "(e)"]
+    assert [v[0].split()[0] for v in verdicts] == ["(a)", "(a2)", "(b)", "(c)", "(d)", "(e)"]
     assert (tmp_path / "reproduction.md").exists()
 
 

@@ -12,6 +12,8 @@ from typing import Any
 from ..annealing import parse_schedule
 from ..errors import ConfigError
 from ..training import resolve_device
+from ..training.averaging import parse_average
+from ..training.schedules import check_schedule
 from .options import add_device, add_network_options, add_out, add_quiet, add_training_options
 from .output import int_list, make_dir
 
@@ -44,6 +46,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                          lr=False, notes={"beta_schedule": "manifold only: for every variant; "
                                                            "default linear:1000:0.5:1"})
     add_network_options(rp, hidden=None, blocks=None)
+    tools = rp.add_argument_group("manifold only: training tools and variants")
+    tools.add_argument("--average", default=None, metavar="AVG",
+                       help="averaged weights for every run, measured instead of the last "
+                            "weights: ema[:DECAY[:START[:EVERY]]] or swa[:START[:EVERY]]")
+    tools.add_argument("--lr-schedule", default=None, metavar="SCHEDULE",
+                       help="learning-rate schedule for every run: constant, cosine[:FINAL] "
+                            "or step:EVERY[:GAMMA]")
+    tools.add_argument("--learned-only", action="store_true",
+                       help="only LS-VAE, LV-VAE and the replayed schedule")
     rp.add_argument("--workers", type=int, default=None,
                     help="parallel processes (default: one per CPU core; 1 on a GPU)")
     add_device(rp)
@@ -97,6 +108,18 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         if args.study != "sphere":
             raise ConfigError("--dims applies to the sphere study only")
         overrides["dims"] = tuple(int_list(args.dims, "--dims"))
+    for flag, key in (("--average", "average"), ("--lr-schedule", "lr_schedule"),
+                      ("--learned-only", "learned_only")):
+        value = getattr(args, key)
+        if value in (None, False):
+            continue
+        if args.study != "manifold":
+            raise ConfigError(f"{flag} applies to the manifold study only")
+        overrides[key] = value
+    if "average" in overrides:
+        parse_average(overrides["average"])  # a bad form fails before any run starts
+    if "lr_schedule" in overrides:
+        check_schedule(overrides["lr_schedule"], 0)
     if args.beta_schedule is not None:
         if args.study != "manifold":
             raise ConfigError("--beta-schedule applies to the manifold study only")
