@@ -7,6 +7,8 @@ message on one line and exits with status 2; anything else is a bug and keeps it
 
 from __future__ import annotations
 
+import math
+
 
 class LVAEError(Exception):
     """Base class of the errors a user can cause."""
@@ -34,3 +36,15 @@ def check_positive_int(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(f"Expected {name} to be an integer >= 1 but got {value!r}")
     return value
+
+
+def check_positive(name: str, value: object) -> float:
+    """``value`` as a float if it is a finite number > 0; else a :class:`ConfigError` naming
+    ``name``."""
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ConfigError(f"Expected {name} to be a positive number but got {value!r}") from None
+    if not math.isfinite(number) or number <= 0:
+        raise ConfigError(f"Expected {name} > 0 (and finite) but got {number}")
+    return number

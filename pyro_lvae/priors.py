@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import inspect
 import itertools
-import math
 from typing import Any
 
 import pyro.distributions as dist
@@ -55,7 +54,7 @@ from pyro.nn import PyroModule, PyroParam
 from pyro.poutine.runtime import am_i_wrapped
 from torch import nn
 
-from .errors import ConfigError, check_positive_int
+from .errors import ConfigError, check_positive, check_positive_int
 from .names import IndependentCopies
 
 __all__ = ["Prior", "StandardNormal", "MixturePrior", "VampPrior", "FlowPrior", "PRIORS",
@@ -173,16 +172,6 @@ class StandardNormal(Prior):
         return dist.Normal(self.loc, self.scale)
 
 
-def _positive(name: str, value: Any) -> float:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"Expected {name} to be a positive number but got {value!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise ConfigError(f"Expected {name} > 0 (and finite) but got {value}")
-    return value
-
-
 class MixturePrior(Prior):
     """A learned mixture of ``components`` diagonal Gaussians,
     ``p(z) = sum_c w_c N(z | m_c, diag s_c^2)``: weights (a ``PyroParam`` on the simplex),
@@ -206,7 +195,7 @@ class MixturePrior(Prior):
     def __init__(self, components: int = 10, min_scale: float = 1e-3) -> None:
         super().__init__()
         self.components = check_positive_int("components", components)
-        self.min_scale = _positive("min_scale", min_scale)
+        self.min_scale = check_positive("min_scale", min_scale)
 
     def _build(self, latent_dim: int, data_shape: tuple[int, ...] | None) -> None:
         c = self.components

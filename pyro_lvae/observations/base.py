@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import math
 from typing import Any
 
 import pyro
@@ -13,7 +12,7 @@ from pyro.nn import PyroModule
 from pyro.poutine.runtime import _PYRO_STACK, am_i_wrapped
 from pyro.poutine.trace_messenger import TraceMessenger
 
-from ..errors import ConfigError
+from ..errors import ConfigError, check_positive
 from ..names import IndependentCopies
 
 __all__ = ["Observation", "OBSERVATIONS"]
@@ -25,19 +24,9 @@ OBSERVATIONS: dict[str, type[Observation]] = {}
 _instances = itertools.count()
 
 
-def _positive(name: str, value: Any) -> float:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"Expected {name} to be a positive number but got {value!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise ConfigError(f"Expected {name} > 0 (and finite) but got {value}")
-    return value
-
-
 def _init_and_floor(init_scale: Any, min_scale: Any) -> tuple[float, float]:
-    init_scale = _positive("init_scale", init_scale)
-    min_scale = _positive("min_scale", min_scale)
+    init_scale = check_positive("init_scale", init_scale)
+    min_scale = check_positive("min_scale", min_scale)
     if init_scale <= min_scale:
         raise ConfigError(
             f"Expected init_scale > min_scale but got init_scale={init_scale}, "

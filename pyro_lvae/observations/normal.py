@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from pyro.distributions import constraints
 from pyro.nn import PyroParam
 
-from ..errors import ConfigError, DataError, check_positive_int
-from .base import Observation, _init_and_floor, _positive
+from ..errors import ConfigError, DataError, check_positive, check_positive_int
+from .base import Observation, _init_and_floor
 
 __all__ = ["FixedScale", "LearnedScalarScale", "LearnedChannelScale", "LearnedVectorScale",
            "ScheduledScale", "BetaNLLNormal", "initial_scale"]
@@ -45,7 +45,7 @@ def initial_scale(data: torch.Tensor, fraction: float = 0.5) -> float:
     if data.dim() < 2 or data.shape[0] < 2:
         raise DataError(f"Expected at least two data points, shape (N, ...) with N >= 2, but got "
                         f"shape {tuple(data.shape)}")
-    fraction = _positive("fraction", fraction)
+    fraction = check_positive("fraction", fraction)
     x = data.detach().reshape(data.shape[0], -1).to(torch.float64)  # no overflow on large data
     if not torch.isfinite(x).all():
         raise DataError("the data hold NaN or infinite values; clean them before measuring "
@@ -96,7 +96,7 @@ class FixedScale(_OneScale):
 
     def __init__(self, scale: float) -> None:
         super().__init__()
-        self.register_buffer("scale", torch.tensor(_positive("scale", scale)))
+        self.register_buffer("scale", torch.tensor(check_positive("scale", scale)))
 
     def config(self) -> dict[str, Any]:
         return {"kind": self.kind, "scale": float(self.scale)}
@@ -116,7 +116,7 @@ class _LearnedStart:
     min_scale: float
 
     def _set_floor_and_start(self, init_scale: Any, min_scale: Any) -> None:
-        self.min_scale = _positive("min_scale", min_scale)
+        self.min_scale = check_positive("min_scale", min_scale)
         self.init_scale = None
         if init_scale is not None:
             self.init_scale, _ = _init_and_floor(init_scale, self.min_scale)

@@ -18,8 +18,7 @@ import torch
 from pyro.distributions import constraints
 from pyro.nn import PyroParam
 
-from ..errors import ConfigError
-from .base import _positive
+from ..errors import ConfigError, check_positive
 from .normal import _DecoderScale
 
 __all__ = ["StudentTObservation"]
@@ -54,7 +53,8 @@ class StudentTObservation(_DecoderScale):
     def __init__(self, *, init_scale: float | None = None, min_scale: float = 1e-3,
                  init_df: float = 5.0, min_df: float = 2.0) -> None:
         super().__init__(init_scale=init_scale, min_scale=min_scale)
-        self.init_df, self.min_df = _positive("init_df", init_df), _positive("min_df", min_df)
+        self.init_df = check_positive("init_df", init_df)
+        self.min_df = check_positive("min_df", min_df)
         if not self.init_df > self.min_df:
             raise ConfigError(f"Expected init_df > min_df but got init_df={init_df}, "
                               f"min_df={min_df}")

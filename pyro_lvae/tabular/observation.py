@@ -11,7 +11,7 @@ import torch
 from pyro.distributions import constraints
 from pyro.distributions.torch_distribution import TorchDistribution
 
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, check_positive
 from ..observations import (
     FixedScale,
     LearnedChannelScale,
@@ -19,7 +19,6 @@ from ..observations import (
     LearnedVectorScale,
     Observation,
 )
-from ..observations.base import _positive
 from ..observations.discrete import lattice_normal_log_prob
 
 __all__ = ["MixedObservation", "MixedColumns", "SIGMA_MODES"]
@@ -229,9 +228,9 @@ class MixedObservation(Observation):
                 raise ConfigError(f"a TVAE-like sigma starts strictly inside ({min_scale:g}, "
                                   f"{max_scale:g}), where its clamp passes gradients; got "
                                   f"sigma={sigma} (leave it unset for CTGAN's {mode.sigma:g})")
-        self.init_scale, self.min_scale = (_positive("sigma", sigma), _positive("min_scale",
-                                                                               min_scale))
-        self.max_scale = _positive("max_scale", max_scale)
+        self.init_scale = check_positive("sigma", sigma)
+        self.min_scale = check_positive("min_scale", min_scale)
+        self.max_scale = check_positive("max_scale", max_scale)
         self._keys = mode.keys
         self.continuous = mode.build(max(len(cont), 1), self.init_scale, self.min_scale,
                                      self.max_scale)

@@ -287,6 +287,16 @@ def sigma_elbo_coupling(trace: dict[str, np.ndarray], window: int = 20) -> float
     return float(np.corrcoef(d_sigma, d_elbo)[0, 1])
 
 
+def _paired(groups: dict[str, list[dict[str, Any]]], a: str, b: str
+            ) -> tuple[np.ndarray, float, int]:
+    """ELBO differences ``a - b`` paired by seed, their standard error and their number."""
+    x = np.array([r["elbo"] for r in groups[a]])
+    y = np.array([r["elbo"] for r in groups[b]])
+    n = min(len(x), len(y))
+    diff = x[:n] - y[:n]
+    return diff, (diff.std(ddof=1) / math.sqrt(n) if n > 1 else float("nan")), n
+
+
 def claims(results: list[dict[str, Any]]) -> list[tuple[str, bool | None, str]]:
     """The paper's claims (a)-(e) checked on the results: ``(claim, holds, evidence)``."""
     groups = _by_variant(results)
@@ -302,11 +312,7 @@ def claims(results: list[dict[str, Any]]) -> list[tuple[str, bool | None, str]]:
                     f"{sd['LS-VAE']:.3f}, best F ({best_f}) {fixed[best_f]:.3f} ± "
                     f"{sd[best_f]:.3f}"))
     if {"LV-VAE", "LS-VAE"} <= set(mean):
-        a = np.array([r["elbo"] for r in groups["LV-VAE"]])
-        b = np.array([r["elbo"] for r in groups["LS-VAE"]])
-        n = min(len(a), len(b))
-        diff = a[:n] - b[:n]  # paired by seed
-        se = diff.std(ddof=1) / math.sqrt(n) if n > 1 else float("nan")
+        diff, se, n = _paired(groups, "LV-VAE", "LS-VAE")
         holds = None if not n > 1 or abs(diff.mean()) <= 2 * se else bool(diff.mean() > 0)
         out.append(("(a2) LV-VAE > LS-VAE beyond the seeds' noise, paired by seed", holds,
                     f"LV - LS = {diff.mean():+.3f} nats (paired over {n} seeds, standard error "
@@ -317,11 +323,7 @@ def claims(results: list[dict[str, Any]]) -> list[tuple[str, bool | None, str]]:
                     f"F* {mean['F*-VAE']:.3f} ± {sd['F*-VAE']:.3f}, LS {mean['LS-VAE']:.3f} ± "
                     f"{sd['LS-VAE']:.3f}"))
     if {"LS replay", "LS-VAE"} <= set(mean):
-        a = np.array([r["elbo"] for r in groups["LS replay"]])
-        b = np.array([r["elbo"] for r in groups["LS-VAE"]])
-        n = min(len(a), len(b))
-        diff = a[:n] - b[:n]  # paired by seed
-        se = diff.std(ddof=1) / math.sqrt(n) if n > 1 else float("nan")
+        diff, se, n = _paired(groups, "LS replay", "LS-VAE")
         holds = None  # inconclusive: the interval straddles the margin (or one seed)
         if n > 1 and abs(diff.mean()) + 2 * se <= EQUIVALENCE_MARGIN:
             holds = True
