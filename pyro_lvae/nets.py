@@ -103,8 +103,9 @@ class Standardize(nn.Module):
         if not self._started:
             raise ConfigError(
                 "Standardize has not measured the data: a pyro_lvae VAE does so at its first "
-                "batch; call .initialize(x) with training data when you use it in your own "
-                "network"
+                "batch of data, so one that has seen none cannot generate yet; call "
+                "vae.initialize(x) with training data (or layer.initialize(x) in your own "
+                "network), or build it with standardize=False"
             )
         if not self.inverse:
             return (x - self.mean) / self.std
