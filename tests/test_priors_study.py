@@ -94,8 +94,7 @@ def test_paired_difference_and_its_standard_error():
 ])
 def test_claims_verdict_from_the_paired_numbers(prior, expected):
     normal = [0.30, 0.31, 0.29, 0.30]
-    results = (_runs("normal", "hole_mass", normal) + _runs("vamp", "hole_mass", prior)
-               + _runs("normal", "energy_samples", normal)[:0])
+    results = _runs("normal", "hole_mass", normal) + _runs("vamp", "hole_mass", prior)
     found = {c: h for c, h, _ in claims(results)}
     assert found["c: the vamp prior reduces LV-VAE's hole mass against N(0, I)"] is expected
     # energy distances equal on every seed: no difference, undecided
