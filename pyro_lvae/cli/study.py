@@ -1,5 +1,5 @@
-"""``pyro-lvae reproduce STUDY``: one of the studies (manifold, collapse, sphere, tables) with
-its tables and figures."""
+"""``pyro-lvae reproduce STUDY``: one of the studies (manifold, collapse, sphere, tables,
+priors) with its tables and figures."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ STUDIES = {
     "collapse": ("pyro_lvae.experiments.studies.collapse", "collapse.md"),
     "sphere": ("pyro_lvae.experiments.studies.sphere", "sphere.md"),
     "tables": ("pyro_lvae.experiments.studies.tables", "tables.md"),
+    "priors": ("pyro_lvae.experiments.studies.priors", "priors.md"),
 }
 
 
@@ -35,7 +36,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "collapse: how often learned sigmas stay in the collapsed start, and "
                         "what frees them. sphere: Theorem 1 in training (radius against r*). "
                         "tables: fixed, learned and decoder-output sigma on scikit-learn's "
-                        "tables against a TVAE-like setting. Sizes not given are the study's "
+                        "tables against a TVAE-like setting. priors: LS- and LV-VAE with "
+                        "each prior and with GECO (latent diagnostics, generations). Sizes "
+                        "not given are the study's "
                         "own (smaller with --quick).")
     rp.add_argument("study", choices=list(STUDIES), help="which study")
     rp.add_argument("--quick", action="store_true",
