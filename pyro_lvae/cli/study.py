@@ -23,6 +23,7 @@ STUDIES = {
     "collapse": ("pyro_lvae.experiments.studies.collapse", "collapse.md"),
     "sphere": ("pyro_lvae.experiments.studies.sphere", "sphere.md"),
     "tables": ("pyro_lvae.experiments.studies.tables", "tables.md"),
+    "observations": ("pyro_lvae.experiments.studies.observations", "observations.md"),
 }
 
 
