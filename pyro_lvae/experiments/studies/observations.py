@@ -374,6 +374,7 @@ def write_outputs(study: ObservationStudy, results: list[dict[str, Any]],
     out.mkdir(parents=True, exist_ok=True)
     written = [atomic_write_text(markdown(study, results), out / "observations.md"),
                write_csv(aggregate(results), out / "summary.csv"),
-               write_csv(results, out / "runs.csv")]
+               write_csv([{**r, "elbo_clean": r.get("elbo_clean", math.nan)} for r in results],
+                         out / "runs.csv")]
     written.append(save_figure(generations_figure(results), out / "generations.png", dpi=75))
     return written
