@@ -120,3 +120,20 @@ def test_verdict_uses_the_margin_and_needs_two_pairs():
     assert verdict(np.array([0.5]))[0] is None
     holds, mean, se = verdict(np.array([1.0, 3.0, np.nan]))
     assert holds is None and mean == 2.0 and se == pytest.approx(1.0)  # NaN pairs dropped
+
+
+def test_a_diverged_run_is_kept_counted_and_left_out_of_the_means(monkeypatch):
+    from pyro_lvae.errors import TrainingDiverged
+
+    def diverge(*args, **kwargs):
+        raise TrainingDiverged("the loss became NaN at step 7\nmore")
+
+    job = study.ObservationStudy.quick(seeds=1, steps=10, hidden=4).jobs()[0]
+    monkeypatch.setattr(study, "fit", diverge)
+    run = study.run_job(job)
+    assert run["diverged"] and run["reason"] == "the loss became NaN at step 7"
+    assert math.isnan(run["elbo"])
+    done = {**fake(run["dataset"], run["family"], 1, -1.0), "spike": 2.5}
+    (row,) = study.aggregate([run, done])
+    assert (row["seeds"], row["diverged"], row["spiked"]) == (2, 1, 1)
+    assert row["elbo"] == -1.0 and math.isnan(row["elbo_sd"])
