@@ -12,6 +12,8 @@ from pyro_lvae.experiments.studies import observations as study
 from pyro_lvae.experiments.studies.observations import (
     DATASETS,
     FAMILIES,
+    IMAGE_FAMILIES,
+    IMAGE_SETS,
     claims,
     normal_noise_curve,
     spike_size,
@@ -29,14 +31,16 @@ def test_every_configuration_runs_writes_its_outputs_and_resumes_from_the_cache(
     assert main(argv) == 0
     first = capsys.readouterr().out
     text = (tmp_path / "observations.md").read_text()
-    for dataset in DATASETS:
+    for dataset in (*DATASETS, *IMAGE_SETS):
         assert f"(`{dataset}`)" in text
-    for family in FAMILIES:
-        assert text.count(f"| {family} | 1 |") == len(DATASETS), family
+    for family in {**FAMILIES, **IMAGE_FAMILIES}:
+        rows = len(DATASETS) * (family in FAMILIES) + len(IMAGE_SETS) * (family in IMAGE_FAMILIES)
+        assert text.count(f"| {family} | 1 |") == rows, family
+    assert text.count("n/a") >= 4  # no bits/dim for the continuous densities on digits
     assert "## Claims" in text and text.count("**undecided**") == 3  # one seed cannot decide
     for name in ("summary.csv", "runs.csv", "generations.png"):
         assert (tmp_path / name).stat().st_size > 0, name
-    runs = len(DATASETS) * len(FAMILIES)
+    runs = len(DATASETS) * len(FAMILIES) + len(IMAGE_SETS) * len(IMAGE_FAMILIES)
     assert len(list((tmp_path / "jobs").glob("*.json"))) == runs
     assert f"[{runs}/{runs}]" in first
     assert main(argv) == 0
@@ -68,6 +72,17 @@ def test_outliers_replace_a_twentieth_of_the_points_by_the_box():
     assert x[outlier].abs().max() <= study.OUTLIER_BOX
     assert x[outlier, 1].abs().max() > 2.5  # the curve itself stays within |y| < 2
     assert x[~outlier, 1].abs().max() < 2.0
+
+
+def test_digits_lie_on_17_distinct_bins_of_the_8bit_grid():
+    x = study.digits_8bit()
+    levels = torch.unique(x * 255)
+    assert x.shape == (1797, 64) and levels.numel() == 17
+    assert torch.allclose(levels, torch.round(levels), atol=1e-4)  # every value is a k / 255
+    assert levels.min() == 0 and levels.max() == 255
+    train, held_out = study._digits_split()
+    assert (len(train), len(held_out)) == (1257, 540)
+    assert torch.equal(study._digits_split()[1], held_out)  # the same split for every seed
 
 
 def test_spike_size_is_the_largest_rise_above_the_running_median():
@@ -133,7 +148,7 @@ def test_a_diverged_run_is_kept_counted_and_left_out_of_the_means(monkeypatch):
     run = study.run_job(job)
     assert run["diverged"] and run["reason"] == "the loss became NaN at step 7"
     assert math.isnan(run["elbo"])
-    done = {**fake(run["dataset"], run["family"], 1, -1.0), "spike": 2.5}
+    done = {**fake(run["dataset"], run["family"], 1, -1.0), "spike": 1.5}
     (row,) = study.aggregate([run, done])
     assert (row["seeds"], row["diverged"], row["spiked"]) == (2, 1, 1)
     assert row["elbo"] == -1.0 and math.isnan(row["elbo_sd"])
