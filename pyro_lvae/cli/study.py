@@ -1,5 +1,5 @@
 """``pyro-lvae reproduce STUDY``: one of the studies (manifold, collapse, sphere, tables,
-priors) with its tables and figures."""
+priors, observations) with its tables and figures."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ STUDIES = {
     "sphere": ("pyro_lvae.experiments.studies.sphere", "sphere.md"),
     "tables": ("pyro_lvae.experiments.studies.tables", "tables.md"),
     "priors": ("pyro_lvae.experiments.studies.priors", "priors.md"),
+    "observations": ("pyro_lvae.experiments.studies.observations", "observations.md"),
 }
 
 
@@ -37,8 +38,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "what frees them. sphere: Theorem 1 in training (radius against r*). "
                         "tables: fixed, learned and decoder-output sigma on scikit-learn's "
                         "tables against a TVAE-like setting. priors: LS- and LV-VAE with "
-                        "each prior and with GECO (latent diagnostics, generations). Sizes "
-                        "not given are the study's "
+                        "each prior and with GECO (latent diagnostics, generations). "
+                        "observations: the families beyond the paper on points with tilted "
+                        "noise and outliers and on digits. Sizes not given are the study's "
                         "own (smaller with --quick).")
     rp.add_argument("study", choices=list(STUDIES), help="which study")
     rp.add_argument("--quick", action="store_true",

@@ -1,0 +1,154 @@
+"""``pyro-lvae reproduce observations``: the point sets, the runs, the cache, the claim checks."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from pyro_lvae.cli import main
+from pyro_lvae.datasets.artificial import MANIFOLD_NOISE
+from pyro_lvae.experiments.studies import observations as study
+from pyro_lvae.experiments.studies.observations import (
+    DATASETS,
+    FAMILIES,
+    IMAGE_FAMILIES,
+    IMAGE_SETS,
+    claims,
+    normal_noise_curve,
+    spike_size,
+    verdict,
+    with_outliers,
+)
+
+TINY = ["--quick", "--seeds", "1", "--steps", "110", "--hidden", "8", "--blocks", "1",
+        "--workers", "1"]
+
+
+def test_every_configuration_runs_writes_its_outputs_and_resumes_from_the_cache(tmp_path,
+                                                                                 capsys):
+    argv = ["reproduce", "observations", *TINY, "--out", str(tmp_path)]
+    assert main(argv) == 0
+    first = capsys.readouterr().out
+    text = (tmp_path / "observations.md").read_text()
+    for dataset in (*DATASETS, *IMAGE_SETS):
+        assert f"(`{dataset}`)" in text
+    for family in {**FAMILIES, **IMAGE_FAMILIES}:
+        rows = len(DATASETS) * (family in FAMILIES) + len(IMAGE_SETS) * (family in IMAGE_FAMILIES)
+        assert text.count(f"| {family} | 1 |") == rows, family
+    assert text.count("n/a") >= 4  # no bits/dim for the continuous densities on digits
+    assert "## Claims" in text and text.count("**undecided**") == 3  # one seed cannot decide
+    for name in ("summary.csv", "runs.csv", "generations.png"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    runs = len(DATASETS) * len(FAMILIES) + len(IMAGE_SETS) * len(IMAGE_FAMILIES)
+    assert len(list((tmp_path / "jobs").glob("*.json"))) == runs
+    assert f"[{runs}/{runs}]" in first
+    assert main(argv) == 0
+    again = capsys.readouterr().out
+    assert f"{runs} of {runs} run(s) read back" in again and "[1/" not in again
+    assert (tmp_path / "observations.md").read_text() == text
+
+
+def test_normal_noise_lies_along_the_curves_normal_with_the_regions_noise():
+    n = 30000
+    x, region = normal_noise_curve(n, torch.Generator().manual_seed(4), return_region=True)
+    s = torch.rand(n, generator=torch.Generator().manual_seed(4))  # the draw it made first
+    t = 4 * s - 2
+    residual = x - torch.stack([t, torch.cos(math.pi * t)], dim=-1)
+    tangent = torch.stack([torch.ones_like(t), -math.pi * torch.sin(math.pi * t)], dim=-1)
+    along = (residual * tangent).sum(-1) / tangent.norm(dim=-1)
+    assert along.abs().max() < 1e-5
+    for i, noise in enumerate(MANIFOLD_NOISE):
+        assert residual[region == i].norm(dim=-1).pow(2).mean().sqrt() == pytest.approx(
+            noise, rel=0.05)
+    # not aligned with the axes: both coordinates of the residual carry the noise
+    big = residual[region == 2]
+    assert big[:, 0].std() > 0.05 and big[:, 1].std() > 0.05
+
+
+def test_outliers_replace_a_twentieth_of_the_points_by_the_box():
+    x, outlier = with_outliers(40000, torch.Generator().manual_seed(1), return_outlier=True)
+    assert outlier.float().mean() == pytest.approx(study.OUTLIER_FRACTION, abs=0.005)
+    assert x[outlier].abs().max() <= study.OUTLIER_BOX
+    assert x[outlier, 1].abs().max() > 2.5  # the curve itself stays within |y| < 2
+    assert x[~outlier, 1].abs().max() < 2.0
+
+
+def test_digits_lie_on_17_distinct_bins_of_the_8bit_grid():
+    x = study.digits_8bit()
+    levels = torch.unique(x * 255)
+    assert x.shape == (1797, 64) and levels.numel() == 17
+    assert torch.allclose(levels, torch.round(levels), atol=1e-4)  # every value is a k / 255
+    assert levels.min() == 0 and levels.max() == 255
+    train, held_out = study._digits_split()
+    assert (len(train), len(held_out)) == (1257, 540)
+    assert torch.equal(study._digits_split()[1], held_out)  # the same split for every seed
+
+
+def test_spike_size_is_the_largest_rise_above_the_running_median():
+    flat = np.full(500, 3.0)
+    assert spike_size(flat) == 0.0
+    spiky = flat.copy()
+    spiky[300] += 5.0
+    spiky[301] += 1.0
+    assert spike_size(spiky) == pytest.approx(5.0)
+    assert spike_size(flat - np.linspace(0, 1, 500)) == 0.0  # a falling loss never spikes
+    assert math.isnan(spike_size(flat[:50]))
+
+
+def fake(dataset, family, seed, elbo):
+    return {"dataset": dataset, "family": family, "seed": seed, "elbo": elbo, "iwae": elbo,
+            "energy_samples": 0.01, "spike": 0.1, "diverged": False}
+
+
+def outcomes(lowrank, student, calibrated):
+    """Constructed results with paired ELBO differences (per seed) against the claims' bases."""
+    results = []
+    for s, (a, b, c) in enumerate(zip(lowrank, student, calibrated, strict=True)):
+        results += [fake("normal-noise", "LV-VAE", s, -1.5 + 0.1 * s),
+                    fake("normal-noise", "low-rank r=1", s, -1.5 + 0.1 * s + a),
+                    fake("outliers", "LV-VAE", s, -2.0 - 0.1 * s),
+                    fake("outliers", "Student-t", s, -2.0 - 0.1 * s + b),
+                    fake("2d", "LS-VAE", s, -1.6 + 0.05 * s),
+                    fake("2d", "calibrated (sigma-VAE)", s, -1.6 + 0.05 * s + c)]
+    return [h for _, h, _ in claims(results)]
+
+
+def test_claims_hold_when_the_paired_differences_say_so():
+    assert outcomes([0.3, 0.25, 0.35, 0.3], [0.2, 0.22, 0.18, 0.2],
+                    [0.0, -0.01, 0.01, 0.0]) == [True, True, True]
+
+
+def test_claims_fail_when_the_paired_differences_say_so():
+    assert outcomes([-0.3, -0.25, -0.35, -0.3], [-0.2, -0.22, -0.18, -0.2],
+                    [-0.3, -0.31, -0.29, -0.3]) == [False, False, False]
+
+
+def test_claims_are_undecided_within_two_standard_errors():
+    assert outcomes([0.3, -0.25, 0.2, -0.3], [0.2, -0.22, 0.1, -0.2],
+                    [0.3, -0.35, 0.2, -0.3]) == [None, None, None]
+
+
+def test_verdict_uses_the_margin_and_needs_two_pairs():
+    assert verdict(np.array([-0.03, -0.02, -0.03]), margin=0.05)[0] is True
+    assert verdict(np.array([-0.03, -0.02, -0.03]))[0] is False
+    assert verdict(np.array([0.5]))[0] is None
+    holds, mean, se = verdict(np.array([1.0, 3.0, np.nan]))
+    assert holds is None and mean == 2.0 and se == pytest.approx(1.0)  # NaN pairs dropped
+
+
+def test_a_diverged_run_is_kept_counted_and_left_out_of_the_means(monkeypatch):
+    from pyro_lvae.errors import TrainingDiverged
+
+    def diverge(*args, **kwargs):
+        raise TrainingDiverged("the loss became NaN at step 7\nmore")
+
+    job = study.ObservationStudy.quick(seeds=1, steps=10, hidden=4).jobs()[0]
+    monkeypatch.setattr(study, "fit", diverge)
+    run = study.run_job(job)
+    assert run["diverged"] and run["reason"] == "the loss became NaN at step 7"
+    assert math.isnan(run["elbo"])
+    done = {**fake(run["dataset"], run["family"], 1, -1.0), "spike": 1.5}
+    (row,) = study.aggregate([run, done])
+    assert (row["seeds"], row["diverged"], row["spiked"]) == (2, 1, 1)
+    assert row["elbo"] == -1.0 and math.isnan(row["elbo_sd"])
