@@ -39,7 +39,7 @@ from ...training import fit, fused_adam
 from ...vae import mlp_vae
 from ..jobs import run_jobs
 from ..points import EVAL_SEED
-from . import Study
+from . import Study, mean_and_se, mean_sd, paired_differences
 
 __all__ = ["ManifoldStudy", "run_job", "run_study", "claims", "write_outputs",
            "energy_distance", "REPLAY_SEED_OFFSET", "EQUIVALENCE_MARGIN"]
@@ -287,16 +287,6 @@ def sigma_elbo_coupling(trace: dict[str, np.ndarray], window: int = 20) -> float
     return float(np.corrcoef(d_sigma, d_elbo)[0, 1])
 
 
-def _paired(groups: dict[str, list[dict[str, Any]]], a: str, b: str
-            ) -> tuple[np.ndarray, float, int]:
-    """ELBO differences ``a - b`` paired by seed, their standard error and their number."""
-    x = np.array([r["elbo"] for r in groups[a]])
-    y = np.array([r["elbo"] for r in groups[b]])
-    n = min(len(x), len(y))
-    diff = x[:n] - y[:n]
-    return diff, (diff.std(ddof=1) / math.sqrt(n) if n > 1 else float("nan")), n
-
-
 def claims(results: list[dict[str, Any]]) -> list[tuple[str, bool | None, str]]:
     """The paper's claims (a)-(e) checked on the results: ``(claim, holds, evidence)``."""
     groups = _by_variant(results)
@@ -312,7 +302,8 @@ def claims(results: list[dict[str, Any]]) -> list[tuple[str, bool | None, str]]:
                     f"{sd['LS-VAE']:.3f}, best F ({best_f}) {fixed[best_f]:.3f} ± "
                     f"{sd[best_f]:.3f}"))
     if {"LV-VAE", "LS-VAE"} <= set(mean):
-        diff, se, n = _paired(groups, "LV-VAE", "LS-VAE")
+        diff = paired_differences(groups["LV-VAE"], groups["LS-VAE"])
+        _, se, n = mean_and_se(diff)
         holds = None if not n > 1 or abs(diff.mean()) <= 2 * se else bool(diff.mean() > 0)
         out.append(("(a2) LV-VAE > LS-VAE beyond the seeds' noise, paired by seed", holds,
                     f"LV - LS = {diff.mean():+.3f} nats (paired over {n} seeds, standard error "
@@ -323,7 +314,8 @@ def claims(results: list[dict[str, Any]]) -> list[tuple[str, bool | None, str]]:
                     f"F* {mean['F*-VAE']:.3f} ± {sd['F*-VAE']:.3f}, LS {mean['LS-VAE']:.3f} ± "
                     f"{sd['LS-VAE']:.3f}"))
     if {"LS replay", "LS-VAE"} <= set(mean):
-        diff, se, n = _paired(groups, "LS replay", "LS-VAE")
+        diff = paired_differences(groups["LS replay"], groups["LS-VAE"])
+        _, se, n = mean_and_se(diff)
         holds = None  # inconclusive: the interval straddles the margin (or one seed)
         if n > 1 and abs(diff.mean()) + 2 * se <= EQUIVALENCE_MARGIN:
             holds = True
@@ -362,10 +354,6 @@ def claims(results: list[dict[str, Any]]) -> list[tuple[str, bool | None, str]]:
     return out
 
 
-def _fmt(m: float, s: float, d: int = 3) -> str:
-    return f"{m:.{d}f}" if math.isnan(s) else f"{m:.{d}f} ± {s:.{d}f}"
-
-
 def markdown(study: ManifoldStudy, results: list[dict[str, Any]]) -> str:
     rows = aggregate(results)
     lines = ["| variant | seeds | held-out ELBO | IWAE bound | final sigma | KL | active units | "
@@ -373,11 +361,12 @@ def markdown(study: ManifoldStudy, results: list[dict[str, Any]]) -> str:
              "|---|---:|---:|---:|---:|---:|---:|---|---:|"]
     for r in rows:
         lines.append(
-            f"| {r['variant']} | {r['seeds']} | {_fmt(r['elbo'], r['elbo_sd'])} | "
-            f"{_fmt(r['iwae'], r['iwae_sd'])} | {_fmt(r['final_sigma'], r['final_sigma_sd'], 4)} "
-            f"| {_fmt(r['kl'], r['kl_sd'], 2)} | {r['active_units']:.1f} | "
+            f"| {r['variant']} | {r['seeds']} | {mean_sd(r['elbo'], r['elbo_sd'])} | "
+            f"{mean_sd(r['iwae'], r['iwae_sd'])} | "
+            f"{mean_sd(r['final_sigma'], r['final_sigma_sd'], 4)} | "
+            f"{mean_sd(r['kl'], r['kl_sd'], 2)} | {r['active_units']:.1f} | "
             f"{r['sigma_moderate']:.3f} / {r['sigma_small']:.3f} / {r['sigma_large']:.3f} | "
-            f"{_fmt(r['energy_samples'], r['energy_samples_sd'], 4)} |")
+            f"{mean_sd(r['energy_samples'], r['energy_samples_sd'], 4)} |")
     word = {True: "holds", False: "does not hold", None: "inconclusive"}
     verdicts = [f"- {c}: **{word[h]}**. {e}" for c, h, e in claims(results)]
     settings = asdict(study)

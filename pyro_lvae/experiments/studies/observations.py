@@ -61,7 +61,7 @@ from ...training import fit, fused_adam
 from ...vae import mlp_vae
 from ..jobs import run_jobs
 from ..points import EVAL_SEED
-from . import Study
+from . import Study, mean_and_se, mean_sd, paired_differences
 from .manifold import energy_distance
 
 __all__ = ["ObservationStudy", "DATASETS", "FAMILIES", "normal_noise_curve", "with_outliers",
@@ -337,22 +337,14 @@ def verdict(diff: np.ndarray, margin: float = 0.0) -> tuple[bool | None, float, 
     plus two standard errors, is below it; ``None`` (undecided) otherwise or with fewer than
     two pairs. Returns ``(holds, mean, standard error)``."""
     diff = np.asarray(diff, dtype=float)
-    diff = diff[np.isfinite(diff)]
-    n = diff.size
+    mean, se, n = mean_and_se(diff[np.isfinite(diff)])
     if n < 2:
-        return None, (float(diff.mean()) if n else math.nan), math.nan
-    mean, se = float(diff.mean()), float(diff.std(ddof=1) / math.sqrt(n))
+        return None, mean, se
     if mean - 2 * se > -margin:
         return True, mean, se
     if mean + 2 * se < -margin:
         return False, mean, se
     return None, mean, se
-
-
-def _paired(groups, dataset: str, a: str, b: str) -> np.ndarray:
-    x = {r["seed"]: r["elbo"] for r in groups[(dataset, a)]}
-    y = {r["seed"]: r["elbo"] for r in groups[(dataset, b)]}
-    return np.array([x[s] - y[s] for s in sorted(set(x) & set(y))], dtype=float)
 
 
 CLAIMS = (
@@ -374,7 +366,7 @@ def claims(results: list[dict[str, Any]]) -> list[tuple[str, bool | None, str]]:
     for dataset, a, b, margin, text in CLAIMS:
         if (dataset, a) not in groups or (dataset, b) not in groups:
             continue
-        diff = _paired(groups, dataset, a, b)
+        diff = paired_differences(groups[(dataset, a)], groups[(dataset, b)])
         holds, mean, se = verdict(diff, margin)
         n = int(np.isfinite(diff).sum())
         out.append((text, holds,
@@ -384,9 +376,7 @@ def claims(results: list[dict[str, Any]]) -> list[tuple[str, bool | None, str]]:
 
 
 def _fmt(m: float, s: float, d: int = 3) -> str:
-    if math.isnan(m):
-        return "n/a"
-    return f"{m:.{d}f}" if math.isnan(s) else f"{m:.{d}f} ± {s:.{d}f}"
+    return "n/a" if math.isnan(m) else mean_sd(m, s, d)
 
 
 def markdown(study: ObservationStudy, results: list[dict[str, Any]]) -> str:

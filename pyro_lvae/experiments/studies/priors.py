@@ -48,7 +48,7 @@ from ...training import fit, fused_adam
 from ...vae import mlp_vae
 from ..jobs import run_jobs
 from ..points import EVAL_SEED
-from . import Study
+from . import Study, mean_sd, paired
 from .manifold import energy_distance
 
 __all__ = ["PriorsStudy", "METHODS", "CURVES", "LEARNED_PRIORS", "run_job", "run_study",
@@ -184,20 +184,6 @@ def aggregate(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def paired(a: list[dict[str, Any]], b: list[dict[str, Any]], key: str
-           ) -> tuple[float, float, int]:
-    """Mean of ``a - b`` in ``key`` over the seeds both have, its standard error (nan for one
-    seed) and the number of seeds."""
-    xa = {r["seed"]: r[key] for r in a}
-    xb = {r["seed"]: r[key] for r in b}
-    seeds = sorted(set(xa) & set(xb))
-    d = np.array([xa[s] - xb[s] for s in seeds], dtype=float)
-    if not len(d):
-        return float("nan"), float("nan"), 0
-    se = float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else float("nan")
-    return float(d.mean()), se, len(d)
-
-
 def verdict(mean: float, se: float, n: int) -> bool | None:
     """``True`` when ``mean`` (a paired difference, lower is better) is below 0 by more than
     two standard errors, ``False`` when above 0 by more, ``None`` (undecided) otherwise or with
@@ -229,17 +215,13 @@ def claims(results: list[dict[str, Any]]) -> list[tuple[str, bool | None, str]]:
     return out
 
 
-def _fmt(m: float, s: float, d: int = 3) -> str:
-    return f"{m:.{d}f}" if math.isnan(s) else f"{m:.{d}f} ± {s:.{d}f}"
-
-
 def markdown(study: PriorsStudy, results: list[dict[str, Any]]) -> str:
     """The report: the table of :func:`aggregate` and the verdicts of :func:`claims`."""
     lines = ["| curve | model | method | seeds | ELBO | IWAE | KL | mutual information | "
              "marginal KL | hole mass | active units | energy distance | final sigma |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in aggregate(results):
-        f = {k: _fmt(r[k], r[k + "_sd"], 4 if k in ("energy_samples", "hole_mass") else 3)
+        f = {k: mean_sd(r[k], r[k + "_sd"], 4 if k in ("energy_samples", "hole_mass") else 3)
              for k in METRICS}
         lines.append(f"| {r['curve']} | {observations.describe(r['variant']).label} | "
                      f"{r['method']} | {r['seeds']} | {f['elbo']} | {f['iwae']} | {f['kl']} | "

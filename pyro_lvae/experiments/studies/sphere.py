@@ -11,7 +11,6 @@ warm-up, to see whether a learned sigma escapes the collapsed solution.
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -28,7 +27,7 @@ from ...io import atomic_write_text, save_figure, write_csv
 from ...training import fit, fused_adam
 from ...vae import mlp_vae
 from ..jobs import run_jobs
-from . import Study
+from . import Study, mean_sd
 
 __all__ = ["SphereStudy", "run_job", "run_study", "write_outputs"]
 
@@ -162,22 +161,19 @@ def _aggregate(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [rows[i] for i in order]
 
 
-def _fmt(mean: float, sd: float, digits: int = 3) -> str:
-    return f"{mean:.{digits}f}" if math.isnan(sd) else f"{mean:.{digits}f} ± {sd:.{digits}f}"
-
-
 def markdown_table(rows: list[dict[str, Any]]) -> str:
     lines = ["| d | variant | sigma / sigma_c | r* (theory) | radius of decoder means (prior) | "
              "radius of reconstructions | held-out ELBO | best log p (theory) | KL |",
              "|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(
-            f"| {r['d']} | {r['variant']} | {_fmt(r['ratio'], r['ratio_sd'], 2)} | "
-            f"{_fmt(r['r_star'], r['r_star_sd'])} | "
-            f"{_fmt(r['prior_radius'], r['prior_radius_sd'])} | "
-            f"{_fmt(r['reconstruction_radius'], r['reconstruction_radius_sd'])} | "
-            f"{_fmt(r['elbo'], r['elbo_sd'])} | {_fmt(r['best_log_likelihood'], float('nan'))} | "
-            f"{_fmt(r['kl'], r['kl_sd'], 2)} |")
+            f"| {r['d']} | {r['variant']} | {mean_sd(r['ratio'], r['ratio_sd'], 2)} | "
+            f"{mean_sd(r['r_star'], r['r_star_sd'])} | "
+            f"{mean_sd(r['prior_radius'], r['prior_radius_sd'])} | "
+            f"{mean_sd(r['reconstruction_radius'], r['reconstruction_radius_sd'])} | "
+            f"{mean_sd(r['elbo'], r['elbo_sd'])} | "
+            f"{mean_sd(r['best_log_likelihood'], float('nan'))} | "
+            f"{mean_sd(r['kl'], r['kl_sd'], 2)} |")
     return "\n".join(lines)
 
 

@@ -26,7 +26,7 @@ from ...io import atomic_write_text, write_csv
 from ...tabular import TabularModel
 from ...tabular.metrics import all_metrics
 from ..jobs import run_jobs
-from . import Study
+from . import Study, mean_sd
 
 __all__ = ["TableStudy", "DATASETS", "SETTINGS", "HALF_START", "HALF_START_SUFFIX",
            "run_job", "run_study", "write_outputs"]
@@ -138,10 +138,6 @@ def aggregate(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def _fmt(m: float, s: float, d: int = 3) -> str:
-    return f"{m:.{d}f}" if np.isnan(s) else f"{m:.{d}f} ± {s:.{d}f}"
-
-
 def markdown(study: TableStudy, results: list[dict[str, Any]]) -> str:
     lines = ["| data | setting | KL annealing | shape similarity | association difference | "
              "detection AUC | utility: synthetic (real) | held-out ELBO | active units |",
@@ -149,12 +145,12 @@ def markdown(study: TableStudy, results: list[dict[str, Any]]) -> str:
     for r in aggregate(results):
         lines.append(
             f"| {r['dataset']} | {r['setting']} | {r['annealing']} | "
-            f"{_fmt(r['shape_similarity'], r['shape_similarity_sd'])} | "
-            f"{_fmt(r['association_difference'], r['association_difference_sd'])} | "
-            f"{_fmt(r['detection_auc'], r['detection_auc_sd'])} | "
-            f"{_fmt(r['utility_synthetic'], r['utility_synthetic_sd'])} "
+            f"{mean_sd(r['shape_similarity'], r['shape_similarity_sd'])} | "
+            f"{mean_sd(r['association_difference'], r['association_difference_sd'])} | "
+            f"{mean_sd(r['detection_auc'], r['detection_auc_sd'])} | "
+            f"{mean_sd(r['utility_synthetic'], r['utility_synthetic_sd'])} "
             f"({r['utility_real']:.3f}) {r['utility_metric']} | "
-            f"{_fmt(r['elbo'], r['elbo_sd'], 2)} | {r['active_units']:.1f} |")
+            f"{mean_sd(r['elbo'], r['elbo_sd'], 2)} | {r['active_units']:.1f} |")
     return ("# Tables: the study\n\n" f"Settings: {asdict(study)}\n\n" + "\n".join(lines) +
             "\n\nMean ± standard deviation over seeds (each seed its own 70/30 split). Shape "
             "similarity: mean over columns of 1 - KS (continuous) or 1 - total variation "
