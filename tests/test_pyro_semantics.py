@@ -405,3 +405,19 @@ def test_files_saved_before_standardize_load_with_the_paper_networks(tmp_path):
     standardized.save(tmp_path / "new.pt")
     assert torch.equal(lv.load(tmp_path / "new.pt").reconstruct(data(8)),
                        standardized.reconstruct(data(8)))
+
+
+def test_under_jit_the_standardising_layers_keep_their_first_batch():
+    """A compiled program must not re-measure on later batches (it would move the networks'
+    units every step)."""
+    pyro.set_rng_seed(0)
+    pool = data(400, scale=20.0)
+    vae = lv.mlp_vae(2, 2, lv.LearnedScalarScale(), hidden=8, blocks=1)
+    svi = SVI(lv.annealed(vae.model), lv.annealed(vae.guide), pyro.optim.Adam({"lr": 1e-2}),
+              JitTrace_ELBO(ignore_jit_warnings=True))
+    for i in range(4):
+        svi.step(torch.tensor(0.5), pool[100 * i: 100 * (i + 1)])
+    first = pool[:100].double()
+    for layer in (vae.guide.encoder.net[0], vae.model.decoder[-1]):
+        assert torch.allclose(layer.mean.double(), first.mean(0), rtol=1e-5)
+        assert torch.allclose(layer.std.double(), first.std(0, unbiased=False), rtol=1e-5)
