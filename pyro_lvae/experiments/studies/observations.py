@@ -62,6 +62,7 @@ from ...vae import mlp_vae
 from ..jobs import run_jobs
 from ..points import EVAL_SEED
 from . import Study, mean_and_se, mean_sd, paired_differences
+from .imagesets import digits_8bit, load_split
 from .manifold import energy_distance
 
 __all__ = ["ObservationStudy", "DATASETS", "FAMILIES", "normal_noise_curve", "with_outliers",
@@ -150,20 +151,9 @@ IMAGE_FAMILIES = {
 }
 
 
-def digits_8bit() -> torch.Tensor:
-    """scikit-learn's 1797 digits as ``(1797, 64)`` values on the 8-bit grid ``j / 255``:
-    grey level ``k`` of 0..16 becomes ``round(255 k / 16) / 255`` (17 distinct bins)."""
-    from sklearn.datasets import load_digits
-
-    k = torch.as_tensor(load_digits().data, dtype=torch.float32)
-    return torch.round(k * 255 / 16) / 255
-
-
 def _digits_split() -> tuple[torch.Tensor, torch.Tensor]:
-    x = digits_8bit()
-    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(EVAL_SEED))
-    cut = int(0.7 * len(x))
-    return x[order[:cut]], x[order[cut:]]
+    split = load_split("digits")
+    return split.train, split.test
 
 
 #: image set name -> (loader of ``(train, held-out)``, description)

@@ -1,0 +1,30 @@
+"""The studies' small image sets: fixed splits on the 8-bit grid, labels, clear errors."""
+
+import pytest
+import torch
+
+from pyro_lvae.errors import ConfigError, DataError
+from pyro_lvae.experiments.studies.imagesets import digits_8bit, load_split
+
+
+def test_digits_split_is_fixed_on_the_8bit_grid_with_labels():
+    a, b = load_split("digits"), load_split("digits")
+    assert a.train.shape == (1257, 64) and a.test.shape == (540, 64) and a.shape == (1, 8, 8)
+    assert torch.equal(a.train, b.train) and torch.equal(a.test_labels, b.test_labels)
+    k = a.train * 255
+    assert torch.allclose(k, k.round(), atol=1e-3)  # on the grid j / 255
+    assert len(torch.unique(torch.cat([a.train, a.test]))) == 17
+    x, y = digits_8bit(return_labels=True)
+    assert set(y.tolist()) == set(range(10))
+    # the split partitions the 1797 digits: every image appears once
+    assert torch.cat([a.train_labels, a.test_labels]).bincount().sum() == len(y)
+    assert torch.allclose(torch.cat([a.train, a.test]).sum(0), x.sum(0), atol=1e-3)
+
+
+def test_fashion_mnist_needs_its_files_and_a_root(tmp_path):
+    with pytest.raises(ConfigError, match="--data-root"):
+        load_split("fashion-mnist")
+    with pytest.raises(DataError, match="not found"):
+        load_split("fashion-mnist", tmp_path)
+    with pytest.raises(ConfigError, match="unknown image set"):
+        load_split("cifar")
