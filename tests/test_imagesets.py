@@ -28,3 +28,16 @@ def test_fashion_mnist_needs_its_files_and_a_root(tmp_path):
         load_split("fashion-mnist", tmp_path)
     with pytest.raises(ConfigError, match="unknown image set"):
         load_split("cifar")
+
+
+def test_reproduce_checks_image_flags_before_any_run(tmp_path, capsys):
+    from pyro_lvae.cli import main
+
+    out = str(tmp_path / "o")
+    for argv, match in ((["--images", "cifar"], "unknown image set"),
+                        (["--images", "fashion-mnist"], "needs --data-root"),
+                        (["--data-root", str(tmp_path / "nowhere")], "no such folder")):
+        assert main(["reproduce", "observations", "--quick", "--out", out, *argv]) == 2
+        assert match in capsys.readouterr().err
+    assert main(["reproduce", "sphere", "--quick", "--out", out, "--images", "digits"]) == 2
+    assert "priors and observations" in capsys.readouterr().err

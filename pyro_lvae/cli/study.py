@@ -60,6 +60,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                             "or step:EVERY[:GAMMA]")
     tools.add_argument("--learned-only", action="store_true",
                        help="only LS-VAE, LV-VAE and the replayed schedule")
+    images = rp.add_argument_group("priors and observations: image sets")
+    images.add_argument("--images", default=None, metavar="NAMES",
+                        help="comma-separated image sets: digits (scikit-learn's, bundled), "
+                             "fashion-mnist (a fixed subset; needs --data-root); default: the "
+                             "study's own")
+    images.add_argument("--data-root", default=None, metavar="DIR",
+                        help="the folder that holds FashionMNIST/raw (never downloaded here)")
     rp.add_argument("--workers", type=int, default=None,
                     help="parallel processes (default: one per CPU core; 1 on a GPU)")
     add_device(rp)
@@ -101,6 +108,33 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
+def _image_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """``--images`` and ``--data-root``, for the studies with image sets."""
+    from ..experiments.studies.imagesets import IMAGE_SET_NAMES
+
+    out: dict[str, Any] = {}
+    if args.images is None and args.data_root is None:
+        return out
+    if args.study not in ("priors", "observations"):
+        raise ConfigError("--images and --data-root apply to the priors and observations "
+                          "studies only")
+    if args.images is not None:
+        names = tuple(n.strip() for n in args.images.split(",") if n.strip())
+        unknown = [n for n in names if n not in IMAGE_SET_NAMES]
+        if unknown:
+            raise ConfigError(f"unknown image set(s) {', '.join(unknown)} in --images; "
+                              f"expected names from {', '.join(IMAGE_SET_NAMES)}")
+        if "fashion-mnist" in names and args.data_root is None:
+            raise ConfigError("--images fashion-mnist needs --data-root, the folder that holds "
+                              "FashionMNIST/raw")
+        out["images"] = names
+    if args.data_root is not None:
+        if not Path(args.data_root).is_dir():
+            raise ConfigError(f"--data-root {args.data_root}: no such folder")
+        out["data_root"] = str(args.data_root)
+    return out
+
+
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The study settings given on the command line, checked."""
     given = (("steps", args.steps), ("seeds", args.seeds), ("hidden", args.hidden),
@@ -121,6 +155,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         if args.study != "manifold":
             raise ConfigError(f"{flag} applies to the manifold study only")
         overrides[key] = value
+    overrides.update(_image_overrides(args))
     if "average" in overrides:
         parse_average(overrides["average"])  # a bad form fails before any run starts
     if "lr_schedule" in overrides:

@@ -112,13 +112,17 @@ def decode_result(text: str) -> dict[str, Any]:
     return _decode(json.loads(text))
 
 
+#: job entries that do not change its result, left out of :func:`job_key`
+UNKEYED = ("label", "data_root")
+
+
 def job_key(fn: Callable, job: dict[str, Any]) -> str:
-    """A file name for ``fn(job)``'s result: the function, the job's settings (all but its
-    ``label``, which names it in reports) and the package version, hashed (a change of any of
-    them is a different job)."""
+    """A file name for ``fn(job)``'s result: the function, the job's settings (all but
+    :data:`UNKEYED`: its ``label``, which names it in reports, and ``data_root``, where the data
+    lie) and the package version, hashed (a change of any of them is a different job)."""
     from .. import __version__
 
-    settings = {k: v for k, v in job.items() if k != "label"}
+    settings = {k: v for k, v in job.items() if k not in UNKEYED}
     text = json.dumps([f"{fn.__module__}.{fn.__qualname__}", __version__, _encode(settings)],
                       sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:24]

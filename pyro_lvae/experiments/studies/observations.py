@@ -185,6 +185,8 @@ class ObservationStudy(Study):
     image_families: tuple[str, ...] = tuple(IMAGE_FAMILIES)
     image_hidden: int = 200
     image_latent_dim: int = 8
+    #: the folder that holds ``FashionMNIST/raw`` (for the ``fashion-mnist`` image set)
+    data_root: str | None = None
 
     def jobs(self) -> list[dict[str, Any]]:
         """One run per seed, data set and family."""

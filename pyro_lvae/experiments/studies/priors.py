@@ -99,6 +99,9 @@ class PriorsStudy(Study):
     iwae_points: int = 500
     iwae_samples: int = 500
     device: str = "cpu"
+    #: image sets (:mod:`.imagesets`) and the folder that holds ``FashionMNIST/raw``
+    images: tuple[str, ...] = ()
+    data_root: str | None = None
 
     def jobs(self) -> list[dict[str, Any]]:
         common = {k: getattr(self, k) for k in (
