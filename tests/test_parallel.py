@@ -47,6 +47,9 @@ def test_job_key_changes_with_the_job_and_the_function():
     assert job_key(square, {"x": 1}) != job_key(square, {"x": 2})
     assert job_key(square, {"x": 1}) != job_key(flushes, {"x": 1})
     assert job_key(square, {"x": 1, "label": "a"}) == job_key(square, {"x": 1, "label": "b"})
+    # where the data lie is not a setting of the run
+    assert (job_key(square, {"x": 1, "data_root": "/a"})
+            == job_key(square, {"x": 1, "data_root": "/b"}))
 
 
 def test_cache_reads_back_finished_jobs_and_reruns_unreadable_ones(tmp_path):
