@@ -28,16 +28,20 @@ the prior, then ``x ~ p(x|z)``) and held-out data, and whether training spiked
 clean held-out points is reported too.
 :func:`claims` checks three claims paired by seed.
 
-Images: scikit-learn's digits (:func:`digits_8bit`, 8x8 grey levels ``k / 16``, ``k`` in 0..16,
-put on the 8-bit grid as ``round(255 k / 16) / 255``: the 17 levels land on 17 distinct bins of
-the 256, so the discretised models apply, and their bits/dim are those of the digits written
-as 8-bit images) with a fixed split (70% training, 30% held-out, the same for every seed).
-Families: fixed sigma 0.1, LS-VAE, LV-VAE plain and with ``beta_nll=0.5``, and the discretised
-Normal and logistic. A continuous density on these discrete values is not a likelihood: its
-nats are comparable only between continuous models, and only the discretised models get
-bits/dim. Measured beside: the error of the decoder mean at the posterior mean (RMSE, pixel
-units of [0, 1]) and the spread of samples of ``p(x|z)`` around their means (RMS, ``z`` from
-the prior).
+Images (:mod:`.imagesets`): scikit-learn's digits (:func:`digits_8bit`, 8x8 grey levels
+``k / 16``, ``k`` in 0..16, put on the 8-bit grid as ``round(255 k / 16) / 255``: the 17
+levels land on 17 distinct bins of the 256, so the discretised models apply, and their
+bits/dim are those of the digits written as 8-bit images) with a fixed split (70% training, 30%
+held-out, the same for every seed), and a fixed subset of Fashion-MNIST (``fashion_train_size``
+training and ``fashion_test_size`` held-out images of 784 pixels ``k / 255``; its files under
+``data_root``). Families: fixed sigma 0.1, LS-VAE, LV-VAE with the floors 1e-3 and 0.01 and
+with ``beta_nll=0.5``, and the discretised Normal and logistic. A continuous density on these
+discrete values is not a likelihood: its nats are comparable only between continuous models,
+and only the discretised models get bits/dim. Measured beside: the error of the decoder mean
+at the posterior mean (RMSE, pixel units of [0, 1]), its sharpness
+(:func:`~pyro_lvae.experiments.sharpness.sharpness_ratio` against the held-out images) and the
+spread of samples of ``p(x|z)`` around their means (RMS, ``z`` from the prior); an image grid
+per image set (:func:`images_figure`).
 """
 
 from __future__ import annotations
