@@ -184,6 +184,8 @@ def test_two_step_image_training_writes_the_run(fake_mnist, tmp_path, obs):
     assert summary["steps"] == 2 and summary["pixels"] == ("binarize" if obs == "bernoulli"
                                                             else "dequantize")
     assert math.isfinite(summary["elbo_bits_per_dim"]) and summary["iwae_samples"] == 3
+    # decoder means of held-out images: their error and gradient-energy ratio (sharpness.py)
+    assert 0 < summary["reconstruction_rmse"] < 1 and 0 < summary["sharpness"] < 10
     for name in ("reconstructions.png", "generations.png", "training.png", "checkpoint.pt"):
         assert (run / name).exists(), name
     if obs != "bernoulli":

@@ -1,5 +1,6 @@
 """``pyro-lvae reproduce observations``: the point sets, the runs, the cache, the claim checks."""
 
+import csv
 import math
 
 import numpy as np
@@ -13,7 +14,6 @@ from pyro_lvae.experiments.studies.observations import (
     DATASETS,
     FAMILIES,
     IMAGE_FAMILIES,
-    IMAGE_SETS,
     claims,
     normal_noise_curve,
     spike_size,
@@ -31,16 +31,23 @@ def test_every_configuration_runs_writes_its_outputs_and_resumes_from_the_cache(
     assert main(argv) == 0
     first = capsys.readouterr().out
     text = (tmp_path / "observations.md").read_text()
-    for dataset in (*DATASETS, *IMAGE_SETS):
+    images = study.ObservationStudy().images
+    assert images == ("digits",)  # Fashion-MNIST only with its files (--images, --data-root)
+    for dataset in (*DATASETS, *images):
         assert f"(`{dataset}`)" in text
     for family in {**FAMILIES, **IMAGE_FAMILIES}:
-        rows = len(DATASETS) * (family in FAMILIES) + len(IMAGE_SETS) * (family in IMAGE_FAMILIES)
+        rows = len(DATASETS) * (family in FAMILIES) + len(images) * (family in IMAGE_FAMILIES)
         assert text.count(f"| {family} | 1 |") == rows, family
-    assert text.count("n/a") >= 4  # no bits/dim for the continuous densities on digits
+    assert text.count("n/a") >= 5  # no bits/dim for the continuous densities on digits
+    assert "nats per image of 64 pixels" in text
     assert "## Claims" in text and text.count("**undecided**") == 3  # one seed cannot decide
-    for name in ("summary.csv", "runs.csv", "generations.png"):
+    for name in ("summary.csv", "runs.csv", "generations.png", "images-digits.png"):
         assert (tmp_path / name).stat().st_size > 0, name
-    runs = len(DATASETS) * len(FAMILIES) + len(IMAGE_SETS) * len(IMAGE_FAMILIES)
+    rows = {r["family"]: r for r in csv.DictReader((tmp_path / "summary.csv").open())
+            if r["dataset"] == "digits"}
+    for family in IMAGE_FAMILIES:  # blurry after 110 steps, but edges of some strength
+        assert 0.0 < float(rows[family]["sharpness"]) < 1.0, family
+    runs = len(DATASETS) * len(FAMILIES) + len(images) * len(IMAGE_FAMILIES)
     assert len(list((tmp_path / "jobs").glob("*.json"))) == runs
     assert f"[{runs}/{runs}]" in first
     assert main(argv) == 0
@@ -80,9 +87,10 @@ def test_digits_lie_on_17_distinct_bins_of_the_8bit_grid():
     assert x.shape == (1797, 64) and levels.numel() == 17
     assert torch.allclose(levels, torch.round(levels), atol=1e-4)  # every value is a k / 255
     assert levels.min() == 0 and levels.max() == 255
-    train, held_out = study._digits_split()
-    assert (len(train), len(held_out)) == (1257, 540)
-    assert torch.equal(study._digits_split()[1], held_out)  # the same split for every seed
+    job = study.ObservationStudy(seeds=1).jobs()[-1]
+    train, held_out, shape = study._train_and_held_out(job)
+    assert (len(train), len(held_out), shape) == (1257, 540, (1, 8, 8))
+    assert torch.equal(study._train_and_held_out(job)[1], held_out)  # the same every run
 
 
 def test_spike_size_is_the_largest_rise_above_the_running_median():
@@ -152,3 +160,56 @@ def test_a_diverged_run_is_kept_counted_and_left_out_of_the_means(monkeypatch):
     (row,) = study.aggregate([run, done])
     assert (row["seeds"], row["diverged"], row["spiked"]) == (2, 1, 1)
     assert row["elbo"] == -1.0 and math.isnan(row["elbo_sd"])
+
+
+def test_digits_jobs_keep_their_settings_and_fashion_mnist_jobs_carry_their_subset():
+    s = study.ObservationStudy(seeds=1, images=("digits", "fashion-mnist"), data_root="/data",
+                               fashion_train_size=300, fashion_test_size=50)
+    jobs = {(j["dataset"], j["family"]): j for j in s.jobs()}
+    digits = jobs[("digits", "LV-VAE")]
+    # the settings a digits run had before Fashion-MNIST joined (cached runs stay valid)
+    assert set(digits) == {"steps", "batch_size", "hidden", "blocks", "latent_dim", "lr", "beta",
+                           "eval_points", "iwae_points", "iwae_samples", "device", "dataset",
+                           "family", "seed", "label"}
+    assert (digits["hidden"], digits["latent_dim"]) == (200, 8)
+    fashion = jobs[("fashion-mnist", "LV-VAE floor 0.01")]
+    assert {k: fashion[k] for k in ("hidden", "latent_dim", "train_size", "test_size",
+                                    "data_root")} == {"hidden": 200, "latent_dim": 16,
+                                                      "train_size": 300, "test_size": 50,
+                                                      "data_root": "/data"}
+    assert len(jobs) == len(s.jobs()) == len(DATASETS) * len(FAMILIES) + 2 * len(IMAGE_FAMILIES)
+
+
+def test_a_fashion_mnist_run_loads_its_subset_from_the_data_root(monkeypatch):
+    from pyro_lvae.experiments.studies.imagesets import ImageSplit
+
+    asked = []
+
+    def fake_split(name, data_root=None, **sizes):
+        asked.append((name, data_root, sizes))
+        x = torch.zeros(4, 784)
+        return ImageSplit(x, torch.zeros(4), x[:2], torch.zeros(2), (1, 28, 28))
+
+    monkeypatch.setattr(study, "load_split", fake_split)
+    s = study.ObservationStudy(seeds=1, images=("fashion-mnist",), data_root="/d",
+                               fashion_train_size=4, fashion_test_size=2)
+    train, held_out, shape = study._train_and_held_out(s.jobs()[-1])
+    assert asked == [("fashion-mnist", "/d", {"train_size": 4, "test_size": 2})]
+    assert (train.shape, held_out.shape, shape) == ((4, 784), (2, 784), (1, 28, 28))
+
+
+def test_image_grid_shows_the_originals_once_and_three_rows_per_family():
+    pixels = np.arange(2 * 64, dtype=np.uint8).reshape(2, 64)
+    figure = {"shape": [1, 8, 8], "data": pixels, "reconstruction": pixels, "mean": pixels,
+              "sample": pixels}
+    results = [{"dataset": "digits", "family": f, "seed": 0, "figure": figure}
+               for f in ("LS-VAE", "LV-VAE")] + [{"dataset": "digits", "family": "LS-VAE",
+                                                  "seed": 1}]
+    fig = study.images_figure(results, "digits")
+    labels = [ax.get_ylabel() for ax in fig.axes]
+    assert labels == ["held-out images", "LS-VAE\nreconstruction", "mean of p(x|z)",
+                      "sample of p(x|z)", "LV-VAE\nreconstruction", "mean of p(x|z)",
+                      "sample of p(x|z)"]
+    shown = fig.axes[0].get_images()[0].get_array()
+    assert shown.shape == (8, 2 * 9 - 1 + 9 * 8) and shown[0, 1] == pytest.approx(1 / 255)
+    assert study.images_figure(results, "fashion-mnist") is None

@@ -25,6 +25,7 @@ from ..training import History
 from ..vae import VAE, conv_vae, mlp_vae
 from .plots import image_grid_figure, points_figure, sigma_map_figure, training_figure
 from .points import EVAL_SEED, figure_row, held_out, summarize
+from .sharpness import sharpness_ratio
 
 __all__ = ["TASKS", "PointsTask", "ImageTask", "build_observation"]
 
@@ -235,7 +236,11 @@ class ImageTask:
         px = vae.likelihood(z)
         means, samples = px.mean, px.sample()
         out["sample_spread"] = float((samples - means).pow(2).mean().sqrt())
-        rec = vae.reconstruct(x[:16])
+        # reconstruction: the error and the sharpness (sharpness.py) of the decoder means
+        rec = torch.cat([vae.reconstruct(b) for b in x.split(250)])
+        out["reconstruction_rmse"] = float((rec - x).pow(2).mean().sqrt())
+        out["sharpness"] = sharpness_ratio(rec, x)
+        rec = rec[:16]
         save_figure(image_grid_figure([("data", x[:16]), ("reconstruction", rec)],
                                       f"{self.name}, {s['obs']}: held-out images and decoder "
                                       "means"), run / "reconstructions.png")

@@ -28,16 +28,20 @@ the prior, then ``x ~ p(x|z)``) and held-out data, and whether training spiked
 clean held-out points is reported too.
 :func:`claims` checks three claims paired by seed.
 
-Images: scikit-learn's digits (:func:`digits_8bit`, 8x8 grey levels ``k / 16``, ``k`` in 0..16,
-put on the 8-bit grid as ``round(255 k / 16) / 255``: the 17 levels land on 17 distinct bins of
-the 256, so the discretised models apply, and their bits/dim are those of the digits written
-as 8-bit images) with a fixed split (70% training, 30% held-out, the same for every seed).
-Families: fixed sigma 0.1, LS-VAE, LV-VAE plain and with ``beta_nll=0.5``, and the discretised
-Normal and logistic. A continuous density on these discrete values is not a likelihood: its
-nats are comparable only between continuous models, and only the discretised models get
-bits/dim. Measured beside: the error of the decoder mean at the posterior mean (RMSE, pixel
-units of [0, 1]) and the spread of samples of ``p(x|z)`` around their means (RMS, ``z`` from
-the prior).
+Images (:mod:`.imagesets`): scikit-learn's digits (:func:`digits_8bit`, 8x8 grey levels
+``k / 16``, ``k`` in 0..16, put on the 8-bit grid as ``round(255 k / 16) / 255``: the 17
+levels land on 17 distinct bins of the 256, so the discretised models apply, and their
+bits/dim are those of the digits written as 8-bit images) with a fixed split (70% training, 30%
+held-out, the same for every seed), and a fixed subset of Fashion-MNIST (``fashion_train_size``
+training and ``fashion_test_size`` held-out images of 784 pixels ``k / 255``; its files under
+``data_root``). Families: fixed sigma 0.1, LS-VAE, LV-VAE with the floors 1e-3 and 0.01 and
+with ``beta_nll=0.5``, and the discretised Normal and logistic. A continuous density on these
+discrete values is not a likelihood: its nats are comparable only between continuous models,
+and only the discretised models get bits/dim. Measured beside: the error of the decoder mean
+at the posterior mean (RMSE, pixel units of [0, 1]), its sharpness
+(:func:`~pyro_lvae.experiments.sharpness.sharpness_ratio` against the held-out images) and the
+spread of samples of ``p(x|z)`` around their means (RMS, ``z`` from the prior); an image grid
+per image set (:func:`images_figure`).
 """
 
 from __future__ import annotations
@@ -61,13 +65,14 @@ from ...training import fit, fused_adam
 from ...vae import mlp_vae
 from ..jobs import run_jobs
 from ..points import EVAL_SEED
+from ..sharpness import sharpness_ratio
 from . import Study, mean_and_se, mean_sd, paired_differences
-from .imagesets import digits_8bit, load_split
+from .imagesets import IMAGE_SET_NAMES, digits_8bit, load_split
 from .manifold import energy_distance
 
 __all__ = ["ObservationStudy", "DATASETS", "FAMILIES", "normal_noise_curve", "with_outliers",
            "spike_size", "digits_8bit", "IMAGE_SETS", "IMAGE_FAMILIES", "run_job", "run_study",
-           "aggregate", "claims", "verdict",
+           "aggregate", "claims", "verdict", "images_figure",
            "write_outputs", "SPIKE_WINDOW", "SPIKE_NATS", "CALIBRATED_MARGIN"]
 
 #: the fraction of outliers in the ``outliers`` set and the half-width of their box
@@ -140,24 +145,23 @@ FAMILIES = {
 }
 
 
-#: family name -> (registered kind, settings) on images
+#: family name -> (registered kind, settings) on images. LV-VAE's floor: the paper's 1e-3, and
+#: 0.01, the command line's default for images (``pyro-lvae train``), which the paper's floor
+#: needs on Fashion-MNIST's constant background pixels (docs/images.md)
 IMAGE_FAMILIES = {
     "F-VAE sigma=0.1": ("fixed", {"scale": 0.1}),
     "LS-VAE": ("learned-scalar", {"init_scale": 1.0}),
-    "LV-VAE": ("learned-vector", {"init_scale": 1.0}),
+    "LV-VAE": ("learned-vector", {"init_scale": 1.0, "min_scale": 1e-3}),
+    "LV-VAE floor 0.01": ("learned-vector", {"init_scale": 1.0, "min_scale": 0.01}),
     "LV-VAE beta-NLL 0.5": ("learned-vector", {"init_scale": 1.0, "beta_nll": 0.5}),
     "discretized Normal": ("discretized-normal", {}),
     "discretized logistic": ("discretized-logistic", {}),
 }
 
-
-def _digits_split() -> tuple[torch.Tensor, torch.Tensor]:
-    split = load_split("digits")
-    return split.train, split.test
-
-
-#: image set name -> (loader of ``(train, held-out)``, description)
-IMAGE_SETS = {"digits": (_digits_split, "scikit-learn's 8x8 digits on the 8-bit grid")}
+#: image set name -> description (:func:`~.imagesets.load_split` loads them)
+IMAGE_SETS = dict(IMAGE_SET_NAMES)
+#: held-out images shown per family in the image grids (seed 0)
+GRID_IMAGES = 10
 
 
 @dataclass
@@ -181,12 +185,16 @@ class ObservationStudy(Study):
     iwae_points: int = 1000
     iwae_samples: int = 500
     device: str = "cpu"
-    images: tuple[str, ...] = tuple(IMAGE_SETS)
+    images: tuple[str, ...] = ("digits",)
     image_families: tuple[str, ...] = tuple(IMAGE_FAMILIES)
     image_hidden: int = 200
     image_latent_dim: int = 8
     #: the folder that holds ``FashionMNIST/raw`` (for the ``fashion-mnist`` image set)
     data_root: str | None = None
+    #: the fixed Fashion-MNIST subset (training and held-out images) and its latent size
+    fashion_train_size: int = 10000
+    fashion_test_size: int = 2000
+    fashion_latent_dim: int = 16
 
     def jobs(self) -> list[dict[str, Any]]:
         """One run per seed, data set and family."""
@@ -196,11 +204,19 @@ class ObservationStudy(Study):
         points = [{**common, "dataset": d, "family": f, "seed": seed,
                    "label": f"{d} {f} seed {seed}"}
                   for seed in range(self.seeds) for d in self.datasets for f in self.families]
-        images = [{**common, "hidden": self.image_hidden, "latent_dim": self.image_latent_dim,
-                   "dataset": d, "family": f, "seed": seed, "label": f"{d} {f} seed {seed}"}
+        images = [{**common, **self._image_settings(d), "dataset": d, "family": f,
+                   "seed": seed, "label": f"{d} {f} seed {seed}"}
                   for seed in range(self.seeds) for d in self.images
                   for f in self.image_families]
         return points + images
+
+    def _image_settings(self, dataset: str) -> dict[str, Any]:
+        """The network of an image set's runs, and for Fashion-MNIST its subset and files."""
+        out: dict[str, Any] = {"hidden": self.image_hidden, "latent_dim": self.image_latent_dim}
+        if dataset == "fashion-mnist":
+            out.update(latent_dim=self.fashion_latent_dim, train_size=self.fashion_train_size,
+                       test_size=self.fashion_test_size, data_root=self.data_root)
+        return out
 
 
 def spike_size(loss: np.ndarray, window: int = SPIKE_WINDOW) -> float:
@@ -236,8 +252,14 @@ def _measure(vae, job: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _pixels(x: torch.Tensor) -> np.ndarray:
+    """Images in [0, 1] as 8-bit values (the figure's arrays stay small in the cache)."""
+    return (x.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+
+
 @torch.no_grad()
-def _measure_images(vae, job: dict[str, Any], x: torch.Tensor, kind: str) -> dict[str, Any]:
+def _measure_images(vae, job: dict[str, Any], x: torch.Tensor, kind: str,
+                    shape: tuple[int, int, int]) -> dict[str, Any]:
     x = x.to(vae.device)
     out: dict[str, Any] = {"elbo": evaluate.elbo(vae, x, num_particles=4)["elbo"]}
     out["iwae"] = evaluate.iwae(vae, x[: job["iwae_points"]], num_samples=job["iwae_samples"])
@@ -245,13 +267,29 @@ def _measure_images(vae, job: dict[str, Any], x: torch.Tensor, kind: str) -> dic
     for key in ("elbo", "iwae"):
         out[f"bits_{key}"] = (bits_per_dim(-out[key], x.shape[-1], "scale", discrete=True)
                               if discrete else math.nan)
-    out["rec_rmse"] = float((vae.reconstruct(x) - x).pow(2).mean().sqrt())
+    rec = vae.reconstruct(x)
+    out["rec_rmse"] = float((rec - x).pow(2).mean().sqrt())
+    out["sharpness"] = sharpness_ratio(rec, x, shape)
     z = torch.randn(1000, vae.latent_dim, generator=torch.Generator().manual_seed(EVAL_SEED + 7))
     px = vae.likelihood(z.to(vae.device))
     samples, means = px.sample(), px.mean
     out["sample_spread"] = float((samples - means).pow(2).mean().sqrt())
     out["energy_samples"] = energy_distance(samples, x[:1000])
+    if job["seed"] == 0:  # arrays for the image grid
+        n = GRID_IMAGES
+        out["figure"] = {"shape": list(shape), "data": _pixels(x[:n]),
+                         "reconstruction": _pixels(rec[:n]), "mean": _pixels(means[:n]),
+                         "sample": _pixels(samples[:n])}
     return out
+
+
+def _train_and_held_out(job: dict[str, Any]):
+    """``(training data, held-out images or None, image shape or None)`` of a job's set."""
+    if job["dataset"] not in IMAGE_SETS:
+        return DATASETS[job["dataset"]][0], None, None
+    sizes = {k: job[k] for k in ("train_size", "test_size") if k in job}
+    split = load_split(job["dataset"], job.get("data_root"), **sizes)
+    return split.train, split.test, split.shape
 
 
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
@@ -259,13 +297,11 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     training diverges is kept, with ``diverged`` set and NaN measures."""
     image = job["dataset"] in IMAGE_SETS
     kind, settings = (IMAGE_FAMILIES if image else FAMILIES)[job["family"]]
-    if image:
-        data, held_out = IMAGE_SETS[job["dataset"]][0]()
-    else:
-        data, held_out = DATASETS[job["dataset"]][0], None
+    data, held_out, shape = _train_and_held_out(job)
+    dims = held_out.shape[-1] if image else 2
     pyro.set_rng_seed(job["seed"])
     pyro.clear_param_store()
-    vae = mlp_vae(64 if image else 2, job["latent_dim"], observations.build(kind, **settings),
+    vae = mlp_vae(dims, job["latent_dim"], observations.build(kind, **settings),
                   hidden=job["hidden"], blocks=job["blocks"], standardize=False)
     result: dict[str, Any] = {k: job[k] for k in ("dataset", "family", "seed")}
     try:
@@ -279,9 +315,11 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         return result
     loss = np.asarray(history["loss"], dtype=float)
     result["diverged"] = False
-    result["spike"] = spike_size(loss / (64 if image else 2))  # per dimension
+    result["dims"] = dims
+    result["spike"] = spike_size(loss / dims)  # per dimension
     result["final_sigma"] = float(history["sigma"][-1])
-    result.update(_measure_images(vae, job, held_out, kind) if image else _measure(vae, job))
+    result.update(_measure_images(vae, job, held_out, kind, shape) if image
+                  else _measure(vae, job))
     return result
 
 
@@ -294,7 +332,7 @@ def run_study(study: ObservationStudy, workers: int = 1, report=None,
 
 # ---- analysis --------------------------------------------------------------------------------
 KEYS = ("elbo", "iwae", "energy_samples", "spike", "elbo_clean", "bits_elbo", "bits_iwae",
-        "rec_rmse", "sample_spread")
+        "rec_rmse", "sharpness", "sample_spread")
 
 
 def _groups(results: list[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
@@ -389,7 +427,7 @@ def markdown(study: ObservationStudy, results: list[dict[str, Any]]) -> str:
                 f"{_fmt(r['energy_samples'], r['energy_samples_sd'], 4)} | "
                 f"{_fmt(r['spike'], r['spike_sd'], 2)} | {r['spiked']} / {r['diverged']}{extra} |")
         lines.append("")
-    lines += _image_tables(study, rows)
+    lines += _image_tables(study, rows, results)
     word = {True: "holds", False: "does not hold", None: "undecided"}
     verdicts = [f"- {c}: **{word[h]}**. {e}" for c, h, e in claims(results)]
     return ("# Observation models on points and images: the study\n\n"
@@ -408,13 +446,23 @@ def markdown(study: ObservationStudy, results: list[dict[str, Any]]) -> str:
             + "\n")
 
 
-def _image_tables(study: ObservationStudy, rows: list[dict[str, Any]]) -> list[str]:
+def _image_heading(study: ObservationStudy, dataset: str) -> str:
+    if dataset == "fashion-mnist":
+        return (f"a fixed subset of Fashion-MNIST, {study.fashion_train_size} training and "
+                f"{study.fashion_test_size} held-out images (28x28)")
+    return IMAGE_SETS[dataset]
+
+
+def _image_tables(study: ObservationStudy, rows: list[dict[str, Any]],
+                  results: list[dict[str, Any]]) -> list[str]:
     lines = []
     for dataset in study.images:
-        lines += [f"### {IMAGE_SETS[dataset][1]} (`{dataset}`)", "",
+        dims = next((r["dims"] for r in results if r["dataset"] == dataset and "dims" in r),
+                    None)
+        lines += [f"### {_image_heading(study, dataset)} (`{dataset}`)", "",
                   "| family | seeds | held-out ELBO (nats/image) | IWAE bound | bits/dim (ELBO / "
-                  "IWAE) | reconstruction RMSE | sample spread | largest loss jump | "
-                  "spiked / diverged |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                  "IWAE) | reconstruction RMSE | sharpness | sample spread | largest loss jump "
+                  "| spiked / diverged |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in (r for r in rows if r["dataset"] == dataset):
             bits = ("n/a" if math.isnan(r["bits_elbo"]) else
                     f"{_fmt(r['bits_elbo'], r['bits_elbo_sd'])} / {r['bits_iwae']:.3f}")
@@ -422,22 +470,51 @@ def _image_tables(study: ObservationStudy, rows: list[dict[str, Any]]) -> list[s
                 f"| {r['family']} | {r['seeds']} | {_fmt(r['elbo'], r['elbo_sd'], 1)} | "
                 f"{_fmt(r['iwae'], r['iwae_sd'], 1)} | {bits} | "
                 f"{_fmt(r['rec_rmse'], r['rec_rmse_sd'])} | "
+                f"{_fmt(r['sharpness'], r['sharpness_sd'])} | "
                 f"{_fmt(r['sample_spread'], r['sample_spread_sd'])} | "
                 f"{_fmt(r['spike'], r['spike_sd'], 1)} | {r['spiked']} / {r['diverged']} |")
-        lines += ["", "Images: ELBO and IWAE in nats per image of 64 pixels; a continuous density "
+        per = f" of {dims} pixels" if dims else ""
+        lines += ["", f"Images: ELBO and IWAE in nats per image{per}; a continuous density "
                   "on these discrete values is not a likelihood, so only the discretised models "
-                  "have bits/dim (of the digits as 8-bit images) and their nats are not "
+                  "have bits/dim (of the images as 8-bit values) and their nats are not "
                   "comparable with the others'. Reconstruction RMSE: decoder mean at the "
-                  "posterior mean against the image; sample spread: RMS of samples of p(x|z) "
-                  "around their means, z from the prior (pixel units of [0, 1]).", ""]
+                  "posterior mean against the image (pixel units of [0, 1]); sharpness: the "
+                  "gradient energy (mean squared difference of adjacent pixels along rows and "
+                  "columns) of those decoder means over that of the held-out images, 1 as sharp "
+                  "as the data, below 1 blurrier; sample spread: RMS of samples of p(x|z) "
+                  f"around their means, z from the prior. Image grid: `images-{dataset}.png`.",
+                  ""]
     return lines
+
+
+def images_figure(results: list[dict[str, Any]], dataset: str):
+    """The image grid of one image set (seed 0): held-out images, then per family their
+    reconstructions (decoder means), decoder means at ``z ~ p(z)`` and samples of ``p(x|z)``
+    at those ``z``; ``None`` without seed-0 arrays."""
+    from ..plots import image_grid_figure
+
+    seed0 = [r for r in results if r["dataset"] == dataset and r["seed"] == 0
+             and "figure" in r]
+    if not seed0:
+        return None
+
+    def images(r, key):
+        shape = tuple(r["figure"]["shape"])
+        return torch.as_tensor(np.asarray(r["figure"][key])).reshape(-1, *shape).float() / 255
+
+    rows = [("held-out images", images(seed0[0], "data"))]
+    for r in seed0:
+        rows += [(f"{r['family']}\nreconstruction", images(r, "reconstruction")),
+                 ("mean of p(x|z)", images(r, "mean")), ("sample of p(x|z)", images(r, "sample"))]
+    return image_grid_figure(rows, f"{dataset}, seed 0: reconstructions of held-out images; "
+                             "z ~ p(z), decoder means and samples", columns=GRID_IMAGES)
 
 
 def generations_figure(results: list[dict[str, Any]]):
     """Samples of each family (seed 0) over held-out data: one row per data set."""
     from matplotlib.figure import Figure
 
-    seed0 = [r for r in results if r["seed"] == 0 and "figure" in r]
+    seed0 = [r for r in results if r["seed"] == 0 and "figure" in r and r["dataset"] in DATASETS]
     datasets = list(dict.fromkeys(r["dataset"] for r in seed0))
     families = list(dict.fromkeys(r["family"] for r in seed0))
     fig = Figure(figsize=(2.6 * max(1, len(families)), 2.4 * max(1, len(datasets))),
@@ -458,11 +535,16 @@ def generations_figure(results: list[dict[str, Any]]):
 
 def write_outputs(study: ObservationStudy, results: list[dict[str, Any]],
                   out: Path) -> list[Path]:
-    """``observations.md``, ``summary.csv``, ``runs.csv`` and ``generations.png`` in ``out``."""
+    """``observations.md``, ``summary.csv``, ``runs.csv``, ``generations.png`` and, per image
+    set, ``images-<set>.png`` in ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     written = [atomic_write_text(markdown(study, results), out / "observations.md"),
                write_csv(aggregate(results), out / "summary.csv"),
                write_csv([{**dict.fromkeys(KEYS, math.nan), **r} for r in results],
                          out / "runs.csv")]
     written.append(save_figure(generations_figure(results), out / "generations.png", dpi=75))
+    for dataset in study.images:
+        fig = images_figure(results, dataset)
+        if fig is not None:
+            written.append(save_figure(fig, out / f"images-{dataset}.png", dpi=75))
     return written
