@@ -40,8 +40,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "tables against a TVAE-like setting. priors: LS- and LV-VAE with "
                         "each prior and with GECO (latent diagnostics, generations). "
                         "observations: the families beyond the paper on points with tilted "
-                        "noise and outliers and on digits. Sizes not given are the study's "
-                        "own (smaller with --quick).")
+                        "noise and outliers and on images (digits; with --images "
+                        "digits,fashion-mnist --data-root DIR also a fixed Fashion-MNIST "
+                        "subset). Sizes not given are the study's own (smaller with --quick).")
     rp.add_argument("study", choices=list(STUDIES), help="which study")
     rp.add_argument("--quick", action="store_true",
                     help="fewer seeds and steps, smaller networks: minutes on 2 CPU cores")
