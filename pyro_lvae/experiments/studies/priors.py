@@ -21,11 +21,33 @@ flow       :class:`~pyro_lvae.priors.FlowPrior` (4 affine autoregressive layers)
 geco       ``N(0, I)``, beta from :class:`~pyro_lvae.geco.GECO` (target ``geco_target``)
 =========  ==================================================================
 
-The claims, per curve and learned prior, for LV-VAE, paired by seed against ``N(0, I)``
-(:func:`claims`): the learned prior lowers the energy distance of the generations, and it
-lowers the hole mass. A claim holds when the mean paired difference is below 0 by more than two
+F-VAE (``fixed``, sigma = :data:`FIXED_SCALE`) runs with ``geco`` only (:data:`GECO_ONLY`):
+GECO's balance against the learned sigma's, with a target from the data
+(:func:`gaussian_target`): the curve's noise variance, or for images the residual variance of
+probabilistic PCA with as many components as latent dimensions (:func:`image_geco_target`).
+
+**Images** (``images``: :mod:`.imagesets`): the same models on an MLP VAE over flat pixels,
+trained on dequantised pixels ``(k + u) / 256`` (sigma floored at 0.01), measured on held-out
+images: ELBO, IWAE, latent diagnostics and the Fréchet distance
+(:func:`~pyro_lvae.evaluate.frechet_distance`) in the features of a classifier trained on the
+image set (:mod:`.features`; not comparable with published FIDs) between the held-out images and
+generations (decoder means and draws of ``p(x|z)`` at ``z ~ p(z)``) or reconstructions.
+
+The claims, paired by seed (:func:`claims`): per curve and learned prior, for LV-VAE against
+``N(0, I)``, the learned prior lowers the energy distance of the generations, and it lowers the
+hole mass; per image set, each learned prior lowers the Fréchet distance of LV-VAE's
+generations, and LV-VAE with its best learned prior generates better than LS-VAE with
+``N(0, I)`` (the paper's conjecture); per data set, GECO on F-VAE generates better than LS-VAE
+at beta = 1. A claim holds when the mean paired difference is below 0 by more than two
 standard errors, does not hold when above 0 by more than two, and is undecided otherwise (or
 with one seed).
+
+**References**
+
+- M. Heusel et al. *GANs Trained by a Two Time-Scale Update Rule Converge to a Local Nash
+  Equilibrium*. NIPS 2017 (the Fréchet Inception Distance).
+- M. Tipping, C. Bishop. *Probabilistic Principal Component Analysis*. JRSS B, 1999.
+- D. Rezende, F. Viola. *Taming VAEs*. arXiv:1810.00597, 2018.
 """
 
 from __future__ import annotations
@@ -90,11 +112,14 @@ METRICS = ("elbo", "iwae", "kl", "mutual_information", "marginal_kl", "hole_mass
 class PriorsStudy(Study):
     """The study's settings: curves, observation models (``variants``), methods (keys of
     :data:`METHODS`), seeds, training and evaluation sizes; :meth:`jobs` lists one run per
-    combination. ``QUICK``: 2 seeds, 1500 steps, residual MLP 2x64 (about 5 minutes on one
-    core)."""
+    combination (image runs for each of ``images``). ``QUICK``: 2 seeds, 1500 steps, residual
+    MLP 2x64 (curves: about 5 minutes on one core), the same for images, with 2000 / 500
+    Fashion-MNIST images."""
 
     QUICK = {"seeds": 2, "steps": 1500, "hidden": 64, "blocks": 2, "eval_points": 1000,
-             "iwae_points": 200, "iwae_samples": 100}
+             "iwae_points": 200, "iwae_samples": 100, "image_steps": 1500, "image_hidden": 64,
+             "image_blocks": 2, "image_eval_points": 1000, "image_iwae_points": 100,
+             "image_iwae_samples": 50, "fashion_train_size": 2000, "fashion_test_size": 500}
 
     curves: tuple[str, ...] = ("manifold2d", "spiral2d")
     variants: tuple[str, ...] = ("learned-vector", "learned-scalar", "fixed")
