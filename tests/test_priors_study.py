@@ -19,7 +19,7 @@ from pyro_lvae.experiments.studies.priors import (
     claims,
     gaussian_target,
     paired,
-    ppca_variance,
+    pca_residual_variance,
     run_study,
     verdict,
     write_outputs,
@@ -128,17 +128,24 @@ def test_verdict_needs_two_seeds_and_two_standard_errors():
 def test_geco_targets_follow_the_gaussian_negative_log_likelihood():
     v = CURVE_NOISE_VARIANCE["manifold2d"]
     assert v == pytest.approx((0.05**2 + 0.01**2 + 0.2**2) / 3)
-    # sigma fixed at 1: D v / 2 + D/2 log 2 pi; learned: D/2 (1 + log 2 pi v)
-    assert gaussian_target("fixed", 2, v) == pytest.approx(v + math.log(2 * math.pi))
-    assert gaussian_target("learned-scalar", 64, 0.01) == pytest.approx(
-        32 * (1 + math.log(2 * math.pi * 0.01)))
+    # sigma fixed at 1: sum v / 2 + log(2 pi) / 2 per value
+    assert gaussian_target("fixed", [v, v]) == pytest.approx(v + math.log(2 * math.pi))
+    # one learned sigma: s^2 = mean v; one per value: s_j^2 = v_j; both floored
+    v = np.array([0.04, 0.01, 1e-6])
+    assert gaussian_target("learned-scalar", v) == pytest.approx(
+        1.5 * (1 + math.log(2 * math.pi * v.mean())))
+    assert gaussian_target("learned-vector", v, min_scale=0.01) == pytest.approx(
+        (1 + math.log(2 * math.pi * 0.04)) / 2 + (1 + math.log(2 * math.pi * 0.01)) / 2
+        + 1e-6 / 2e-4 + math.log(2 * math.pi * 1e-4) / 2)
 
 
-def test_ppca_variance_is_the_mean_of_the_dropped_eigenvalues():
+def test_pca_residual_variance_is_what_the_leading_components_leave():
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(100_000, 4, generator=g) * torch.tensor([3.0, 2.0, 1.0, 0.5]).sqrt()
-    assert ppca_variance(x, 2) == pytest.approx(0.75, rel=0.02)
-    assert ppca_variance(x, 3) == pytest.approx(0.5, rel=0.02)
+    x = torch.randn(100_000, 4, generator=g) * torch.tensor([0.5, 2.0, 1.0, 3.0]).sqrt()
+    # axis-aligned variances: the two largest (3, 2) are kept, the others remain as they are
+    assert pca_residual_variance(x, 2) == pytest.approx([0.5, 0, 1.0, 0], abs=0.02)
+    q, _ = torch.linalg.qr(torch.randn(4, 4, generator=g))  # rotated: the total is the same
+    assert pca_residual_variance(x @ q.T, 2).sum() == pytest.approx(1.5, rel=0.02)
 
 
 @pytest.fixture(scope="module")

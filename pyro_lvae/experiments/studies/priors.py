@@ -24,7 +24,7 @@ geco       ``N(0, I)``, beta from :class:`~pyro_lvae.geco.GECO` (target ``geco_t
 F-VAE (``fixed``, sigma = :data:`FIXED_SCALE`) runs with ``geco`` only (:data:`GECO_ONLY`):
 GECO's balance against the learned sigma's, with a target from the data
 (:func:`gaussian_target`): the curve's noise variance, or for images the residual variance of
-probabilistic PCA with as many components as latent dimensions (:func:`image_geco_target`).
+PCA with as many components as latent dimensions (:func:`image_geco_target`).
 
 **Images** (``images``: :mod:`.imagesets`): the same models on an MLP VAE over flat pixels,
 trained on dequantised pixels ``(k + u) / 256`` (sigma floored at 0.01), measured on held-out
@@ -46,7 +46,6 @@ with one seed).
 
 - M. Heusel et al. *GANs Trained by a Two Time-Scale Update Rule Converge to a Local Nash
   Equilibrium*. NIPS 2017 (the Fréchet Inception Distance).
-- M. Tipping, C. Bishop. *Probabilistic Principal Component Analysis*. JRSS B, 1999.
 - D. Rezende, F. Viola. *Taming VAEs*. arXiv:1810.00597, 2018.
 """
 
@@ -77,7 +76,8 @@ from .imagesets import ImageSplit, load_split
 from .manifold import energy_distance
 
 __all__ = ["PriorsStudy", "METHODS", "CURVES", "LEARNED_PRIORS", "GECO_ONLY", "FIXED_SCALE",
-           "CURVE_NOISE_VARIANCE", "IMAGE_METRICS", "gaussian_target", "ppca_variance",
+           "CURVE_NOISE_VARIANCE", "IMAGE_METRICS", "gaussian_target",
+           "pca_residual_variance",
            "image_geco_target", "image_data", "run_job", "run_image_job", "run_study",
            "aggregate", "paired", "verdict", "claims", "markdown", "priors_figure",
            "image_figure", "write_outputs"]
@@ -204,18 +204,25 @@ def _vae(job: dict[str, Any], dims: int = 2, latent_dim: int = 2, min_scale: flo
                    prior=priors.build(kind, **settings))
 
 
-def gaussian_target(variant: str, dims: int, variance: float) -> float:
-    """GECO's target for a Normal ``p(x|z)`` whose mean misses each of ``dims`` values by
-    ``variance`` on average: ``-log p(x|z)`` per data point in nats, with sigma at its best,
-    ``sigma^2 = variance``, for a learned sigma (``D/2 (1 + log 2 pi v)``), and at
-    :data:`FIXED_SCALE` for a fixed one (``D v / (2 s^2) + D/2 log 2 pi s^2``).
+def gaussian_target(variant: str, variances: Any, min_scale: float = 0.0) -> float:
+    """GECO's target for a Normal ``p(x|z)`` whose mean misses value ``j`` by ``variances[j]``
+    on average: ``-log p(x|z)`` per data point in nats, ``sum_j v_j / (2 s_j^2) +
+    log(2 pi s_j^2) / 2``, with sigma where the observation model would put it: ``s_j^2 =
+    v_j`` per value for a sigma per value (LV-VAE), one ``s^2 = mean_j v_j`` for a shared sigma
+    (LS-VAE), both floored at ``min_scale^2``, and ``s = FIXED_SCALE`` for a fixed sigma
+    (F-VAE).
 
     :param str variant: the observation model's kind
-    :param int dims: values per data point
-    :param float variance: the mean squared error per value to reach
+    :param variances: the mean squared error of each value, ``(D,)``
+    :param float min_scale: the model's floor on sigma
     """
-    s2 = FIXED_SCALE**2 if observations.describe(variant).constant else variance
-    return dims * (variance / s2 + math.log(2 * math.pi * s2)) / 2
+    v = np.asarray(variances, dtype=float)
+    kind = observations.describe(variant)
+    if kind.constant:
+        s2 = np.full_like(v, FIXED_SCALE**2)
+    else:
+        s2 = np.maximum(np.full_like(v, v.mean()) if kind.shared else v, min_scale**2)
+    return float(np.sum(v / s2 + np.log(2 * math.pi * s2)) / 2)
 
 
 def _geco_target(job: dict[str, Any]) -> float:
@@ -223,7 +230,7 @@ def _geco_target(job: dict[str, Any]) -> float:
     curve's own noise: a decoder on the noiseless curve misses by the noise variance."""
     if job["variant"] not in GECO_ONLY:
         return job["geco_target"]
-    return gaussian_target(job["variant"], 2, CURVE_NOISE_VARIANCE[job["curve"]])
+    return gaussian_target(job["variant"], [CURVE_NOISE_VARIANCE[job["curve"]]] * 2)
 
 
 @torch.no_grad()
@@ -271,6 +278,8 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
 _IMAGE_CACHE: dict[str, tuple[ImageSplit, FeatureClassifier]] = {}
 #: generations shown per (observation model, method) in :func:`image_figure`
 GRID = 16
+#: the floor of a learned sigma on images (as ``pyro-lvae train`` uses for images)
+IMAGE_MIN_SCALE = 0.01
 
 
 def _image_key(job: dict[str, Any]) -> str:
@@ -295,24 +304,29 @@ def _levels(x: torch.Tensor) -> torch.Tensor:
     return torch.round(x * 255).to(torch.uint8)
 
 
-def ppca_variance(x: torch.Tensor, components: int) -> float:
-    """The noise variance of probabilistic PCA with ``components`` components fitted to the
-    rows of ``x`` (Tipping & Bishop 1999): the mean of the covariance's other eigenvalues, the
-    mean squared error per value of the best linear reconstruction from ``components`` codes.
+def pca_residual_variance(x: torch.Tensor, components: int) -> np.ndarray:
+    """The mean squared error of each value (column) of ``x`` when its rows are reconstructed
+    from their first ``components`` principal components (the best linear reconstruction
+    from that many codes): the diagonal of ``(I - P) C (I - P)``, ``C`` the covariance and
+    ``P`` the projection on its leading eigenvectors.
 
     :param torch.Tensor x: ``(N, D)`` data
     :param int components: the number of principal components kept (``< D``)
     """
-    values = torch.linalg.eigvalsh(torch.cov(x.double().T))  # ascending
-    return float(values[: x.shape[1] - components].mean())
+    c = torch.cov(x.double().T)
+    _, vectors = torch.linalg.eigh(c)  # ascending eigenvalues
+    rest = vectors[:, : x.shape[1] - components]
+    return torch.diagonal(rest @ rest.T @ c @ rest @ rest.T).numpy()
 
 
 def image_geco_target(job: dict[str, Any], split: ImageSplit) -> float:
     """GECO's target for an image run (:func:`gaussian_target`): reconstruct at least as well
-    as probabilistic PCA with as many components as the run has latent dimensions, on the
-    training images as the run sees them (dequantised, one fixed draw)."""
+    as PCA with as many components as the run has latent dimensions, on the training images
+    as the run sees them (dequantised, one fixed draw), in the run's own observation model
+    (sigma at its best for those residuals, floored at 0.01)."""
     train = Dequantize()(_levels(split.train), torch.Generator().manual_seed(EVAL_SEED))
-    return gaussian_target(job["variant"], split.dims, ppca_variance(train, job["latent_dim"]))
+    return gaussian_target(job["variant"], pca_residual_variance(train, job["latent_dim"]),
+                           IMAGE_MIN_SCALE)
 
 
 def run_image_job(job: dict[str, Any]) -> dict[str, Any]:
@@ -322,7 +336,7 @@ def run_image_job(job: dict[str, Any]) -> dict[str, Any]:
     split, classifier = image_data(job)
     pyro.set_rng_seed(job["seed"])
     pyro.clear_param_store()
-    vae = _vae(job, split.dims, job["latent_dim"], min_scale=0.01, init_scale=None)
+    vae = _vae(job, split.dims, job["latent_dim"], min_scale=IMAGE_MIN_SCALE, init_scale=None)
     geco = METHODS[job["method"]][2]
     target = image_geco_target(job, split) if geco else math.nan
     beta = GECO(target, rate=job["geco_rate"] / split.dims) if geco else 1.0
@@ -532,7 +546,7 @@ def _image_table(study: PriorsStudy, results: list[dict[str, Any]]) -> str:
             "FIDs) between the held-out images and as many generations (z ~ p(z); decoder "
             "means, or draws of p(x|z)) or reconstructions (decoder means at the posterior "
             "means). GECO's target: reconstruct as well as probabilistic PCA with as many "
-            "components as latent dimensions.\n\n")
+            "components as latent dimensions, in the run's own observation model.\n\n")
 
 
 def markdown(study: PriorsStudy, results: list[dict[str, Any]]) -> str:
@@ -550,7 +564,7 @@ def markdown(study: PriorsStudy, results: list[dict[str, Any]]) -> str:
                      f"{r['active_units']:.1f} | {f['energy_samples']} | {f['final_sigma']} |")
     word = {True: "holds", False: "does not hold", None: "undecided"}
     verdicts = [f"- {c}: **{word[h]}**. {e}" for c, h, e in claims(results)]
-    targets = ", ".join(f"{c} {gaussian_target(GECO_ONLY[0], 2, v):.3f}"
+    targets = ", ".join(f"{c} {gaussian_target(GECO_ONLY[0], [v, v]):.3f}"
                         for c, v in CURVE_NOISE_VARIANCE.items())
     return ("# Priors, GECO and the latent side\n\n"
             f"Settings: {asdict(study)}\n\n" + "\n".join(lines) + "\n\n"
