@@ -5,14 +5,21 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from pyro_lvae.cli import main
+from pyro_lvae.experiments.studies import features
 from pyro_lvae.experiments.studies import priors as study_mod
+from pyro_lvae.experiments.studies.imagesets import load_split
 from pyro_lvae.experiments.studies.priors import (
+    CURVE_NOISE_VARIANCE,
+    GECO_ONLY,
     METHODS,
     PriorsStudy,
     claims,
+    gaussian_target,
     paired,
+    pca_residual_variance,
     run_study,
     verdict,
     write_outputs,
@@ -20,6 +27,12 @@ from pyro_lvae.experiments.studies.priors import (
 
 TINY = {"seeds": 2, "steps": 20, "hidden": 8, "blocks": 1, "eval_points": 300,
         "iwae_points": 50, "iwae_samples": 20, "device": "cpu"}
+#: runs per data set and seed: two learned sigmas x every method, F-VAE with GECO only
+PER_SEED = 2 * len(METHODS) + 1
+#: the image part, tiny: digits, one seed
+TINY_IMAGES = {"curves": (), "images": ("digits",), "seeds": 1, "image_steps": 30,
+               "image_hidden": 16, "image_blocks": 1, "image_eval_points": 300,
+               "image_iwae_points": 30, "image_iwae_samples": 10, "device": "cpu"}
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +46,7 @@ def ran(tmp_path_factory):
 
 def test_every_configuration_runs_and_is_measured(ran):
     study, results, _, _ = ran
-    assert len(results) == 2 * 2 * 2 * len(METHODS)
+    assert len(results) == 2 * 2 * PER_SEED
     seen = {(r["curve"], r["variant"], r["method"], r["seed"]) for r in results}
     assert len(seen) == len(results)
     for r in results:
@@ -43,6 +56,8 @@ def test_every_configuration_runs_and_is_measured(ran):
         assert 0 <= r["hole_mass"] <= 1 and r["energy_samples"] > -0.05
         if r["method"] != "geco":
             assert r["final_beta"] == 1.0
+        if r["variant"] in GECO_ONLY:
+            assert r["method"] == "geco" and r["final_sigma"] == 1.0
     assert sum("figure" in r for r in results) == len(results) // 2  # seed 0 only
 
 
@@ -61,7 +76,8 @@ def test_writes_table_figures_and_resumes_from_the_cache(ran, capsys, monkeypatc
     assert written == {"priors.md", "summary.csv", "runs.csv", "priors-manifold2d.png",
                        "priors-spiral2d.png"}
     text = (out / "priors.md").read_text()
-    assert text.count("| manifold2d |") == 2 * len(METHODS)
+    assert text.count("| manifold2d |") == PER_SEED
+    assert "GECO on F-VAE (sigma = 1) generates better than LS-VAE" in text
     assert "the vamp prior reduces LV-VAE's hole mass" in text
     # the command with the same settings (--quick made tiny) reads every run back, trains none
     monkeypatch.setattr(PriorsStudy, "QUICK", {k: v for k, v in TINY.items() if k != "device"})
@@ -107,3 +123,92 @@ def test_verdict_needs_two_seeds_and_two_standard_errors():
     assert verdict(-1.0, 0.4, 3) is True
     assert verdict(-1.0, 0.5, 3) is None
     assert verdict(1.0, 0.4, 3) is False
+
+
+def test_geco_targets_follow_the_gaussian_negative_log_likelihood():
+    v = CURVE_NOISE_VARIANCE["manifold2d"]
+    assert v == pytest.approx((0.05**2 + 0.01**2 + 0.2**2) / 3)
+    # sigma fixed at 1: sum v / 2 + log(2 pi) / 2 per value
+    assert gaussian_target("fixed", [v, v]) == pytest.approx(v + math.log(2 * math.pi))
+    # one learned sigma: s^2 = mean v; one per value: s_j^2 = v_j; both floored
+    v = np.array([0.04, 0.01, 1e-6])
+    assert gaussian_target("learned-scalar", v) == pytest.approx(
+        1.5 * (1 + math.log(2 * math.pi * v.mean())))
+    assert gaussian_target("learned-vector", v, min_scale=0.01) == pytest.approx(
+        (1 + math.log(2 * math.pi * 0.04)) / 2 + (1 + math.log(2 * math.pi * 0.01)) / 2
+        + 1e-6 / 2e-4 + math.log(2 * math.pi * 1e-4) / 2)
+
+
+def test_pca_residual_variance_is_what_the_leading_components_leave():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(100_000, 4, generator=g) * torch.tensor([0.5, 2.0, 1.0, 3.0]).sqrt()
+    # axis-aligned variances: the two largest (3, 2) are kept, the others remain as they are
+    assert pca_residual_variance(x, 2) == pytest.approx([0.5, 0, 1.0, 0], abs=0.02)
+    q, _ = torch.linalg.qr(torch.randn(4, 4, generator=g))  # rotated: the total is the same
+    assert pca_residual_variance(x @ q.T, 2).sum() == pytest.approx(1.5, rel=0.02)
+
+
+@pytest.fixture(scope="module")
+def images_ran(tmp_path_factory):
+    out = tmp_path_factory.mktemp("priors-images")
+    study = PriorsStudy(**TINY_IMAGES)
+    study_mod._IMAGE_CACHE.clear()
+    results = run_study(study, workers=1, cache=out / "jobs")
+    return study, results, out
+
+
+def test_image_runs_are_measured_in_the_classifiers_features(images_ran):
+    study, results, _ = images_ran
+    assert len(results) == PER_SEED
+    assert {(r["variant"], r["method"]) for r in results} == {
+        (v, m) for v in study.variants for m in METHODS if v not in GECO_ONLY or m == "geco"}
+    for r in results:
+        for key in study_mod.IMAGE_METRICS:
+            assert math.isfinite(r[key]), (r["variant"], r["method"], key)
+        assert r["frechet_means"] > 0 and r["frechet_samples"] > 0
+        assert r["latent_dim"] == 8 and 0 <= r["hole_mass"] <= 1
+        # the classifier separates the digits far above chance (0.1)
+        assert r["classifier_accuracy"] > 0.85
+        # two sets of real digits are closer than any 30-step model's generations
+        assert r["frechet_training"] < r["frechet_means"]
+        f = r["figure"]
+        assert f["means"].shape == (16, 64) and f["shape"] == (1, 8, 8)
+        assert f["codes"].shape == (300, 2) and f["prior"].shape == (300, 2)
+        assert math.isfinite(r["geco_target"]) == (r["method"] == "geco")
+
+
+def test_image_report_has_its_table_and_the_classifier_is_read_back(images_ran, monkeypatch):
+    study, results, out = images_ran
+    written = {p.name for p in write_outputs(study, results, out)}
+    assert {"images.csv", "image-runs.csv", "priors-digits.png"} <= written
+    assert "runs.csv" not in written  # no curve runs
+    text = (out / "priors.md").read_text()
+    assert text.count("| digits |") == PER_SEED
+    assert f"feature classifier's held-out accuracy {results[0]['classifier_accuracy']:.3f}" \
+        in text
+    assert "the flow prior improves LV-VAE's generations (Fréchet distance" in text
+    assert "LV-VAE with its best learned prior" in text
+    saved = list((out / "jobs").glob("classifier-digits-*.pt"))
+    assert len(saved) == 1
+    # a resumed study reads the classifier and every run back: nothing is trained again
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained again")
+
+    monkeypatch.setattr(features, "train_classifier", no_training)
+    monkeypatch.setattr(study_mod, "fit", no_training)
+    study_mod._IMAGE_CACHE.clear()
+    again = run_study(study, workers=1, cache=out / "jobs")
+    assert [r["frechet_means"] for r in again] == [r["frechet_means"] for r in results]
+
+
+def test_feature_classifier_is_deterministic_and_reads_back(tmp_path):
+    split = load_split("digits")
+    settings = features.ClassifierSettings(hidden=32, features=16, epochs=10)
+    a = features.classifier_for("digits", split, tmp_path, settings)
+    b = features.train_classifier(split, settings)
+    c = features.classifier_for("digits", split, tmp_path, settings)  # from the file
+    x = split.test[:50]
+    assert torch.equal(a.features(x), b.features(x)) and torch.equal(a.features(x),
+                                                                       c.features(x))
+    assert a.features(x).shape == (50, 16) and c.accuracy == a.accuracy > 0.5

@@ -21,15 +21,37 @@ flow       :class:`~pyro_lvae.priors.FlowPrior` (4 affine autoregressive layers)
 geco       ``N(0, I)``, beta from :class:`~pyro_lvae.geco.GECO` (target ``geco_target``)
 =========  ==================================================================
 
-The claims, per curve and learned prior, for LV-VAE, paired by seed against ``N(0, I)``
-(:func:`claims`): the learned prior lowers the energy distance of the generations, and it
-lowers the hole mass. A claim holds when the mean paired difference is below 0 by more than two
+F-VAE (``fixed``, sigma = :data:`FIXED_SCALE`) runs with ``geco`` only (:data:`GECO_ONLY`):
+GECO's balance against the learned sigma's, with a target from the data
+(:func:`gaussian_target`): the curve's noise variance, or for images the residual variance of
+PCA with as many components as latent dimensions (:func:`image_geco_target`).
+
+**Images** (``images``: :mod:`.imagesets`): the same models on an MLP VAE over flat pixels,
+trained on dequantised pixels ``(k + u) / 256`` (sigma floored at 0.01), measured on held-out
+images: ELBO, IWAE, latent diagnostics and the Fréchet distance
+(:func:`~pyro_lvae.evaluate.frechet_distance`) in the features of a classifier trained on the
+image set (:mod:`.features`; not comparable with published FIDs) between the held-out images and
+generations (decoder means and draws of ``p(x|z)`` at ``z ~ p(z)``) or reconstructions.
+
+The claims, paired by seed (:func:`claims`): per curve and learned prior, for LV-VAE against
+``N(0, I)``, the learned prior lowers the energy distance of the generations, and it lowers the
+hole mass; per image set, each learned prior lowers the Fréchet distance of LV-VAE's
+generations, and LV-VAE with its best learned prior generates better than LS-VAE with
+``N(0, I)`` (the paper's conjecture); per data set, GECO on F-VAE generates better than LS-VAE
+at beta = 1. A claim holds when the mean paired difference is below 0 by more than two
 standard errors, does not hold when above 0 by more than two, and is undecided otherwise (or
 with one seed).
+
+**References**
+
+- M. Heusel et al. *GANs Trained by a Two Time-Scale Update Rule Converge to a Local Nash
+  Equilibrium*. NIPS 2017 (the Fréchet Inception Distance).
+- D. Rezende, F. Viola. *Taming VAEs*. arXiv:1810.00597, 2018.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -41,7 +63,7 @@ import torch
 from matplotlib.figure import Figure
 
 from ... import evaluate, observations, priors
-from ...datasets import manifold2d, spiral2d
+from ...datasets import MANIFOLD_NOISE, Dequantize, manifold2d, spiral2d
 from ...geco import GECO
 from ...io import atomic_write_text, save_figure, write_csv
 from ...training import fit, fused_adam
@@ -49,11 +71,16 @@ from ...vae import mlp_vae
 from ..jobs import run_jobs
 from ..points import EVAL_SEED
 from . import Study, mean_sd, paired
+from .features import FeatureClassifier, classifier_for
+from .imagesets import ImageSplit, load_split
 from .manifold import energy_distance
 
-__all__ = ["PriorsStudy", "METHODS", "CURVES", "LEARNED_PRIORS", "run_job", "run_study",
+__all__ = ["PriorsStudy", "METHODS", "CURVES", "LEARNED_PRIORS", "GECO_ONLY", "FIXED_SCALE",
+           "CURVE_NOISE_VARIANCE", "IMAGE_METRICS", "gaussian_target",
+           "pca_residual_variance",
+           "image_geco_target", "image_data", "run_job", "run_image_job", "run_study",
            "aggregate", "paired", "verdict", "claims", "markdown", "priors_figure",
-           "write_outputs"]
+           "image_figure", "write_outputs"]
 
 #: method -> (prior kind, its settings, whether the KL weight is a GECO)
 METHODS: dict[str, tuple[str, dict[str, Any], bool]] = {
@@ -65,7 +92,15 @@ METHODS: dict[str, tuple[str, dict[str, Any], bool]] = {
 }
 #: the methods whose claims are checked against ``normal``
 LEARNED_PRIORS = ("mixture", "vamp", "flow")
+#: observation models run only with GECO (F-VAE: sigma fixed at :data:`FIXED_SCALE`; with
+#: beta = 1 it is the paper's failure case, so GECO alone balances its two terms)
+GECO_ONLY = ("fixed",)
+FIXED_SCALE = 1.0
 CURVES = {"manifold2d": manifold2d, "spiral2d": spiral2d}
+#: the curves' noise variance per coordinate, averaged over the curve (manifold2d's three
+#: regions are equally likely; the spiral's noise has standard deviation 0.02)
+CURVE_NOISE_VARIANCE = {"manifold2d": float(np.mean(np.square(MANIFOLD_NOISE))),
+                        "spiral2d": 0.02**2}
 #: points of each kind drawn per panel of :func:`priors_figure`
 FIGURE_POINTS = 500
 #: measured per run (mean ± sd over seeds in the table)
@@ -77,14 +112,17 @@ METRICS = ("elbo", "iwae", "kl", "mutual_information", "marginal_kl", "hole_mass
 class PriorsStudy(Study):
     """The study's settings: curves, observation models (``variants``), methods (keys of
     :data:`METHODS`), seeds, training and evaluation sizes; :meth:`jobs` lists one run per
-    combination. ``QUICK``: 2 seeds, 1500 steps, residual MLP 2x64 (about 5 minutes on one
-    core)."""
+    combination (image runs for each of ``images``). ``QUICK``: 2 seeds, 1500 steps, residual
+    MLP 2x64 (curves: about 5 minutes on one core), the same for images, with 2000 / 500
+    Fashion-MNIST images."""
 
     QUICK = {"seeds": 2, "steps": 1500, "hidden": 64, "blocks": 2, "eval_points": 1000,
-             "iwae_points": 200, "iwae_samples": 100}
+             "iwae_points": 200, "iwae_samples": 100, "image_steps": 1500, "image_hidden": 64,
+             "image_blocks": 2, "image_eval_points": 1000, "image_iwae_points": 100,
+             "image_iwae_samples": 50, "fashion_train_size": 2000, "fashion_test_size": 500}
 
     curves: tuple[str, ...] = ("manifold2d", "spiral2d")
-    variants: tuple[str, ...] = ("learned-vector", "learned-scalar")
+    variants: tuple[str, ...] = ("learned-vector", "learned-scalar", "fixed")
     methods: tuple[str, ...] = tuple(METHODS)
     seeds: int = 5
     steps: int = 6000
@@ -102,22 +140,97 @@ class PriorsStudy(Study):
     #: image sets (:mod:`.imagesets`) and the folder that holds ``FashionMNIST/raw``
     images: tuple[str, ...] = ()
     data_root: str | None = None
+    #: the image runs: residual MLP over flat pixels, latent size per image set
+    image_hidden: int = 256
+    image_blocks: int = 2
+    digits_latent_dim: int = 8
+    fashion_latent_dim: int = 16
+    image_steps: int = 10000
+    image_batch_size: int = 100
+    #: GECO's rate per value: ``rate = image_geco_rate / D`` for D values per image
+    image_geco_rate: float = 0.1
+    #: Fashion-MNIST subset sizes (:func:`~.imagesets.load_split`)
+    fashion_train_size: int = 10000
+    fashion_test_size: int = 2000
+    #: held-out images measured (all of the digits' 540), and the IWAE's share
+    image_eval_points: int = 2000
+    image_iwae_points: int = 200
+    image_iwae_samples: int = 100
+
+    def _pairs(self) -> list[tuple[str, str]]:
+        return [(v, m) for v in self.variants for m in self.methods
+                if v not in GECO_ONLY or METHODS[m][2]]
 
     def jobs(self) -> list[dict[str, Any]]:
         common = {k: getattr(self, k) for k in (
             "steps", "batch_size", "hidden", "blocks", "lr", "geco_target", "geco_rate",
             "eval_points", "iwae_points", "iwae_samples", "device")}
-        return [{**common, "curve": c, "variant": v, "method": m, "seed": s,
-                 "label": f"{c} {v} {m} seed {s}"}
-                for s in range(self.seeds) for c in self.curves for v in self.variants
-                for m in self.methods]
+        points = [{**common, "curve": c, "variant": v, "method": m, "seed": s,
+                   "label": f"{c} {v} {m} seed {s}"}
+                  for s in range(self.seeds) for c in self.curves for v, m in self._pairs()]
+        return points + [{**self.image_settings(name), "variant": v, "method": m, "seed": s,
+                          "label": f"{name} {v} {m} seed {s}"}
+                         for s in range(self.seeds) for name in self.images
+                         for v, m in self._pairs()]
+
+    def image_settings(self, name: str) -> dict[str, Any]:
+        """The settings of every image run on the image set ``name``."""
+        out = {"images": name, "steps": self.image_steps, "batch_size": self.image_batch_size,
+               "hidden": self.image_hidden, "blocks": self.image_blocks, "lr": self.lr,
+               "latent_dim": (self.fashion_latent_dim if name == "fashion-mnist"
+                              else self.digits_latent_dim),
+               "geco_rate": self.image_geco_rate, "eval_points": self.image_eval_points,
+               "iwae_points": self.image_iwae_points, "iwae_samples": self.image_iwae_samples,
+               "device": self.device}
+        if name == "fashion-mnist":
+            out.update(train_size=self.fashion_train_size, test_size=self.fashion_test_size,
+                       data_root=self.data_root)
+        return out
 
 
-def _vae(job: dict[str, Any]):
+def _observation(variant: str, min_scale: float, init_scale: float | None = FIXED_SCALE):
+    """``variant`` with sigma fixed at :data:`FIXED_SCALE`, or learned from ``init_scale``
+    (``None``: measured on the first batch)."""
+    offered = {"scale": FIXED_SCALE, "init_scale": init_scale, "min_scale": min_scale}
+    takes = observations.settings_of(variant)
+    return observations.build(variant, **{k: v for k, v in offered.items() if k in takes})
+
+
+def _vae(job: dict[str, Any], dims: int = 2, latent_dim: int = 2, min_scale: float = 1e-3,
+         init_scale: float | None = FIXED_SCALE):
     kind, settings, _ = METHODS[job["method"]]
-    obs = observations.build(job["variant"], init_scale=1.0, min_scale=1e-3)
-    return mlp_vae(2, 2, obs, hidden=job["hidden"], blocks=job["blocks"], standardize=False,
+    return mlp_vae(dims, latent_dim, _observation(job["variant"], min_scale, init_scale),
+                   hidden=job["hidden"], blocks=job["blocks"], standardize=False,
                    prior=priors.build(kind, **settings))
+
+
+def gaussian_target(variant: str, variances: Any, min_scale: float = 0.0) -> float:
+    """GECO's target for a Normal ``p(x|z)`` whose mean misses value ``j`` by ``variances[j]``
+    on average: ``-log p(x|z)`` per data point in nats, ``sum_j v_j / (2 s_j^2) +
+    log(2 pi s_j^2) / 2``, with sigma where the observation model would put it: ``s_j^2 =
+    v_j`` per value for a sigma per value (LV-VAE), one ``s^2 = mean_j v_j`` for a shared sigma
+    (LS-VAE), both floored at ``min_scale^2``, and ``s = FIXED_SCALE`` for a fixed sigma
+    (F-VAE).
+
+    :param str variant: the observation model's kind
+    :param variances: the mean squared error of each value, ``(D,)``
+    :param float min_scale: the model's floor on sigma
+    """
+    v = np.asarray(variances, dtype=float)
+    kind = observations.describe(variant)
+    if kind.constant:
+        s2 = np.full_like(v, FIXED_SCALE**2)
+    else:
+        s2 = np.maximum(np.full_like(v, v.mean()) if kind.shared else v, min_scale**2)
+    return float(np.sum(v / s2 + np.log(2 * math.pi * s2)) / 2)
+
+
+def _geco_target(job: dict[str, Any]) -> float:
+    """The learned-sigma curve runs keep the study's ``geco_target``; F-VAE's target is the
+    curve's own noise: a decoder on the noiseless curve misses by the noise variance."""
+    if job["variant"] not in GECO_ONLY:
+        return job["geco_target"]
+    return gaussian_target(job["variant"], [CURVE_NOISE_VARIANCE[job["curve"]]] * 2)
 
 
 @torch.no_grad()
@@ -141,12 +254,15 @@ def _measure(vae, job: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
-    """Train and measure one run (module-level: it runs in worker processes)."""
+    """Train and measure one run (module-level: it runs in worker processes); a job with
+    ``images`` is an image run (:func:`run_image_job`)."""
+    if "images" in job:
+        return run_image_job(job)
     pyro.set_rng_seed(job["seed"])
     pyro.clear_param_store()
     vae = _vae(job)
     geco = METHODS[job["method"]][2]
-    beta = GECO(job["geco_target"], rate=job["geco_rate"]) if geco else 1.0
+    beta = GECO(_geco_target(job), rate=job["geco_rate"]) if geco else 1.0
     history = fit(vae, CURVES[job["curve"]], steps=job["steps"], batch_size=job["batch_size"],
                   optimizer=fused_adam(job["lr"]), beta=beta, device=job["device"],
                   seed=job["seed"], progress=False)
@@ -156,30 +272,161 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+# ---- image runs ------------------------------------------------------------------------------
+#: (image set, its settings) -> (split, classifier), per process: every run of a worker on one
+#: image set shares them (the classifier is deterministic, so every process has the same one)
+_IMAGE_CACHE: dict[str, tuple[ImageSplit, FeatureClassifier]] = {}
+#: generations shown per (observation model, method) in :func:`image_figure`
+GRID = 16
+#: the floor of a learned sigma on images (as ``pyro-lvae train`` uses for images)
+IMAGE_MIN_SCALE = 0.01
+
+
+def _image_key(job: dict[str, Any]) -> str:
+    return json.dumps([job["images"], job.get("train_size"), job.get("test_size")])
+
+
+def image_data(job: dict[str, Any], classifier_folder: str | Path | None = None
+               ) -> tuple[ImageSplit, FeatureClassifier]:
+    """The image set of ``job`` and its feature classifier
+    (:func:`~.features.classifier_for`, read from or saved to ``classifier_folder``), kept
+    for the process's later runs."""
+    key = _image_key(job)
+    if key not in _IMAGE_CACHE:
+        split = load_split(job["images"], job.get("data_root"), job.get("train_size", 10000),
+                           job.get("test_size", 2000))
+        _IMAGE_CACHE[key] = split, classifier_for(job["images"], split, classifier_folder)
+    return _IMAGE_CACHE[key]
+
+
+def _levels(x: torch.Tensor) -> torch.Tensor:
+    """Pixels on the grid ``k / 255`` as their ``uint8`` levels ``k``."""
+    return torch.round(x * 255).to(torch.uint8)
+
+
+def pca_residual_variance(x: torch.Tensor, components: int) -> np.ndarray:
+    """The mean squared error of each value (column) of ``x`` when its rows are reconstructed
+    from their first ``components`` principal components (the best linear reconstruction
+    from that many codes): the diagonal of ``(I - P) C (I - P)``, ``C`` the covariance and
+    ``P`` the projection on its leading eigenvectors.
+
+    :param torch.Tensor x: ``(N, D)`` data
+    :param int components: the number of principal components kept (``< D``)
+    """
+    c = torch.cov(x.double().T)
+    _, vectors = torch.linalg.eigh(c)  # ascending eigenvalues
+    rest = vectors[:, : x.shape[1] - components]
+    return torch.diagonal(rest @ rest.T @ c @ rest @ rest.T).numpy()
+
+
+def image_geco_target(job: dict[str, Any], split: ImageSplit) -> float:
+    """GECO's target for an image run (:func:`gaussian_target`): reconstruct at least as well
+    as PCA with as many components as the run has latent dimensions, on the training images
+    as the run sees them (dequantised, one fixed draw), in the run's own observation model
+    (sigma at its best for those residuals, floored at 0.01)."""
+    train = Dequantize()(_levels(split.train), torch.Generator().manual_seed(EVAL_SEED))
+    return gaussian_target(job["variant"], pca_residual_variance(train, job["latent_dim"]),
+                           IMAGE_MIN_SCALE)
+
+
+def run_image_job(job: dict[str, Any]) -> dict[str, Any]:
+    """Train and measure one image run: an MLP VAE over flat pixels, trained on dequantised
+    pixels ``(k + u) / 256`` (a fresh ``u ~ U(0, 1)`` per value and step); a learned sigma
+    starts from the data (the package's default) and is floored at 0.01."""
+    split, classifier = image_data(job)
+    pyro.set_rng_seed(job["seed"])
+    pyro.clear_param_store()
+    vae = _vae(job, split.dims, job["latent_dim"], min_scale=IMAGE_MIN_SCALE, init_scale=None)
+    geco = METHODS[job["method"]][2]
+    target = image_geco_target(job, split) if geco else math.nan
+    beta = GECO(target, rate=job["geco_rate"] / split.dims) if geco else 1.0
+    history = fit(vae, _levels(split.train), steps=job["steps"], batch_size=job["batch_size"],
+                  optimizer=fused_adam(job["lr"]), beta=beta, device=job["device"],
+                  seed=job["seed"], progress=False, transform=Dequantize())
+    out = {k: job[k] for k in ("images", "variant", "method", "seed", "steps", "latent_dim")}
+    out.update(_measure_images(vae, job, split, classifier))
+    out.update(final_beta=float(history["beta"][-1]), geco_target=target,
+               classifier_accuracy=classifier.accuracy)
+    return out
+
+
+def _pca_2d(codes: torch.Tensor, *others: torch.Tensor) -> list[np.ndarray]:
+    """``codes`` and ``others`` on the first two principal axes of ``codes``."""
+    mean = codes.mean(0)
+    _, _, v = torch.linalg.svd(codes - mean, full_matrices=False)
+    axes = v[:2].T
+    return [((c - mean) @ axes).cpu().numpy() for c in (codes, *others)]
+
+
+@torch.no_grad()
+def _measure_images(vae, job: dict[str, Any], split: ImageSplit,
+                    classifier: FeatureClassifier) -> dict[str, Any]:
+    noise = torch.Generator().manual_seed(EVAL_SEED)
+    x = Dequantize()(_levels(split.test[: job["eval_points"]]), noise).to(vae.device)
+    out: dict[str, Any] = dict(evaluate.elbo(vae, x, num_particles=4))
+    out["iwae"] = evaluate.iwae(vae, x[: job["iwae_points"]], num_samples=job["iwae_samples"])
+    out.update(evaluate.latent_diagnostics(vae, x))
+    pyro.set_rng_seed(EVAL_SEED + 7)  # the same prior draws for every run of a seed's jobs
+    samples, means = vae.sample(x.shape[0], mode="sample"), vae.sample(x.shape[0])
+    reference = classifier.features(x)
+    for key, images in (("means", means), ("samples", samples),
+                        ("reconstructions", vae.reconstruct(x)),
+                        ("training", Dequantize()(_levels(split.train[: x.shape[0]]), noise))):
+        out[f"frechet_{key}"] = evaluate.frechet_distance(classifier.features(images),
+                                                          reference)
+    out["final_sigma"] = float(vae.sigma(x).mean())
+    if job["seed"] == 0:  # arrays for the figure
+        with pyro.poutine.block():
+            z = vae.prior().sample((x.shape[0],))
+        codes, prior = _pca_2d(vae.encode(x), z)
+        out["figure"] = {"means": means[:GRID].cpu().numpy(), "codes": codes, "prior": prior,
+                         "shape": split.shape}
+    return {k: v for k, v in out.items() if not isinstance(v, (list, torch.Tensor))}
+
+
 def run_study(study: PriorsStudy, workers: int = 1, report=None,
               cache=None) -> list[dict[str, Any]]:
     """Every run of ``study`` (:func:`~pyro_lvae.experiments.jobs.run_jobs`: ``workers``
-    processes, finished runs read back from ``cache``)."""
+    processes, finished runs read back from ``cache``). The image sets' feature classifiers
+    are trained first, in this process, and kept in ``cache`` (read back when there)."""
+    for name in study.images:
+        image_data(study.image_settings(name), cache)
     return run_jobs(run_job, study.jobs(), workers=workers, report=report, cache=cache)
 
 
 # ---- numbers ---------------------------------------------------------------------------------
+#: measured per image run (mean ± sd over seeds in the image table)
+IMAGE_METRICS = ("elbo", "iwae", "kl", "mutual_information", "marginal_kl", "hole_mass",
+                 "active_units", "frechet_means", "frechet_samples", "frechet_reconstructions",
+                 "final_sigma", "final_beta")
+
+
+def _place(r: dict[str, Any]) -> str:
+    """The data set of a run: its curve or its image set."""
+    return r["images"] if "images" in r else r["curve"]
+
+
 def _groups(results: list[dict[str, Any]]) -> dict[tuple[str, str, str], list[dict[str, Any]]]:
     groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     for r in results:
-        groups.setdefault((r["curve"], r["variant"], r["method"]), []).append(r)
+        groups.setdefault((_place(r), r["variant"], r["method"]), []).append(r)
     for rs in groups.values():
         rs.sort(key=lambda r: r["seed"])
     return groups
 
 
-def aggregate(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per (curve, observation, method): mean and sd over seeds of each metric."""
+def aggregate(results: list[dict[str, Any]], images: bool = False) -> list[dict[str, Any]]:
+    """One row per (curve, observation, method) of the curve runs, or with ``images=True`` per
+    (image set, observation, method) of the image runs: mean and sd over seeds of each
+    metric (:data:`METRICS`, :data:`IMAGE_METRICS`)."""
     rows = []
-    for (curve, variant, method), rs in _groups(results).items():
-        row: dict[str, Any] = {"curve": curve, "variant": variant, "method": method,
-                               "seeds": len(rs)}
-        for key in METRICS:
+    keys = IMAGE_METRICS if images else METRICS
+    for (place, variant, method), rs in _groups(results).items():
+        if ("images" in rs[0]) != images:
+            continue
+        row: dict[str, Any] = {"images" if images else "curve": place, "variant": variant,
+                               "method": method, "seeds": len(rs)}
+        for key in keys:
             v = np.array([r[key] for r in rs], dtype=float)
             row[key] = float(v.mean())
             row[key + "_sd"] = float(v.std(ddof=1)) if len(v) > 1 else float("nan")
@@ -196,30 +443,115 @@ def verdict(mean: float, se: float, n: int) -> bool | None:
     return mean < 0
 
 
-def claims(results: list[dict[str, Any]]) -> list[tuple[str, bool | None, str]]:
-    """``(claim, holds, evidence)`` per curve and learned prior, for LV-VAE against its
-    ``N(0, I)`` runs: lower energy distance of generations, lower hole mass."""
-    groups = _groups(results)
+def _claim(text: str, a: list[dict[str, Any]], b: list[dict[str, Any]], key: str,
+           names: str) -> tuple[str, bool | None, str]:
+    mean, se, n = paired(a, b, key)
+    return (text, verdict(mean, se, n), f"{names} = {mean:+.4f} in {key} (paired over {n} "
+            f"seed(s), standard error {se:.4f})")
+
+
+def _image_claims(groups, name: str) -> list[tuple[str, bool | None, str]]:
     out = []
-    for curve in dict.fromkeys(r["curve"] for r in results):
-        base = groups.get((curve, "learned-vector", "normal"))
+    base = groups.get((name, "learned-vector", "normal"))
+    learned = {m: groups[(name, "learned-vector", m)] for m in LEARNED_PRIORS
+               if (name, "learned-vector", m) in groups}
+    if base:
+        out += [_claim(f"{name}: the {m} prior improves LV-VAE's generations (Fréchet "
+                       f"distance of decoder means) against N(0, I)", rs, base,
+                       "frechet_means", f"{m} - normal") for m, rs in learned.items()]
+    ls = groups.get((name, "learned-scalar", "normal"))
+    if learned and ls:  # the prior chosen on these very runs: the claim is optimistic
+        best = min(learned, key=lambda m: np.mean([r["frechet_means"] for r in learned[m]]))
+        out.append(_claim(f"{name}: LV-VAE with its best learned prior ({best}) generates "
+                          f"better than LS-VAE with N(0, I) (Fréchet distance of decoder "
+                          f"means)", learned[best], ls, "frechet_means",
+                          f"LV-VAE {best} - LS-VAE normal"))
+    return out
+
+
+def _geco_claim(groups, place: str, key: str, what: str) -> list[tuple[str, bool | None, str]]:
+    geco = [groups.get((place, v, m)) for v in GECO_ONLY for m in METHODS if METHODS[m][2]]
+    ls = groups.get((place, "learned-scalar", "normal"))
+    if not geco or not geco[0] or not ls:
+        return []
+    return [_claim(f"{place}: GECO on F-VAE (sigma = {FIXED_SCALE:g}) generates better than "
+                   f"LS-VAE's learned sigma at beta = 1 ({what})", geco[0], ls, key,
+                   "F-VAE GECO - LS-VAE normal")]
+
+
+def claims(results: list[dict[str, Any]]) -> list[tuple[str, bool | None, str]]:
+    """``(claim, holds, evidence)``: per curve and learned prior, for LV-VAE against its
+    ``N(0, I)`` runs, lower energy distance of generations and lower hole mass; per image set
+    and learned prior, a lower Fréchet distance of LV-VAE's generations, and whether LV-VAE
+    with its best learned prior generates better than LS-VAE with ``N(0, I)``; per data set,
+    whether GECO on F-VAE generates better than LS-VAE (the two automatic balances)."""
+    groups = _groups(results)
+    image_sets = {r["images"] for r in results if "images" in r}
+    out = []
+    for place in dict.fromkeys(_place(r) for r in results):
+        if place in image_sets:
+            out += _image_claims(groups, place)
+            out += _geco_claim(groups, place, "frechet_means", "Fréchet distance of decoder "
+                                                               "means")
+            continue
+        base = groups.get((place, "learned-vector", "normal"))
         for method in LEARNED_PRIORS:
-            rs = groups.get((curve, "learned-vector", method))
+            rs = groups.get((place, "learned-vector", method))
             if not base or not rs:
                 continue
             for key, what in (("energy_samples", "improves LV-VAE's generations (energy "
                                                  "distance)"),
                               ("hole_mass", "reduces LV-VAE's hole mass")):
-                mean, se, n = paired(rs, base, key)
-                out.append((f"{curve}: the {method} prior {what} against N(0, I)",
-                            verdict(mean, se, n),
-                            f"{method} - normal = {mean:+.4f} (paired over {n} seed(s), "
-                            f"standard error {se:.4f})"))
+                out.append(_claim(f"{place}: the {method} prior {what} against N(0, I)", rs,
+                                  base, key, f"{method} - normal"))
+        out += _geco_claim(groups, place, "energy_samples", "energy distance")
     return out
 
 
+def _image_table(study: PriorsStudy, results: list[dict[str, Any]]) -> str:
+    rows = aggregate(results, images=True)
+    if not rows:
+        return ""
+    lines = ["| images | model | method | seeds | ELBO | IWAE | KL | mutual information | "
+             "marginal KL | hole mass | active units | Fréchet (means) | Fréchet (samples) | "
+             "Fréchet (reconstructions) | final sigma | final beta |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        f = {k: mean_sd(r[k], r[k + "_sd"], 4 if k == "hole_mass" else 3)
+             for k in IMAGE_METRICS}
+        lines.append(f"| {r['images']} | {observations.describe(r['variant']).label} | "
+                     f"{r['method']} | {r['seeds']} | {f['elbo']} | {f['iwae']} | {f['kl']} | "
+                     f"{f['mutual_information']} | {f['marginal_kl']} | {f['hole_mass']} | "
+                     f"{r['active_units']:.1f} | {f['frechet_means']} | {f['frechet_samples']} "
+                     f"| {f['frechet_reconstructions']} | {f['final_sigma']} | "
+                     f"{f['final_beta']} |")
+    sets = []
+    for name in dict.fromkeys(r["images"] for r in results if "images" in r):
+        rs = [r for r in results if r.get("images") == name]
+        sets.append(f"- {name}: feature classifier's held-out accuracy "
+                    f"{rs[0]['classifier_accuracy']:.3f}; Fréchet distance of as many "
+                    f"training images (the floor at this sample size) "
+                    f"{np.mean([r['frechet_training'] for r in rs]):.3f}; latent size "
+                    f"{rs[0]['latent_dim']}; GECO target "
+                    + ", ".join(sorted({f"{r['geco_target']:.1f}" for r in rs
+                                        if math.isfinite(r["geco_target"])})) + " nats")
+    return ("## Images\n\n" + "\n".join(lines) + "\n\n" + "\n".join(sets) + "\n\n"
+            f"MLP VAEs over flat pixels (residual MLP {study.image_blocks}x"
+            f"{study.image_hidden}, {study.image_steps} steps, batch {study.image_batch_size}), "
+            "trained and measured on dequantised pixels (k + u) / 256, sigma floored at 0.01. "
+            f"ELBO (4 draws) and IWAE ({study.image_iwae_samples} samples, first "
+            f"{study.image_iwae_points} images) in nats per image on at most "
+            f"{study.image_eval_points} held-out images; Fréchet distances in the feature "
+            "classifier's penultimate layer (docs/priors.md; not comparable with published "
+            "FIDs) between the held-out images and as many generations (z ~ p(z); decoder "
+            "means, or draws of p(x|z)) or reconstructions (decoder means at the posterior "
+            "means). GECO's target: reconstruct as well as probabilistic PCA with as many "
+            "components as latent dimensions, in the run's own observation model.\n\n")
+
+
 def markdown(study: PriorsStudy, results: list[dict[str, Any]]) -> str:
-    """The report: the table of :func:`aggregate` and the verdicts of :func:`claims`."""
+    """The report: the tables of :func:`aggregate` (curves, then images) and the verdicts of
+    :func:`claims`."""
     lines = ["| curve | model | method | seeds | ELBO | IWAE | KL | mutual information | "
              "marginal KL | hole mass | active units | energy distance | final sigma |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -232,6 +564,8 @@ def markdown(study: PriorsStudy, results: list[dict[str, Any]]) -> str:
                      f"{r['active_units']:.1f} | {f['energy_samples']} | {f['final_sigma']} |")
     word = {True: "holds", False: "does not hold", None: "undecided"}
     verdicts = [f"- {c}: **{word[h]}**. {e}" for c, h, e in claims(results)]
+    targets = ", ".join(f"{c} {gaussian_target(GECO_ONLY[0], [v, v]):.3f}"
+                        for c, v in CURVE_NOISE_VARIANCE.items())
     return ("# Priors, GECO and the latent side\n\n"
             f"Settings: {asdict(study)}\n\n" + "\n".join(lines) + "\n\n"
             f"Mean ± standard deviation over seeds. ELBO (4 draws per point, "
@@ -241,8 +575,10 @@ def markdown(study: PriorsStudy, results: list[dict[str, Any]]) -> str:
             "evaluate.latent_diagnostics on the held-out points; energy distance between as "
             "many generations (z ~ p(z), then a draw of p(x|z)) and the held-out points (lower "
             "is better); final sigma: the mean learned sigma on them. geco: N(0, I) with a GECO "
-            f"KL weight (target {study.geco_target} nats, rate {study.geco_rate}).\n\n"
-            "## Claims (LV-VAE, each learned prior against N(0, I), paired by seed)\n\n"
+            f"KL weight (rate {study.geco_rate}); target {study.geco_target} nats with a "
+            f"learned sigma; for F-VAE (sigma = {FIXED_SCALE:g}) the curve's own noise "
+            f"({targets} nats).\n\n" + _image_table(study, results) +
+            "## Claims (paired by seed)\n\n"
             + "\n".join(verdicts) + "\n\nA claim holds when the mean paired difference is "
             "below 0 by more than two standard errors, does not hold when above 0 by more, and "
             "is undecided otherwise.\n")
@@ -253,7 +589,7 @@ def priors_figure(results: list[dict[str, Any]], curve: str) -> Figure:
     held-out points' codes (latent space), and generations beside the held-out points (the
     first ``FIGURE_POINTS`` of each)."""
     runs = {(r["variant"], r["method"]): r["figure"] for r in results
-            if r["curve"] == curve and "figure" in r}
+            if r.get("curve") == curve and "figure" in r}
     variants = list(dict.fromkeys(v for v, _ in runs))
     methods = list(dict.fromkeys(m for _, m in runs))
     fig = Figure(figsize=(3 * 2 * len(variants), 2.8 * len(methods)), layout="constrained")
@@ -263,6 +599,8 @@ def priors_figure(results: list[dict[str, Any]], curve: str) -> Figure:
             f = runs.get((variant, method))
             left, right = axes[i, 2 * j], axes[i, 2 * j + 1]
             if f is None:
+                left.set_axis_off()
+                right.set_axis_off()
                 continue
             f = {k: v[:FIGURE_POINTS] for k, v in f.items()}
             label = observations.describe(variant).label
@@ -278,15 +616,68 @@ def priors_figure(results: list[dict[str, Any]], curve: str) -> Figure:
     return fig
 
 
+def _tile(images: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+    """Flat grey images as one square mosaic (one pixel of white between tiles)."""
+    side = math.ceil(math.sqrt(len(images)))
+    _, h, w = shape
+    out = np.ones((side * (h + 1) - 1, side * (w + 1) - 1))
+    for k, image in enumerate(np.clip(images, 0, 1)):
+        r, c = divmod(k, side)
+        out[r * (h + 1): r * (h + 1) + h, c * (w + 1): c * (w + 1) + w] = image.reshape(h, w)
+    return out
+
+
+def image_figure(results: list[dict[str, Any]], name: str) -> Figure:
+    """Seed 0 of each method on the image set ``name``: per observation model, generations
+    (decoder means at ``z ~ p(z)``) beside the prior's draws and the held-out images' codes,
+    both on the first two principal axes of the codes."""
+    runs = {(r["variant"], r["method"]): r["figure"] for r in results
+            if r.get("images") == name and "figure" in r}
+    variants = list(dict.fromkeys(v for v, _ in runs))
+    methods = list(dict.fromkeys(m for _, m in runs))
+    fig = Figure(figsize=(2.6 * 2 * len(variants), 2.6 * len(methods)), layout="constrained")
+    axes = fig.subplots(len(methods), 2 * len(variants), squeeze=False)
+    for i, method in enumerate(methods):
+        for j, variant in enumerate(variants):
+            f = runs.get((variant, method))
+            left, right = axes[i, 2 * j], axes[i, 2 * j + 1]
+            left.set_axis_off()
+            if f is None:
+                right.set_axis_off()
+                continue
+            label = observations.describe(variant).label
+            left.imshow(_tile(f["means"], f["shape"]), cmap="gray", vmin=0, vmax=1)
+            left.set_title(f"{label}, {method}: x", fontsize=9)
+            right.scatter(*f["codes"][:FIGURE_POINTS].T, s=2, c="#1f77b4", alpha=0.4,
+                          label="codes of held-out images")
+            right.scatter(*f["prior"][:FIGURE_POINTS].T, s=2, c="#d62728", alpha=0.4,
+                          label="prior draws")
+            right.set_title(f"{label}, {method}: z (PC 1-2)", fontsize=9)
+    if runs:
+        axes[0, 1].legend(fontsize=7, markerscale=4)
+    fig.suptitle(f"priors on {name} (seed 0): decoder means at prior draws; the latent space")
+    return fig
+
+
 def write_outputs(study: PriorsStudy, results: list[dict[str, Any]], out: Path) -> list[Path]:
-    """Write ``priors.md`` (:func:`markdown`), ``summary.csv``, ``runs.csv`` and a
-    :func:`priors_figure` per curve into ``out``; returns the paths."""
+    """Write ``priors.md`` (:func:`markdown`), ``summary.csv`` (curves), ``images.csv`` (image
+    sets, if any), ``runs.csv`` and ``image-runs.csv`` (one row per run), a
+    :func:`priors_figure` per curve and an :func:`image_figure` per image set into ``out``;
+    returns the paths."""
     out.mkdir(parents=True, exist_ok=True)
     written = [atomic_write_text(markdown(study, results), out / "priors.md")]
     written.append(write_csv(aggregate(results), out / "summary.csv"))
-    written.append(write_csv([{k: v for k, v in r.items() if k != "figure"} for r in results],
-                             out / "runs.csv"))
+    if study.images:
+        written.append(write_csv(aggregate(results, images=True), out / "images.csv"))
+    for name, rs in (("runs.csv", [r for r in results if "images" not in r]),
+                     ("image-runs.csv", [r for r in results if "images" in r])):
+        if rs:
+            written.append(write_csv([{k: v for k, v in r.items() if k != "figure"}
+                                      for r in rs], out / name))
     for curve in study.curves:
         written.append(save_figure(priors_figure(results, curve), out / f"priors-{curve}.png",
+                                   dpi=75))
+    for name in study.images:
+        written.append(save_figure(image_figure(results, name), out / f"priors-{name}.png",
                                    dpi=75))
     return written
