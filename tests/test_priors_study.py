@@ -212,3 +212,17 @@ def test_feature_classifier_is_deterministic_and_reads_back(tmp_path):
     assert torch.equal(a.features(x), b.features(x)) and torch.equal(a.features(x),
                                                                        c.features(x))
     assert a.features(x).shape == (50, 16) and c.accuracy == a.accuracy > 0.5
+
+
+def test_report_of_a_partial_study_draws_only_what_ran(tmp_path):
+    """A report written from the runs finished so far (one image set, no curve) skips the
+    figures of the sets without runs."""
+    from pyro_lvae.experiments.studies import priors as study
+
+    settings = study.PriorsStudy(seeds=1, images=("digits",))
+    rows = [{"images": "digits", "variant": "learned-vector", "method": "normal", "seed": 0,
+             **dict.fromkeys(study.IMAGE_METRICS, 1.0), "classifier_accuracy": 0.9,
+             "frechet_training": 0.5, "geco_target": float("nan"), "latent_dim": 8}]
+    written = study.write_outputs(settings, rows, tmp_path)
+    assert (tmp_path / "priors.md").is_file()
+    assert not any(p.name.startswith("priors-") and p.suffix == ".png" for p in written)

@@ -664,8 +664,8 @@ def image_figure(results: list[dict[str, Any]], name: str) -> Figure:
 def write_outputs(study: PriorsStudy, results: list[dict[str, Any]], out: Path) -> list[Path]:
     """Write ``priors.md`` (:func:`markdown`), ``summary.csv`` (curves), ``images.csv`` (image
     sets, if any), ``runs.csv`` and ``image-runs.csv`` (one row per run), a
-    :func:`priors_figure` per curve and an :func:`image_figure` per image set into ``out``;
-    returns the paths."""
+    :func:`priors_figure` per curve and an :func:`image_figure` per image set that have a seed-0
+    run into ``out``; returns the paths."""
     out.mkdir(parents=True, exist_ok=True)
     written = [atomic_write_text(markdown(study, results), out / "priors.md")]
     written.append(write_csv(aggregate(results), out / "summary.csv"))
@@ -676,10 +676,12 @@ def write_outputs(study: PriorsStudy, results: list[dict[str, Any]], out: Path) 
         if rs:
             written.append(write_csv([{k: v for k, v in r.items() if k != "figure"}
                                       for r in rs], out / name))
-    for curve in study.curves:
+    drawn = {r.get("curve") for r in results if "figure" in r}
+    for curve in (c for c in study.curves if c in drawn):
         written.append(save_figure(priors_figure(results, curve), out / f"priors-{curve}.png",
                                    dpi=75))
-    for name in study.images:
+    drawn = {r.get("images") for r in results if "figure" in r}
+    for name in (n for n in study.images if n in drawn):
         written.append(save_figure(image_figure(results, name), out / f"priors-{name}.png",
                                    dpi=75))
     return written
