@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-REGISTERED = ["artificial_2d.py", "data_scale.py", "fashion_mnist.py", "learning_rate_study.py",
-              "plain_pyro.py", "reproduce_manifold.py", "table_start_study.py", "tables.py"]
+REGISTERED = ["artificial_2d.py", "data_scale.py", "digits_overfitting.py", "fashion_mnist.py",
+              "learning_rate_study.py", "plain_pyro.py", "reproduce_manifold.py",
+              "table_start_study.py", "tables.py"]
 
 
 def test_every_example_is_registered():
@@ -31,6 +32,15 @@ def test_artificial_2d_smoke(tmp_path):
                             "replayed schedule"}
     assert results["F*-VAE"]["sigma"] == pytest.approx(results["LS-VAE"]["sigma"], rel=1e-4)
     assert (tmp_path / "variants.png").exists()
+
+
+def test_digits_overfitting_smoke():
+    results = _load("digits_overfitting.py").main(["--steps", "60", "--every", "30"])
+    for r in results.values():
+        assert [s for s, _ in r["curve"]] == [30, 60]
+        # a bound on 8-bit digits: positive, and below 8 bits plus what 60 steps cannot learn
+        assert all(0 < b < 12 for _, b in r["curve"]) and 0 < r["held_out"] < 12
+        assert r["held_out"] == pytest.approx(r["curve"][-1][1], abs=0.2)  # the same model
 
 
 def test_data_scale_smoke(tmp_path):
