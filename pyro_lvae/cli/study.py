@@ -94,9 +94,11 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     study = study_cls.quick(**overrides) if args.quick else study_cls(**overrides)
     workers = args.workers or default_workers(device)
     out = make_dir(Path(args.out or f"runs/{args.study}"))
+    images = getattr(study, "images", ())
     print(f"pyro-lvae reproduce {args.study}: {study.seeds} seed(s), {study.steps} steps per "
-          f"run, residual MLP {study.blocks}x{study.hidden}, on {device} with {workers} "
-          f"worker(s)", flush=True)
+          f"run, residual MLP {study.blocks}x{study.hidden}"
+          + (f" (image sets {', '.join(images)}: their own settings)" if images else "")
+          + f", on {device} with {workers} worker(s)", flush=True)
     t0 = time.perf_counter()
     cache = out / "jobs"
     if args.fresh and cache.is_dir():
