@@ -455,8 +455,7 @@ def _claim(text: str, a: list[dict[str, Any]], b: list[dict[str, Any]], key: str
 def _image_claims(groups, name: str) -> list[tuple[str, bool | None, str]]:
     out = []
     base = groups.get((name, "learned-vector", "normal"))
-    learned = {m: groups[(name, "learned-vector", m)] for m in LEARNED_PRIORS
-               if (name, "learned-vector", m) in groups}
+    learned = {m: rs for m in LEARNED_PRIORS if (rs := groups.get((name, "learned-vector", m)))}
     if base:
         out += [_claim(f"{name}: the {m} prior improves LV-VAE's generations (Fréchet "
                        f"distance of decoder means) against N(0, I)", rs, base,
