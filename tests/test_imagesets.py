@@ -41,3 +41,11 @@ def test_reproduce_checks_image_flags_before_any_run(tmp_path, capsys):
         assert match in capsys.readouterr().err
     assert main(["reproduce", "sphere", "--quick", "--out", out, "--images", "digits"]) == 2
     assert "priors and observations" in capsys.readouterr().err
+
+
+def test_levels_inverts_the_8bit_grid_and_clamps():
+    from pyro_lvae.experiments.studies.imagesets import levels
+
+    k = torch.arange(256, dtype=torch.uint8)
+    assert torch.equal(levels(k.float() / 255), k)
+    assert levels(torch.tensor([-0.2, 1.3])).tolist() == [0, 255]

@@ -23,7 +23,7 @@ import torch
 from ...errors import ConfigError
 from ..points import EVAL_SEED
 
-__all__ = ["ImageSplit", "IMAGE_SET_NAMES", "digits_8bit", "load_split"]
+__all__ = ["ImageSplit", "IMAGE_SET_NAMES", "digits_8bit", "load_split", "levels"]
 
 #: the names :func:`load_split` knows, with a description for reports
 IMAGE_SET_NAMES = {
@@ -47,6 +47,12 @@ class ImageSplit:
     def dims(self) -> int:
         """Values per image."""
         return self.train.shape[-1]
+
+
+def levels(x: torch.Tensor) -> torch.Tensor:
+    """Pixels in [0, 1] as their nearest 8-bit levels ``k`` (``uint8``; values outside [0, 1]
+    are clamped first): the inverse of ``k / 255`` on the grid."""
+    return torch.round(x.clamp(0, 1) * 255).to(torch.uint8)
 
 
 def digits_8bit(return_labels: bool = False):

@@ -67,7 +67,7 @@ from ..jobs import run_jobs
 from ..points import EVAL_SEED
 from ..sharpness import sharpness_ratio
 from . import Study, mean_and_se, mean_sd, paired_differences
-from .imagesets import IMAGE_SET_NAMES, digits_8bit, load_split
+from .imagesets import IMAGE_SET_NAMES, digits_8bit, levels, load_split
 from .manifold import energy_distance
 
 __all__ = ["ObservationStudy", "DATASETS", "FAMILIES", "normal_noise_curve", "with_outliers",
@@ -254,7 +254,7 @@ def _measure(vae, job: dict[str, Any]) -> dict[str, Any]:
 
 def _pixels(x: torch.Tensor) -> np.ndarray:
     """Images in [0, 1] as 8-bit values (the figure's arrays stay small in the cache)."""
-    return (x.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+    return levels(x).cpu().numpy()
 
 
 @torch.no_grad()

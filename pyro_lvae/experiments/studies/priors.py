@@ -72,7 +72,7 @@ from ..jobs import run_jobs
 from ..points import EVAL_SEED
 from . import Study, mean_sd, paired
 from .features import FeatureClassifier, classifier_for
-from .imagesets import ImageSplit, load_split
+from .imagesets import ImageSplit, levels, load_split
 from .manifold import energy_distance
 
 __all__ = ["PriorsStudy", "METHODS", "CURVES", "LEARNED_PRIORS", "GECO_ONLY", "FIXED_SCALE",
@@ -301,11 +301,6 @@ def image_data(job: dict[str, Any], classifier_folder: str | Path | None = None
     return _IMAGE_CACHE[key]
 
 
-def _levels(x: torch.Tensor) -> torch.Tensor:
-    """Pixels on the grid ``k / 255`` as their ``uint8`` levels ``k``."""
-    return torch.round(x * 255).to(torch.uint8)
-
-
 def pca_residual_variance(x: torch.Tensor, components: int) -> np.ndarray:
     """The mean squared error of each value (column) of ``x`` when its rows are reconstructed
     from their first ``components`` principal components (the best linear reconstruction
@@ -326,7 +321,7 @@ def image_geco_target(job: dict[str, Any], split: ImageSplit) -> float:
     as PCA with as many components as the run has latent dimensions, on the training images
     as the run sees them (dequantised, one fixed draw), in the run's own observation model
     (sigma at its best for those residuals, floored at 0.01)."""
-    train = Dequantize()(_levels(split.train), torch.Generator().manual_seed(EVAL_SEED))
+    train = Dequantize()(levels(split.train), torch.Generator().manual_seed(EVAL_SEED))
     return gaussian_target(job["variant"], pca_residual_variance(train, job["latent_dim"]),
                            IMAGE_MIN_SCALE)
 
@@ -342,7 +337,7 @@ def run_image_job(job: dict[str, Any]) -> dict[str, Any]:
     geco = METHODS[job["method"]][2]
     target = image_geco_target(job, split) if geco else math.nan
     beta = GECO(target, rate=job["geco_rate"] / split.dims) if geco else 1.0
-    history = fit(vae, _levels(split.train), steps=job["steps"], batch_size=job["batch_size"],
+    history = fit(vae, levels(split.train), steps=job["steps"], batch_size=job["batch_size"],
                   optimizer=fused_adam(job["lr"]), beta=beta, device=job["device"],
                   seed=job["seed"], progress=False, transform=Dequantize())
     out = {k: job[k] for k in ("images", "variant", "method", "seed", "steps", "latent_dim")}
@@ -364,7 +359,7 @@ def _pca_2d(codes: torch.Tensor, *others: torch.Tensor) -> list[np.ndarray]:
 def _measure_images(vae, job: dict[str, Any], split: ImageSplit,
                     classifier: FeatureClassifier) -> dict[str, Any]:
     noise = torch.Generator().manual_seed(EVAL_SEED)
-    x = Dequantize()(_levels(split.test[: job["eval_points"]]), noise).to(vae.device)
+    x = Dequantize()(levels(split.test[: job["eval_points"]]), noise).to(vae.device)
     out: dict[str, Any] = dict(evaluate.elbo(vae, x, num_particles=4))
     out["iwae"] = evaluate.iwae(vae, x[: job["iwae_points"]], num_samples=job["iwae_samples"])
     out.update(evaluate.latent_diagnostics(vae, x))
@@ -373,7 +368,7 @@ def _measure_images(vae, job: dict[str, Any], split: ImageSplit,
     reference = classifier.features(x)
     for key, images in (("means", means), ("samples", samples),
                         ("reconstructions", vae.reconstruct(x)),
-                        ("training", Dequantize()(_levels(split.train[: x.shape[0]]), noise))):
+                        ("training", Dequantize()(levels(split.train[: x.shape[0]]), noise))):
         out[f"frechet_{key}"] = evaluate.frechet_distance(classifier.features(images),
                                                           reference)
     out["final_sigma"] = float(vae.sigma(x).mean())
@@ -585,32 +580,42 @@ def markdown(study: PriorsStudy, results: list[dict[str, Any]]) -> str:
             "is undecided otherwise.\n")
 
 
+def _panel_grid(runs: dict[tuple[str, str], Any], width: float, height: float):
+    """A figure with a row per method and two panels per observation model of ``runs``
+    (``(variant, method) -> figure arrays``); returns the figure, its axes and, for every run,
+    ``(left, right, label, method, arrays)``. The panels of missing runs are turned off."""
+    variants = list(dict.fromkeys(v for v, _ in runs))
+    methods = list(dict.fromkeys(m for _, m in runs))
+    fig = Figure(figsize=(width * 2 * len(variants), height * len(methods)), layout="constrained")
+    axes = fig.subplots(len(methods), 2 * len(variants), squeeze=False)
+    cells = []
+    for i, method in enumerate(methods):
+        for j, variant in enumerate(variants):
+            left, right = axes[i, 2 * j], axes[i, 2 * j + 1]
+            if (variant, method) not in runs:
+                left.set_axis_off()
+                right.set_axis_off()
+                continue
+            cells.append((left, right, observations.describe(variant).label, method,
+                          runs[(variant, method)]))
+    return fig, axes, cells
+
+
 def priors_figure(results: list[dict[str, Any]], curve: str) -> Figure:
     """Seed 0 of each method on ``curve``: per observation model, prior draws beside the
     held-out points' codes (latent space), and generations beside the held-out points (the
     first ``FIGURE_POINTS`` of each)."""
     runs = {(r["variant"], r["method"]): r["figure"] for r in results
             if r.get("curve") == curve and "figure" in r}
-    variants = list(dict.fromkeys(v for v, _ in runs))
-    methods = list(dict.fromkeys(m for _, m in runs))
-    fig = Figure(figsize=(3 * 2 * len(variants), 2.8 * len(methods)), layout="constrained")
-    axes = fig.subplots(len(methods), 2 * len(variants), squeeze=False)
-    for i, method in enumerate(methods):
-        for j, variant in enumerate(variants):
-            f = runs.get((variant, method))
-            left, right = axes[i, 2 * j], axes[i, 2 * j + 1]
-            if f is None:
-                left.set_axis_off()
-                right.set_axis_off()
-                continue
-            f = {k: v[:FIGURE_POINTS] for k, v in f.items()}
-            label = observations.describe(variant).label
-            left.scatter(*f["codes"].T, s=2, c="#1f77b4", alpha=0.4, label="codes of data")
-            left.scatter(*f["prior"].T, s=2, c="#d62728", alpha=0.4, label="prior draws")
-            left.set_title(f"{label}, {method}: z", fontsize=9)
-            right.scatter(*f["data"].T, s=2, c="#1f77b4", alpha=0.3, label="held-out data")
-            right.scatter(*f["samples"].T, s=2, c="#2ca02c", alpha=0.4, label="generations")
-            right.set_title(f"{label}, {method}: x", fontsize=9)
+    fig, axes, cells = _panel_grid(runs, 3, 2.8)
+    for left, right, label, method, f in cells:
+        f = {k: v[:FIGURE_POINTS] for k, v in f.items()}
+        left.scatter(*f["codes"].T, s=2, c="#1f77b4", alpha=0.4, label="codes of data")
+        left.scatter(*f["prior"].T, s=2, c="#d62728", alpha=0.4, label="prior draws")
+        left.set_title(f"{label}, {method}: z", fontsize=9)
+        right.scatter(*f["data"].T, s=2, c="#1f77b4", alpha=0.3, label="held-out data")
+        right.scatter(*f["samples"].T, s=2, c="#2ca02c", alpha=0.4, label="generations")
+        right.set_title(f"{label}, {method}: x", fontsize=9)
     axes[0, 0].legend(fontsize=7, markerscale=4)
     axes[0, 1].legend(fontsize=7, markerscale=4)
     fig.suptitle(f"priors on {curve} (seed 0)")
@@ -634,26 +639,16 @@ def image_figure(results: list[dict[str, Any]], name: str) -> Figure:
     both on the first two principal axes of the codes."""
     runs = {(r["variant"], r["method"]): r["figure"] for r in results
             if r.get("images") == name and "figure" in r}
-    variants = list(dict.fromkeys(v for v, _ in runs))
-    methods = list(dict.fromkeys(m for _, m in runs))
-    fig = Figure(figsize=(2.6 * 2 * len(variants), 2.6 * len(methods)), layout="constrained")
-    axes = fig.subplots(len(methods), 2 * len(variants), squeeze=False)
-    for i, method in enumerate(methods):
-        for j, variant in enumerate(variants):
-            f = runs.get((variant, method))
-            left, right = axes[i, 2 * j], axes[i, 2 * j + 1]
-            left.set_axis_off()
-            if f is None:
-                right.set_axis_off()
-                continue
-            label = observations.describe(variant).label
-            left.imshow(_tile(f["means"], f["shape"]), cmap="gray", vmin=0, vmax=1)
-            left.set_title(f"{label}, {method}: x", fontsize=9)
-            right.scatter(*f["codes"][:FIGURE_POINTS].T, s=2, c="#1f77b4", alpha=0.4,
-                          label="codes of held-out images")
-            right.scatter(*f["prior"][:FIGURE_POINTS].T, s=2, c="#d62728", alpha=0.4,
-                          label="prior draws")
-            right.set_title(f"{label}, {method}: z (PC 1-2)", fontsize=9)
+    fig, axes, cells = _panel_grid(runs, 2.6, 2.6)
+    for left, right, label, method, f in cells:
+        left.set_axis_off()
+        left.imshow(_tile(f["means"], f["shape"]), cmap="gray", vmin=0, vmax=1)
+        left.set_title(f"{label}, {method}: x", fontsize=9)
+        right.scatter(*f["codes"][:FIGURE_POINTS].T, s=2, c="#1f77b4", alpha=0.4,
+                      label="codes of held-out images")
+        right.scatter(*f["prior"][:FIGURE_POINTS].T, s=2, c="#d62728", alpha=0.4,
+                      label="prior draws")
+        right.set_title(f"{label}, {method}: z (PC 1-2)", fontsize=9)
     if runs:
         axes[0, 1].legend(fontsize=7, markerscale=4)
     fig.suptitle(f"priors on {name} (seed 0): decoder means at prior draws; the latent space")
