@@ -27,6 +27,30 @@ def test_train_writes_a_complete_run_folder_and_resumes(tmp_path, capsys):
     assert len(History.from_csv(run / "history.csv")) == 45
 
 
+
+def test_resume_refuses_flags_it_would_ignore_and_keeps_new_totals(tmp_path, capsys):
+    run = tmp_path / "ls"
+    assert main(["train", "--steps", "20", "--out", str(run), *TINY]) == 0
+    config = (run / "config.json").read_text()
+    # a changed setting (even as argparse's prefix) is an error, not silently the old value
+    for extra, named in ((["--lr", "1e-2"], "--lr would"), (["--bet=0.5"], "--beta-schedule"),
+                         (["--obs", "fixed", "--seed", "3"], "--obs, --seed would")):
+        assert main(["train", "--resume", str(run), "--steps", "30", *extra]) == 2
+        err = capsys.readouterr().err
+        assert "would be ignored" in err and named in err and "--out" in err
+    assert (run / "config.json").read_text() == config
+    # the command that started the run may be given again: its settings are the run's own
+    assert main(["train", "--resume", str(run), "--steps", "20", "--hidden", "8", "--obs",
+                 "learned-scalar", "--quiet"]) == 0
+    assert main(["train", "--resume", str(run), "--epochs", "2"]) == 2
+    assert "--epochs is for image runs" in capsys.readouterr().err
+    assert len(History.from_csv(run / "history.csv")) == 20
+    # the new total is saved: resuming again without --steps keeps it
+    assert main(["train", "--resume", str(run), "--steps", "30", "--quiet"]) == 0
+    assert json.loads((run / "config.json").read_text())["steps"] == 30
+    assert main(["train", "--resume", str(run), "--quiet"]) == 0
+    assert len(History.from_csv(run / "history.csv")) == 30
+
 def test_train_fixed_star_and_scheduled_replay_from_a_learned_run(tmp_path):
     ls = tmp_path / "ls"
     main(["train", "--obs", "learned-scalar", "--steps", "20", "--out", str(ls), *TINY])

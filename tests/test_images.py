@@ -200,6 +200,22 @@ def test_two_step_image_training_writes_the_run(fake_mnist, tmp_path, obs):
     assert main(["train", "--resume", str(run), "--steps", "3", "--quiet"]) == 0
 
 
+
+def test_an_image_run_resumes_for_more_epochs_from_a_moved_data_folder(fake_mnist, tmp_path):
+    run = tmp_path / "run"
+    small = [a for a in TINY if a not in ("--steps", "2")]
+    assert main(["train", "--dataset", "fashion-mnist", "--data-root", str(fake_mnist),
+                 "--batch-size", "20", "--epochs", "1", "--out", str(run), *small]) == 0
+    assert json.loads((run / "summary.json").read_text())["steps"] == 2  # 40 images / 20
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    (fake_mnist / "FashionMNIST").rename(moved / "FashionMNIST")
+    assert main(["train", "--resume", str(run), "--epochs", "3", "--data-root", str(moved),
+                 "--quiet"]) == 0
+    assert json.loads((run / "summary.json").read_text())["steps"] == 6
+    config = json.loads((run / "config.json").read_text())
+    assert config["epochs"] == 3 and config["data_root"] == str(moved)
+
 def test_summary_is_strict_json_when_bits_per_dim_is_undefined(fake_mnist, tmp_path):
     # scaled grey levels have no bits/dim (a density on discrete values): null, not NaN
     run = tmp_path / "run"

@@ -49,6 +49,11 @@ AVERAGED_NAME = "averaged.pt"
 #: the flags that start several processes; the launcher leaves them out of the workers' command
 _LAUNCH_FLAGS = ("--devices", "--num-nodes", "--node-rank", "--master-addr", "--master-port")
 
+#: the flags --resume takes: the run's new length, where its data lie, how it is run; the
+#: model and training settings are the run's own (config.json)
+_RESUME_FLAGS = ("--resume", "--steps", "--epochs", "--device", "--quiet", "--tensorboard",
+                 "--data-root", "--download", "--num-workers", "--help", *_LAUNCH_FLAGS)
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register ``train``."""
@@ -61,7 +66,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     _add_fit_flags(train)
     _add_image_flags(train)
     _add_run_flags(train)
-    train.set_defaults(func=cmd_train)
+    train.set_defaults(func=cmd_train, train_flags=tuple(
+        flag for action in train._actions for flag in action.option_strings))
 
 
 def _add_model_flags(train: argparse.ArgumentParser) -> None:
@@ -159,8 +165,10 @@ def _add_run_flags(train: argparse.ArgumentParser) -> None:
     run = train.add_argument_group("run")
     add_out(run, "run folder to create")
     run.add_argument("--resume", metavar="DIR", default=None,
-                     help="continue the run in DIR from its last checkpoint (its settings are "
-                          "reused; --steps may raise the total)")
+                     help="continue the run in DIR from its last checkpoint with the settings "
+                          "in its config.json; --steps (or, for images, --epochs) sets a new "
+                          "total; --device, --data-root and how the run is shown or started "
+                          "may change; other flags must repeat the run's settings")
     add_device(run)
     add_seed(run)
     add_quiet(run)
@@ -277,11 +285,52 @@ def _resumed_run(args: argparse.Namespace, rank: int) -> tuple[Path, dict[str, A
         raise CheckpointError(f"{run / 'config.json'} is corrupt") from None
     if not (run / CHECKPOINT_NAME).exists():
         raise CheckpointError(f"{run} holds no {CHECKPOINT_NAME} to resume from")
+    given = _given_flags(getattr(args, "argv", ()), getattr(args, "train_flags", ()))
+    ignored = [f for f in given if f not in _RESUME_FLAGS and not _same(f, args, settings)]
+    if ignored:
+        them = "it" if len(ignored) == 1 else "them"
+        takes = ", ".join(f for f in _RESUME_FLAGS[1:] if f != "--help")
+        raise ConfigError(
+            f"--resume continues {run} with the settings in its config.json, so "
+            f"{', '.join(ignored)} would be ignored (not the run's own); remove {them} "
+            f"(--resume takes {takes}), or start a new run with --out")
+    images = settings["dataset"] != "manifold2d"
+    if args.epochs is not None and not images:
+        raise ConfigError("--epochs is for image runs; give the total --steps to continue a run "
+                          "on points")
     if args.steps is not None:
         settings["steps"] = args.steps
-    if rank != 0 or args.devices > 1 or args.num_nodes > 1:
+    elif args.epochs is not None:
+        settings.update(steps=None, epochs=args.epochs)
+    for flag in ("--data-root", "--num-workers", "--download"):
+        if images and flag in given:
+            name = flag[2:].replace("-", "_")
+            settings[name] = getattr(args, name)
+    if "--device" in given or rank != 0 or args.devices > 1 or args.num_nodes > 1:
         settings["device"] = args.device
+    if rank == 0:  # the new totals, for the next --resume
+        write_json(settings, run / "config.json")
     return run, settings, VAE.load(run / CHECKPOINT_NAME)
+
+
+def _same(flag: str, args: argparse.Namespace, settings: dict[str, Any]) -> bool:
+    """Whether ``flag`` repeats the run's own setting (the command that started the run, given
+    again with --resume)."""
+    name = flag[2:].replace("-", "_")
+    return name in settings and getattr(args, name, None) == settings[name]
+
+
+def _given_flags(argv: Any, flags: Any) -> list[str]:
+    """The long flags in ``argv``, once each and spelled in full (argparse also takes a
+    flag's unique prefix)."""
+    given = []
+    for token in argv:
+        if not token.startswith("--") or token == "--":
+            continue
+        name = token.split("=")[0]
+        given.append(name if name in flags else next(
+            (f for f in flags if f.startswith(name)), name))
+    return list(dict.fromkeys(given))
 
 
 def _new_run(args: argparse.Namespace, rank: int) -> tuple[Path, dict[str, Any], VAE]:
