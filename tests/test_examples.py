@@ -10,7 +10,7 @@ import pytest
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 REGISTERED = ["artificial_2d.py", "data_scale.py", "digits_overfitting.py", "fashion_mnist.py",
               "learning_rate_study.py", "plain_pyro.py", "reproduce_manifold.py",
-              "table_start_study.py", "tables.py"]
+              "sigma_start_probe.py", "table_start_study.py", "tables.py"]
 
 
 def test_every_example_is_registered():
@@ -53,6 +53,16 @@ def test_data_scale_smoke(tmp_path):
     # the default networks and start: the same run at both scales, in unit-scale nats
     assert small["elbo_unit"] == pytest.approx(large["elbo_unit"], abs=0.05)
     assert module.main(module.parser().parse_args(args)) == rows  # resumed: nothing rerun
+
+
+def test_sigma_start_probe_smoke():
+    module = _load("sigma_start_probe.py")
+    runs = module.main(module.parser().parse_args(["--smoke"]))
+    assert set(runs) == {("study", 0), ("study, standardised", 0)}
+    for sigma in runs.values():
+        assert sigma.shape == (20,)
+        # the data start (half the curve's spread of about 0.94) is left within ten steps
+        assert 0.3 < sigma[0] < 0.6 and sigma[10] > sigma[0] + 0.2
 
 
 def test_plain_pyro_smoke(capsys):
