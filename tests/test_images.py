@@ -201,7 +201,8 @@ def test_two_step_image_training_writes_the_run(fake_mnist, tmp_path, obs):
 
 
 
-def test_an_image_run_resumes_for_more_epochs_from_a_moved_data_folder(fake_mnist, tmp_path):
+def test_an_image_run_resumes_for_more_epochs_from_a_moved_data_folder(fake_mnist, tmp_path,
+                                                                       capsys):
     run = tmp_path / "run"
     small = [a for a in TINY if a not in ("--steps", "2")]
     assert main(["train", "--dataset", "fashion-mnist", "--data-root", str(fake_mnist),
@@ -210,11 +211,17 @@ def test_an_image_run_resumes_for_more_epochs_from_a_moved_data_folder(fake_mnis
     moved = tmp_path / "moved"
     moved.mkdir()
     (fake_mnist / "FashionMNIST").rename(moved / "FashionMNIST")
+    before = (run / "config.json").read_text()
+    # the old folder is gone: refused with the error, and config.json keeps the old total
+    assert main(["train", "--resume", str(run), "--epochs", "3", "--quiet"]) == 2
+    assert "--data-root" in capsys.readouterr().err
+    assert (run / "config.json").read_text() == before
     assert main(["train", "--resume", str(run), "--epochs", "3", "--data-root", str(moved),
                  "--quiet"]) == 0
     assert json.loads((run / "summary.json").read_text())["steps"] == 6
     config = json.loads((run / "config.json").read_text())
     assert config["epochs"] == 3 and config["data_root"] == str(moved)
+
 
 def test_summary_is_strict_json_when_bits_per_dim_is_undefined(fake_mnist, tmp_path):
     # scaled grey levels have no bits/dim (a density on discrete values): null, not NaN

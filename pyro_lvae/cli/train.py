@@ -308,8 +308,6 @@ def _resumed_run(args: argparse.Namespace, rank: int) -> tuple[Path, dict[str, A
             settings[name] = getattr(args, name)
     if "--device" in given or rank != 0 or args.devices > 1 or args.num_nodes > 1:
         settings["device"] = args.device
-    if rank == 0:  # the new totals, for the next --resume
-        write_json(settings, run / "config.json")
     return run, settings, VAE.load(run / CHECKPOINT_NAME)
 
 
@@ -422,6 +420,8 @@ def _train_run(vae: VAE, run: Path, settings: dict[str, Any], resume: bool,
                rank: int = 0) -> dict[str, Any]:
     task = TASKS[settings["dataset"]]
     data, transform, steps, per_epoch = task.data(settings)
+    if resume and rank == 0:  # checkpoint and data are read: the new totals, for the next resume
+        write_json(settings, run / "config.json")
     settings["steps"] = steps
     every = settings.get("checkpoint_every") or per_epoch or 1000
     callbacks = []
