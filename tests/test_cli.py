@@ -27,7 +27,6 @@ def test_train_writes_a_complete_run_folder_and_resumes(tmp_path, capsys):
     assert len(History.from_csv(run / "history.csv")) == 45
 
 
-
 def test_resume_refuses_flags_it_would_ignore_and_keeps_new_totals(tmp_path, capsys):
     run = tmp_path / "ls"
     assert main(["train", "--steps", "20", "--out", str(run), *TINY]) == 0
@@ -50,6 +49,7 @@ def test_resume_refuses_flags_it_would_ignore_and_keeps_new_totals(tmp_path, cap
     assert json.loads((run / "config.json").read_text())["steps"] == 30
     assert main(["train", "--resume", str(run), "--quiet"]) == 0
     assert len(History.from_csv(run / "history.csv")) == 30
+
 
 def test_train_fixed_star_and_scheduled_replay_from_a_learned_run(tmp_path):
     ls = tmp_path / "ls"

@@ -200,7 +200,6 @@ def test_two_step_image_training_writes_the_run(fake_mnist, tmp_path, obs):
     assert main(["train", "--resume", str(run), "--steps", "3", "--quiet"]) == 0
 
 
-
 def test_an_image_run_resumes_for_more_epochs_from_a_moved_data_folder(fake_mnist, tmp_path,
                                                                        capsys):
     run = tmp_path / "run"

@@ -52,7 +52,7 @@ _LAUNCH_FLAGS = ("--devices", "--num-nodes", "--node-rank", "--master-addr", "--
 #: the flags --resume takes: the run's new length, where its data lie, how it is run; the
 #: model and training settings are the run's own (config.json)
 _RESUME_FLAGS = ("--resume", "--steps", "--epochs", "--device", "--quiet", "--tensorboard",
-                 "--data-root", "--download", "--num-workers", "--help", *_LAUNCH_FLAGS)
+                 "--data-root", "--download", "--num-workers", *_LAUNCH_FLAGS)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -289,7 +289,7 @@ def _resumed_run(args: argparse.Namespace, rank: int) -> tuple[Path, dict[str, A
     ignored = [f for f in given if f not in _RESUME_FLAGS and not _same(f, args, settings)]
     if ignored:
         them = "it" if len(ignored) == 1 else "them"
-        takes = ", ".join(f for f in _RESUME_FLAGS[1:] if f != "--help")
+        takes = ", ".join(_RESUME_FLAGS[1:])
         raise ConfigError(
             f"--resume continues {run} with the settings in its config.json, so "
             f"{', '.join(ignored)} would be ignored (not the run's own); remove {them} "
