@@ -20,7 +20,7 @@ import pyro
 import torch
 
 import pyro_lvae as lv
-from pyro_lvae.objective import direct_elbo_terms
+from pyro_lvae.direct_elbo import direct_elbo_terms
 
 PRIORS = {
     "normal": lambda: lv.StandardNormal(),

@@ -20,6 +20,7 @@ from .annealing import (
     parse_schedule,
     scale_latents,
 )
+from .direct_elbo import DirectELBO
 from .errors import CheckpointError, ConfigError, DataError, LVAEError, TrainingDiverged
 from .geco import GECO
 from .nets import GaussianEncoder, ResidualMLP
@@ -63,6 +64,6 @@ __all__ = [
     "Prior", "StandardNormal", "MixturePrior", "VampPrior", "FlowPrior", "priors",
     "scale_latents", "annealed", "Constant", "LinearWarmup", "Sigmoid", "Cyclical",
     "parse_schedule", "GECO", "fit", "fused_adam", "History", "GaussianEncoder", "ResidualMLP",
-    "datasets", "evaluate", "objective", "theory",
+    "DirectELBO", "datasets", "evaluate", "objective", "theory",
     "LVAEError", "ConfigError", "DataError", "CheckpointError", "TrainingDiverged",
 ]

@@ -45,6 +45,7 @@ from .errors import ConfigError
 __all__ = [
     "scale_latents",
     "annealed",
+    "annealed_program",
     "LatentScaleMessenger",
     "Schedule",
     "Constant",
@@ -151,7 +152,13 @@ def annealed(program: Callable[..., Any]) -> Callable[..., Any]:
         with LatentScaleMessenger(beta, traced_input=True):
             return program(*args, **kwargs)
 
+    run._lvae_annealed = program  # type: ignore[attr-defined]
     return run
+
+
+def annealed_program(program: Any) -> Any:
+    """The program that :func:`annealed` wrapped, or ``None`` if ``program`` is not one."""
+    return getattr(program, "_lvae_annealed", None)
 
 
 class Schedule:

@@ -204,7 +204,7 @@ def test_fit_gives_the_observation_its_data_start_from_the_first_batch_it_trains
     assert obs.seen is not None and obs.seen.shape == (50, 2)
     assert float(obs.seen.abs().max()) > 5  # as the model sees it: transformed
     assert h["sigma"][0] == pytest.approx(lv.initial_scale(obs.seen), rel=1e-4)
-    assert h.objective == "direct (verified)"
+    assert h.objective == "DirectELBO"
 
 
 def test_a_collapsed_model_ends_with_a_warning_naming_the_remedies(caplog):

@@ -29,8 +29,9 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn, get_swa_m
 from ..errors import CheckpointError, ConfigError
 from ..io import safe_load
 from ..vae import VAE
+from .tools import Tool
 
-__all__ = ["WeightAverage", "parse_average", "Averager", "load_averaged"]
+__all__ = ["WeightAverage", "parse_average", "Averager", "AveragedWeights", "load_averaged"]
 
 
 class WeightAverage:
@@ -170,3 +171,64 @@ def load_averaged(path: str | os.PathLike, map_location: Any = None) -> VAE:
         raise CheckpointError(f"{path} holds no averaged model: it is not a checkpoint of a "
                               f"run with average= (--average)")
     return VAE.from_file_dict(state["model"], f"{path} (averaged model)", map_location)
+
+
+class AveragedWeights(Tool):
+    """A training tool (:mod:`pyro_lvae.training.tools`): averaged weights of every
+    parameter, sigma included, kept beside the raw ones; the averaged VAE is
+    ``history.averaged`` (an independent copy: ``history.averaged.sample(n)``), the
+    checkpoints hold it (:func:`load_averaged`) and a held-out evaluation scores it too.
+
+    :param average: ``"ema"``, ``"ema:DECAY[:START[:EVERY]]"``, ``"swa[:START[:EVERY]]"`` or a
+        :class:`WeightAverage`
+    """
+
+    state_key = "averaged"
+
+    def __init__(self, average: str | WeightAverage = "ema") -> None:
+        parsed = parse_average(average)
+        if parsed is None:
+            raise ConfigError("AveragedWeights needs an averaging (ema or swa), not none: "
+                              "leave the tool out instead")
+        self.average = parsed
+        self.averager: Averager | None = None
+        self._pending: dict[str, Any] | None = None
+
+    @property
+    def averaged(self) -> VAE | None:
+        """The averaged model, once the run has started."""
+        return None if self.averager is None else self.averager.averaged
+
+    def on_train_start(self, run: Any) -> None:
+        # after the model's data start, so the copy holds the same start
+        if self.averager is None:
+            self.averager = Averager(self.average, run.vae)
+        if self._pending is not None:
+            self.averager.load_state_dict(self._pending)
+            self._pending = None
+
+    def on_step_end(self, run: Any, step: int) -> None:
+        self.averager.after_step(step)
+
+    def state_dict(self) -> Any:
+        return None if self.averager is None else self.averager.state_dict()
+
+    def load_state_dict(self, state: Any) -> None:
+        if state.get("spec") != self.average.spec():
+            raise ConfigError(f"the checkpoint averaged weights with {state.get('spec')!r}, "
+                              f"this run with {self.average.spec()!r}: resume with the same "
+                              f"averaging")
+        if self.averager is None:
+            self._pending = state  # taken at the start, once the copy exists
+        else:
+            self.averager.load_state_dict(state)
+
+    def snapshot(self) -> Any:
+        return None if self.averager is None else self.averager.snapshot()
+
+    def restore(self, snapshot: Any) -> None:
+        if self.averager is not None and snapshot is not None:
+            self.averager.restore(snapshot)
+
+    def settings(self) -> dict[str, Any]:
+        return {"average": self.average.spec()}

@@ -1,21 +1,21 @@
 """Training: :func:`fit` runs stochastic variational inference on a :class:`~pyro_lvae.VAE`.
 
-The loss is Pyro's: ``Trace_ELBO``'s by default, or the ELBO passed as ``elbo=``, minimised by a
+The loss is a Pyro ELBO's: :class:`~pyro_lvae.DirectELBO` by default (``Trace_ELBO``'s
+objective for pyro-lvae's own model and guide, without Pyro's tracing; where it does not apply,
+``Trace_ELBO`` with a WARNING that says why), or the ELBO passed as ``elbo=``, minimised by a
 torch optimiser over the VAE's module parameters (the learned sigma included), or by
 ``pyro.infer.SVI`` when ``optimizer=`` is a ``pyro.optim`` optimiser. beta enters as an input of
-:func:`~pyro_lvae.annealed` programs, exact under the JIT ELBOs too. For pyro-lvae's own model
-and guide the default loss is computed without Pyro's handler stack
-(:func:`~pyro_lvae.objective.direct_elbo_terms`), but only where the first step verifies that it
-is ``Trace_ELBO``'s objective for this VAE under the handlers around ``fit`` (same sites, same
-loss and gradients on the same draws; :mod:`pyro_lvae.training.step`); otherwise ``fit`` logs
-why and trains through Pyro. :attr:`History.objective` says which. The reconstruction and KL
-parts come from the step's own traces, so ``loss = reconstruction + beta * kl`` at every step.
+:func:`~pyro_lvae.annealed` programs, exact under the JIT ELBOs too. :attr:`History.objective`
+says which loss trained the run; ``loss = reconstruction + beta * kl`` at every step.
 
-The loop keeps the losses on the device and reads them every ``check_every`` steps (one host
-synchronisation per check, not per step). At each check it verifies that the losses are
-finite: if not, it restores the parameters of the last good check and raises
-:class:`~pyro_lvae.errors.TrainingDiverged` with a diagnosis (:mod:`.guard`). Checkpoints
-(:mod:`.checkpoint`) hold the model, the optimiser, the history and the random states, so that
+Everything optional is a training tool in ``tools=[...]`` (:mod:`.tools`): the checks and the
+divergence guard, checkpoints, the progress bar, callbacks, gradient clipping, learning-rate
+schedules, averaged weights, the held-out evaluation with its best checkpoint; each keeps its
+own state in the checkpoint. The loop keeps the losses on the device and reads them at each
+check (one host synchronisation per check, not per step); if they are not finite it restores
+the parameters of the last good check and raises :class:`~pyro_lvae.errors.TrainingDiverged`
+with a diagnosis, or rolls back (:mod:`.guard`). Checkpoints (:mod:`.checkpoint`) hold the
+model, the optimiser, the history, the random states and the tools' states, so that
 ``fit(..., resume=True)`` continues a run exactly where it stopped.
 """
 
@@ -24,27 +24,24 @@ from __future__ import annotations
 import logging
 import math
 import os
-import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
-from functools import partial
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyro
 import pyro.optim
 import torch
-from tqdm.auto import tqdm
 
 from ..annealing import Constant, Schedule, scale_latents
+from ..direct_elbo import DirectELBO
 from ..errors import ConfigError, check_positive_int
 from ..objective import scale_stats
 from ..vae import COLLAPSE_NATS, VAE
-from .averaging import WeightAverage, parse_average
+from .averaging import AveragedWeights, parse_average
 from .batches import data_seed, make_batches
 from .checkpoint import (
-    BEST_NAME,
     CHECKPOINT_NAME,
     RandomStreams,
     load_checkpoint_info,
@@ -54,10 +51,21 @@ from .checkpoint import (
 )
 from .distributed import gather_objects, rank_info, rank_seed, reduce_rows
 from .guard import DivergenceGuard
-from .heldout import HeldOut
+from .heldout import HeldOutEvaluation
 from .history import History, PendingRows
+from .schedules import LRSchedule
 from .step import build_step
-from .tools import TrainingTools, check_tools
+from .tools import (
+    Callback,
+    Checkpoints,
+    Checks,
+    ClipGradNorm,
+    ProgressBar,
+    Run,
+    Tool,
+    Validation,
+    check_tools,
+)
 
 __all__ = ["fit", "History", "resolve_device", "fused_adam", "load_checkpoint_info",
            "CHECKPOINT_NAME"]
@@ -107,15 +115,11 @@ def _make_optimizer(optimizer: Any, vae: VAE, lr: float) -> Any:
     )
 
 
-def _check_arguments(vae: Any, steps: Any, batch_size: Any, check_every: Any, lr: Any,
-                     checkpoint_every: Any, beta: Any, resume: bool, out: Any,
-                     on_divergence: Any) -> Schedule | Callable[[int], float]:
+def _check_arguments(vae: Any, steps: Any, batch_size: Any, lr: Any, beta: Any, resume: bool,
+                     out: Any) -> Schedule | Callable[[int], float]:
     """Refuse bad settings before anything runs; return beta as a schedule."""
-    for name, value in (("steps", steps), ("batch_size", batch_size), ("check_every", check_every)):
+    for name, value in (("steps", steps), ("batch_size", batch_size)):
         check_positive_int(name, value)
-    if checkpoint_every is not None and (not isinstance(checkpoint_every, int)
-                                         or checkpoint_every < 1):
-        raise ConfigError(f"Expected checkpoint_every >= 1 but got {checkpoint_every!r}")
     if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
         raise ConfigError(f"Expected lr > 0 but got {lr!r}")
     if not isinstance(vae, VAE):
@@ -124,20 +128,134 @@ def _check_arguments(vae: Any, steps: Any, batch_size: Any, check_every: Any, lr
         scale_latents(beta)  # validates the number
     if resume and out is None:
         raise ConfigError("resume=True needs out= (the run folder holding checkpoint.pt)")
-    if on_divergence not in ("stop", "rollback"):
-        raise ConfigError(f"Expected on_divergence to be 'stop' or 'rollback' but got "
-                          f"{on_divergence!r}")
     return beta if callable(beta) else Constant(beta)
 
 
-def _check_combination(optimizer: Any, elbo: Any, on_divergence: str, world: int) -> None:
+def _check_combination(optimizer: Any, elbo: Any, world: int) -> None:
     svi = isinstance(optimizer, pyro.optim.PyroOptim)
-    if svi and on_divergence == "rollback":
-        raise ConfigError("on_divergence='rollback' needs a torch optimiser (it lowers the "
-                          "learning rate of its parameter groups), not a pyro.optim one")
-    if world > 1 and (svi or elbo is not None):
-        raise ConfigError("distributed training uses fit's own Trace_ELBO step and a torch "
-                          "optimiser; elbo= and pyro.optim optimisers are not supported")
+    if world > 1 and (svi or (elbo is not None and not isinstance(elbo, DirectELBO))):
+        raise ConfigError("distributed training uses fit's own DirectELBO step and a torch "
+                          "optimiser; other elbo= and pyro.optim optimisers are not supported")
+
+
+#: fit's keyword arguments before the training tools, and the tool each one builds
+_SHORTHANDS = {
+    "progress": "ProgressBar(progress)",
+    "check_every": "Checks(every=..., on_divergence=..., max_rollbacks=...)",
+    "on_divergence": "Checks(every=..., on_divergence=..., max_rollbacks=...)",
+    "max_rollbacks": "Checks(every=..., on_divergence=..., max_rollbacks=...)",
+    "checkpoint_every": "Checkpoints(every)",
+    "validate": "Validation()",
+    "callbacks": "Callback(f) for each function",
+    "clip_grad_norm": "ClipGradNorm(max_norm)",
+    "lr_schedule": "LRSchedule(schedule, warmup=...)",
+    "lr_warmup": "LRSchedule(schedule, warmup=...)",
+    "average": "AveragedWeights(average)",
+    "heldout": "HeldOutEvaluation(data, every=...)",
+    "eval_every": "HeldOutEvaluation(data, every=...)",
+}
+
+
+def _tools_from_shorthands(options: dict[str, Any]) -> list[Tool]:
+    """The tools that fit's earlier keyword arguments name (each a DeprecationWarning)."""
+    unknown = sorted(set(options) - set(_SHORTHANDS))
+    if unknown:
+        raise TypeError(f"fit() got an unexpected keyword argument {unknown[0]!r}")
+    if options:
+        replacements = ", ".join(dict.fromkeys(_SHORTHANDS[k] for k in sorted(options)))
+        warnings.warn(f"fit's keyword arguments {', '.join(sorted(options))} are deprecated: "
+                      f"pass training tools instead, tools=[{replacements}] "
+                      f"(pyro_lvae.training)", DeprecationWarning, stacklevel=4)
+    o = options
+    tools: list[Tool] = []
+    if {"check_every", "on_divergence", "max_rollbacks"} & set(o):
+        tools.append(Checks(o.get("check_every", 100), o.get("on_divergence", "stop"),
+                            o.get("max_rollbacks", 3)))
+    if o.get("progress") is not None:
+        tools.append(ProgressBar(o["progress"]))
+    if o.get("checkpoint_every") is not None:
+        tools.append(Checkpoints(o["checkpoint_every"]))
+    if o.get("validate"):
+        tools.append(Validation())
+    for f in o.get("callbacks") or ():
+        tools.append(f if isinstance(f, Tool) else Callback(f))
+    if o.get("clip_grad_norm") is not None:
+        tools.append(ClipGradNorm(o["clip_grad_norm"]))
+    if o.get("lr_schedule") is not None or o.get("lr_warmup"):
+        tools.append(LRSchedule(o.get("lr_schedule"), o.get("lr_warmup", 0)))
+    average = parse_average(o.get("average"))
+    if average is not None:
+        tools.append(AveragedWeights(average))
+    if o.get("heldout") is not None:
+        tools.append(HeldOutEvaluation(o["heldout"], o.get("eval_every")))
+    elif o.get("eval_every") is not None:
+        raise ConfigError("eval_every needs heldout= (the held-out set to evaluate)")
+    return tools
+
+
+def _run_tools(tools: Any, options: dict[str, Any], schedule: Any, out: Any) -> list[Tool]:
+    """The run's tools: the given ones and the shorthands', with the defaults (a
+    :class:`Checks`, a :class:`ProgressBar`) where none is given, and a tool that gives a
+    weight following the run (GECO) its rows; in the order of their checks."""
+    tools = check_tools(check_tools(tools) + _tools_from_shorthands(options))
+    if not any(isinstance(t, Checks) for t in tools):
+        tools.append(Checks())
+    if not any(isinstance(t, ProgressBar) for t in tools):
+        tools.append(ProgressBar())
+    if getattr(schedule, "observe", None) is not None:
+        tools.append(_FollowedWeight(schedule))
+    if out is None and any(isinstance(t, Checkpoints) for t in tools):
+        raise ConfigError("Checkpoints (checkpoint_every) needs out= (the run folder)")
+    return sorted(tools, key=lambda t: t.order)
+
+
+class _FollowedWeight(Tool):
+    """Gives a weight that follows the run (:class:`~pyro_lvae.GECO`) the rows of every
+    check, before the other tools see them."""
+
+    order = 0
+
+    def __init__(self, schedule: Any) -> None:
+        self.schedule = schedule
+
+    def on_check(self, run: Run, done: int, rows: dict[str, np.ndarray]) -> None:
+        self.schedule.observe(rows)
+
+
+def _load_tool_states(tools: Sequence[Tool], state: dict[str, Any]) -> None:
+    """Continue each stateful tool from a checkpoint's state; a tool the checkpoint lacks
+    starts afresh (with a WARNING: the run is then not the uninterrupted one), and the state
+    of a tool this run does not use is dropped (likewise)."""
+    keys = {t.state_key: t for t in tools if t.state_key is not None}
+    for key, tool in keys.items():
+        if key in state:
+            tool.load_state_dict(state[key])
+        else:
+            logger.warning("the checkpoint holds no %s state (it was written without it): "
+                           "it starts afresh at the resumed step", key)
+    for key in state:
+        if key not in keys:
+            logger.warning("the checkpoint holds %s state that this run does not use: it "
+                           "is dropped", key)
+
+
+def _tool_states(tools: Sequence[Tool]) -> dict[str, Any]:
+    states = {t.state_key: t.state_dict() for t in tools if t.state_key is not None}
+    return {k: v for k, v in states.items() if v is not None}
+
+
+class _Snapshots:
+    """The tools' in-memory state, for the divergence guard."""
+
+    def __init__(self, tools: Sequence[Tool]) -> None:
+        self.tools = tools
+
+    def snapshot(self) -> list[Any]:
+        return [t.snapshot() for t in self.tools]
+
+    def restore(self, snapshots: list[Any]) -> None:
+        for tool, snapshot in zip(self.tools, snapshots, strict=True):
+            tool.restore(snapshot)
 
 
 class _Stream:
@@ -205,83 +323,51 @@ def _sigma_stats(likelihood: Any, observation: Any) -> tuple[torch.Tensor, ...] 
     return stats
 
 
-def _make_tools(vae: VAE, opt: Any, steps: int, check_every: int, on_divergence: str,
-                clip_grad_norm: Any, lr_schedule: Any, lr_warmup: Any, average: Any,
-                heldout: Any, eval_every: Any) -> TrainingTools:
-    """The run's optional tools, checked (:mod:`.tools`)."""
-    check_tools(opt, clip_grad_norm, lr_schedule, lr_warmup, on_divergence)
-    evaluation = None
-    if heldout is not None:
-        every = 10 * check_every if eval_every is None else eval_every
-        check_positive_int("eval_every", every)
-        evaluation = HeldOut(heldout, every)
-        evaluation.attach(vae)
-    elif eval_every is not None:
-        raise ConfigError("eval_every needs heldout= (the held-out set to evaluate)")
-    return TrainingTools(vae, opt, steps, lr_schedule, lr_warmup, parse_average(average),
-                         evaluation)
-
-
-def _tool_settings(clip_grad_norm: Any, lr_schedule: Any, lr_warmup: int,
-                   tools: TrainingTools, eval_every: Any) -> dict[str, Any]:
-    """The tools' settings for the checkpoint's record (those that are on)."""
-    settings = {"clip_grad_norm": clip_grad_norm,
-                "lr_schedule": lr_schedule if lr_schedule is None or isinstance(lr_schedule, str)
-                else repr(lr_schedule),
-                "lr_warmup": lr_warmup or None,
-                "average": None if tools.average is None else tools.average.spec(),
-                "eval_every": None if tools.heldout is None else tools.heldout.every}
-    return {k: v for k, v in settings.items() if v is not None}
-
-
-def _finish(history: History, tools: TrainingTools) -> History:
+def _finish(history: History, run: Run) -> History:
     """The history with the averaged model and the best held-out evaluation attached."""
-    history.averaged = tools.averaged
-    if tools.heldout is not None:
-        history.best = tools.heldout.best()
+    averaging = run.find(AveragedWeights)
+    history.averaged = None if averaging is None else averaging.averaged
+    heldout = run.find(HeldOutEvaluation)
+    if heldout is not None:
+        history.best = heldout.best()
     return history
 
 
 class _Loop:
-    """The training loop: steps, and at every ``check_every`` steps one read of the pending
-    rows, the divergence guard, the history, the held-out evaluation, the callbacks and the
-    progress bar."""
+    """The training loop: steps, and at every check one read of the pending rows, the
+    divergence guard, the history and the tools' checks."""
 
-    def __init__(self, vae: VAE, stream: _Stream, step: Any, schedule: Any,
-                 guard: DivergenceGuard, history: History, pending: PendingRows,
-                 check_every: int, callbacks: Sequence[Callable], bar: Any,
-                 tools: TrainingTools) -> None:
-        self.vae, self.stream, self.step, self.schedule = vae, stream, step, schedule
-        self.guard, self.history, self.pending = guard, history, pending
-        self.check_every, self.callbacks, self.bar = check_every, callbacks, bar
-        self.tools = tools
-        self.steps, self.save_best = 0, None
+    def __init__(self, run: Run, stream: _Stream, step: Any, schedule: Any,
+                 guard: DivergenceGuard, pending: PendingRows, every: int) -> None:
+        self.run, self.stream, self.step, self.schedule = run, stream, step, schedule
+        self.guard, self.pending, self.every = guard, pending, every
+        self.tools = run.tools
 
-    def run(self, x: torch.Tensor, start: int, steps: int,
-            checkpoint: Callable[[int], None] | None, every: int | None,
-            save_best: Callable[[int], None] | None = None) -> torch.Tensor:
-        """Train from step ``start`` (on the batch ``x`` first) to ``steps``; return the last
-        batch. ``save_best`` writes ``best.pt`` when the held-out ELBO improves."""
-        self.steps, self.save_best = steps, save_best
+    def train(self, x: torch.Tensor, start: int) -> torch.Tensor:
+        """Train from step ``start`` (on the batch ``x`` first) to the run's end; return the
+        last batch."""
+        run, steps = self.run, self.run.steps
         step = start
         while step < steps:
             x = x if x is not None else self.stream()
             beta = self.schedule(step)
-            self.vae.observation.set_step(step)
+            run.vae.observation.set_step(step)
             terms = self.step(x, beta)
-            self.tools.after_step(step)
+            for tool in self.tools:
+                tool.on_step_end(run, step)
             self.pending.add(terms.loss, terms.reconstruction, terms.kl, x.shape[0], beta,
-                             _sigma_stats(terms.likelihood, self.vae.observation),
-                             getattr(self.step, "grad_norm", None))
+                             _sigma_stats(terms.likelihood, run.vae.observation),
+                             run.grad_norm)
             last, x = x, None
             step += 1
-            if step % self.check_every and step != steps and not self.tools.check_due(step):
+            if (step % self.every and step != steps
+                    and not any(t.check_due(step) for t in self.tools)):
                 continue
             if not self._check(last, step):
                 step = self.pending.first
                 continue
-            if checkpoint is not None and (step == steps or (every and step % every == 0)):
-                checkpoint(step)
+            if step == steps:
+                run.save(CHECKPOINT_NAME, step)
         return last
 
     def _check(self, x: torch.Tensor, done: int) -> bool:
@@ -291,19 +377,25 @@ class _Loop:
             self.pending.restart(self.pending.first)
             return False
         rows = self.pending.complete(rows)
-        self.history.extend(rows)
-        observe = getattr(self.schedule, "observe", None)  # a weight that follows the run (GECO)
-        if observe is not None:
-            observe(rows)
-        self.tools.at_check(done, self.steps, self.history, self.save_best)
-        for callback in self.callbacks:
-            callback(done, rows, self.vae)
+        self.run.history.extend(rows)
+        for tool in self.tools:
+            tool.on_check(self.run, done, rows)
         self.pending.restart(done)
         self.guard.remember()
-        self.bar.update(done - self.bar.n)
-        self.bar.set_postfix(loss=f"{float(rows['loss'][-1]):.4g}",
-                             sigma=f"{float(rows['sigma'][-1]):.4g}", refresh=False)
         return True
+
+
+def _after_backward(run: Run) -> Callable[[], None] | None:
+    """The tools' hook between the backward pass and the update, if any tool has one."""
+    hooked = [t for t in run.tools if type(t).after_backward is not Tool.after_backward]
+    if not hooked:
+        return None
+
+    def hook() -> None:
+        for tool in hooked:
+            tool.after_backward(run)
+
+    return hook
 
 
 def fit(
@@ -316,24 +408,13 @@ def fit(
     optimizer: Any = None,
     elbo: Any = None,
     beta: float | Schedule | Callable[[int], float] = 1.0,
+    transform: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
+    tools: Sequence[Tool] = (),
     device: str | torch.device | None = "auto",
     seed: int | None = None,
-    progress: bool | None = None,
     out: str | os.PathLike | None = None,
-    checkpoint_every: int | None = None,
     resume: bool = False,
-    check_every: int = 100,
-    validate: bool = False,
-    on_divergence: str = "stop",
-    max_rollbacks: int = 3,
-    transform: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
-    callbacks: Sequence[Callable[[int, dict[str, np.ndarray], VAE], None]] = (),
-    clip_grad_norm: float | None = None,
-    lr_schedule: str | Callable | torch.optim.lr_scheduler.LRScheduler | None = None,
-    lr_warmup: int = 0,
-    average: str | WeightAverage | None = None,
-    heldout: Any = None,
-    eval_every: int | None = None,
+    **shorthands: Any,
 ) -> History:
     """Train ``vae`` by stochastic variational inference; return the per-step :class:`History`.
 
@@ -346,118 +427,99 @@ def fit(
     :param float lr: learning rate of the default Adam optimiser
     :param optimizer: ``None`` (torch Adam), a torch optimiser, a function
         ``params -> torch optimiser``, or a ``pyro.optim`` optimiser (then ``SVI`` is used)
-    :param elbo: ``None`` (``Trace_ELBO``'s loss; computed directly where the first step
-        verifies it for this VAE, see :attr:`History.objective`) or a Pyro ELBO instance
-        (``TraceMeanField_ELBO``, ``JitTrace_ELBO``, ``RenyiELBO``, ...)
+    :param elbo: ``None`` (:class:`~pyro_lvae.DirectELBO`, or ``Trace_ELBO`` with a WARNING
+        where it does not apply; :attr:`History.objective` says which) or a Pyro ELBO
+        instance (``TraceMeanField_ELBO``, ``JitTrace_ELBO``, ``RenyiELBO``, ``DirectELBO()``)
     :param beta: weight of the latent term: a number or a function of the step (a
         :class:`~pyro_lvae.annealing.Schedule`), or :class:`~pyro_lvae.GECO` (a weight that
         follows a reconstruction constraint: fit gives it the rows of every check and, on
         resume, the history)
+    :param transform: applied to every batch on the device before the step, with the data
+        stream's generator: dequantisation or binarisation of images kept as ``uint8`` (see
+        :mod:`pyro_lvae.datasets`)
+    :param tools: training tools (:mod:`pyro_lvae.training.tools`), each resumed exactly:
+        :class:`~.tools.Checks` (``Checks(every=100, on_divergence="stop")`` if none is
+        given), :class:`~.tools.Checkpoints`, :class:`~.tools.ProgressBar` (shown when
+        stderr is a terminal if none is given), :class:`~.tools.Callback`,
+        :class:`~.tools.Validation`, :class:`~.tools.ClipGradNorm`,
+        :class:`~.schedules.LRSchedule`, :class:`~.averaging.AveragedWeights`,
+        :class:`~.heldout.HeldOutEvaluation`, ``TensorBoardCallback``, or your own
+        :class:`~.tools.Tool`
     :param device: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"``, ...
     :param int seed: seeds Pyro, torch and the data stream at the start of training; ``None``
         leaves them as they are. The initial weights are drawn when the VAE is built: call
         ``pyro.set_rng_seed(seed)`` before building it to fix them too
-    :param bool progress: show a progress bar (default: when stderr is a terminal)
-    :param out: folder for ``checkpoint.pt``; ``None`` writes nothing
-    :param int checkpoint_every: steps between checkpoints (rounded up to a multiple of
-        ``check_every``; default: only at the end)
+    :param out: the run folder: ``checkpoint.pt`` at the end (and on the way with
+        :class:`~.tools.Checkpoints`); ``None`` writes nothing
     :param bool resume: continue from ``out/checkpoint.pt`` if it exists
-    :param int check_every: steps between reads of the losses (finiteness check, progress)
-    :param bool validate: keep Pyro's distribution validation on during training (slower)
-    :param str on_divergence: ``"stop"`` raises :class:`~pyro_lvae.errors.TrainingDiverged`
-        when the loss or the parameters become NaN/Inf; ``"rollback"`` restores the last good
-        check (parameters and optimiser state), halves the learning rate and goes on, up to
-        ``max_rollbacks`` times (torch optimisers only)
-    :param int max_rollbacks: rollbacks allowed before giving up with ``TrainingDiverged``
-    :param transform: applied to every batch on the device before the step, with the data
-        stream's generator: dequantisation or binarisation of images kept as ``uint8`` (see
-        :mod:`pyro_lvae.datasets`)
-    :param callbacks: functions ``f(step, rows, vae)`` called at every check with the rows of
-        history recorded since the last one (numpy arrays per column), for logging
-    :param float clip_grad_norm: clip the norm of all gradients together to this value before
-        every step (:func:`torch.nn.utils.clip_grad_norm_`; torch optimisers only: a
-        ``pyro.optim`` optimiser clips through its own ``clip_args``); the norm before clipping
-        is recorded in the history's ``grad_norm`` column
-    :param lr_schedule: a learning-rate schedule stepped after every step: a name
-        (``"cosine"``, ``"cosine:FINAL"``, ``"step:EVERY[:GAMMA]"``, ``"constant"``), a torch
-        scheduler built on ``optimizer``, or a function ``optimizer -> scheduler``
-        (:mod:`pyro_lvae.training.schedules`; torch optimisers only)
-    :param int lr_warmup: steps of linear learning-rate warm-up before ``lr_schedule``
-    :param average: keep averaged weights of every parameter, sigma included: ``"ema"``,
-        ``"ema:DECAY[:START[:EVERY]]"``, ``"swa[:START[:EVERY]]"`` or a
-        :class:`~pyro_lvae.training.averaging.WeightAverage`; the averaged VAE is
-        ``history.averaged`` (an independent copy: ``history.averaged.sample(n)``,
-        :func:`pyro_lvae.evaluate.elbo` ``(history.averaged, x)``), and checkpoints hold it
-        (:func:`~pyro_lvae.training.load_averaged`)
-    :param heldout: a fixed held-out set (tensor or array, as the model sees its data): its
-        ELBO is computed every ``eval_every`` steps into the history's ``heldout_elbo`` (and
-        ``heldout_elbo_averaged``), and with ``out``, the checkpoint of the best one is kept as
-        ``best.pt`` beside ``checkpoint.pt``; ``history.best`` says which step it was
-    :param int eval_every: steps between held-out evaluations (default ``10 * check_every``;
-        the losses are checked at those steps too); always at the last step too
-
-    Each of the last six is off by default and resumes exactly: the schedule's state, the
-    averaged weights and the best held-out ELBO so far are in the checkpoint.
+    :param shorthands: deprecated keyword arguments of earlier versions, each mapped onto its
+        tool with a DeprecationWarning: ``progress``, ``check_every``, ``on_divergence``,
+        ``max_rollbacks``, ``checkpoint_every``, ``validate``, ``callbacks``,
+        ``clip_grad_norm``, ``lr_schedule``, ``lr_warmup``, ``average``, ``heldout``,
+        ``eval_every``
 
     At the first batch, the VAE takes what it measures on data where pending
     (``vae.initialize(x)``: a learned sigma's data-scaled start, a VampPrior's pseudo-inputs,
-    standardising layers; with several processes, from rank 0's batch). At the end, a WARNING
-    names the remedies if the model ended collapsed (``KL(q(z|x) || p(z))`` below 0.1 nats per
-    point on the last batch).
+    standardising layers; with several processes, from rank 0's batch). The averaged model of
+    :class:`~.averaging.AveragedWeights` is ``history.averaged``, the best held-out
+    evaluation of :class:`~.heldout.HeldOutEvaluation` ``history.best``. At the end, a
+    WARNING names the remedies if the model ended collapsed (``KL(q(z|x) || p(z))`` below 0.1
+    nats per point on the last batch).
     """
-    schedule = _check_arguments(vae, steps, batch_size, check_every, lr, checkpoint_every, beta,
-                                resume, out, on_divergence)
+    schedule = _check_arguments(vae, steps, batch_size, lr, beta, resume, out)
+    tools = _run_tools(tools, shorthands, schedule, out)
+    checks = next(t for t in tools if isinstance(t, Checks))
     rank, world = rank_info()
     device = resolve_device(device)
     vae.to(device)
     stream, streams = _data_stream(data, vae, batch_size, seed, device, transform, rank, world)
     opt = _make_optimizer(optimizer, vae, lr)
-    _check_combination(opt, elbo, on_divergence, world)
-    tools = _make_tools(vae, opt, steps, check_every, on_divergence, clip_grad_norm,
-                        lr_schedule, lr_warmup, average, heldout, eval_every)
+    _check_combination(opt, elbo, world)
     path = prepare_folder(out, rank)
-    history, start = History(), 0
+    run = Run(vae, opt, steps, History(), None if path is None else path.parent, rank, world,
+              checks.every, tools)
+    for tool in tools:
+        tool.setup(run)
     if resume and path.exists():
-        start, history, tools_state = restore_checkpoint(path, vae, opt, stream.batches,
-                                                         streams, device, seed, rank, world)
-        tools.load_state_dict(tools_state)
-        logger.info("resumed from %s at step %d", path, start)
+        run.start, run.history, tools_state = restore_checkpoint(
+            path, vae, opt, stream.batches, streams, device, seed, rank, world)
+        _load_tool_states(tools, tools_state)
+        logger.info("resumed from %s at step %d", path, run.start)
         restore = getattr(schedule, "restore", None)
         if restore is not None:
-            restore(history)
-        if start >= steps:
-            return _finish(history, tools)
+            restore(run.history)
+        if run.start >= steps:
+            return _finish(run.history, run)
     settings = {"steps": steps, "batch_size": batch_size, "lr": lr,
-                "beta": schedule.spec() if isinstance(schedule, Schedule) else repr(schedule),
-                **_tool_settings(clip_grad_norm, lr_schedule, lr_warmup, tools, eval_every)}
+                "beta": schedule.spec() if isinstance(schedule, Schedule) else repr(schedule)}
+    for tool in tools:
+        settings.update(tool.settings())
 
-    def save(target: Path, done: int) -> None:
-        save_checkpoint(target, done, vae, opt, history, streams, stream.batches, settings,
-                        rank, world, tools.state_dict())
+    def save(name: str, done: int) -> None:
+        save_checkpoint(run.folder / name, done, vae, opt, run.history, streams,
+                        stream.batches, settings, rank, world, _tool_states(tools))
 
-    checkpoint = None if path is None else partial(save, path)
-    save_best = None if path is None else partial(save, path.parent / BEST_NAME)
-    every = None if checkpoint_every is None else (
-        math.ceil(checkpoint_every / check_every) * check_every)
-    bar = tqdm(total=steps, initial=start, desc="training", unit="step", dynamic_ncols=True,
-               disable=not (sys.stderr.isatty() if progress is None else progress) or rank != 0)
+    run._save = None if path is None else save
     t0 = time.perf_counter()
     try:
-        with pyro.validation_enabled(validate):
+        with pyro.validation_enabled(False):
             x = stream()  # the first batch as the model sees it
             _start_from_data(vae, x, world)
-            tools.start()
-            vae.observation.set_step(start)
-            step, history.objective = build_step(vae, x, opt, elbo, world, clip_grad_norm)
-            logger.info("training objective: %s", history.objective)
-            loop = _Loop(vae, stream, step, schedule,
-                         DivergenceGuard(vae, opt, on_divergence, max_rollbacks, tools),
-                         history, PendingRows(device, start), check_every,
-                         callbacks if rank == 0 else (), bar, tools)
-            last = loop.run(x, start, steps, checkpoint, every, save_best)
+            for tool in tools:
+                tool.on_train_start(run)
+            vae.observation.set_step(run.start)
+            step, run.history.objective = build_step(vae, x, opt, elbo, world,
+                                                     _after_backward(run))
+            logger.info("training objective: %s", run.history.objective)
+            guard = DivergenceGuard(vae, opt, checks.on_divergence, checks.max_rollbacks,
+                                    _Snapshots(tools))
+            loop = _Loop(run, stream, step, schedule, guard, PendingRows(device, run.start),
+                         checks.every)
+            last = loop.train(x, run.start)
     finally:
-        bar.close()
-    logger.info("trained %d steps in %.1f s", steps - start, time.perf_counter() - t0)
+        for tool in tools:
+            tool.close(run)
+    logger.info("trained %d steps in %.1f s", steps - run.start, time.perf_counter() - t0)
     if rank == 0:
         _warn_if_collapsed(vae, last)
-    return _finish(history, tools)
+    return _finish(run.history, run)

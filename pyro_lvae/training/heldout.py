@@ -10,6 +10,7 @@ far, the whole checkpoint is written as ``best.pt`` beside ``checkpoint.pt``.
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
@@ -19,10 +20,13 @@ import torch
 from .. import evaluate
 from ..errors import ConfigError, DataError
 from ..vae import VAE
+from .checkpoint import BEST_NAME
 from .distributed import gather_objects
+from .tools import Tool
 
-__all__ = ["HeldOut"]
+__all__ = ["HeldOut", "HeldOutEvaluation"]
 
+logger = logging.getLogger(__name__)
 
 
 class HeldOut:
@@ -71,7 +75,8 @@ class HeldOut:
         return float(gather_objects(value)[0])
 
     def improved(self, elbo: float, step: int) -> bool:
-        """Remember ``elbo`` after ``step`` steps if it is the best so far."""
+        """Remember ``elbo`` of the model after the 0-based step ``step`` (the history row
+        it is recorded in) if it is the best so far."""
         if not elbo > self.best_elbo:
             return False
         self.best_elbo, self.best_step = elbo, step
@@ -79,14 +84,96 @@ class HeldOut:
 
     def state_dict(self) -> dict[str, Any]:
         """The best so far (for checkpoints)."""
-        return {"best_elbo": self.best_elbo, "best_step": self.best_step}
+        return {"best_elbo": self.best_elbo, "best_step": self.best_step, "row": True}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Continue from :meth:`state_dict`'s best."""
-        self.best_elbo, self.best_step = float(state["best_elbo"]), int(state["best_step"])
+        """Continue from :meth:`state_dict`'s best (checkpoints written before the best's
+        step named its history row stored the number of steps done: one more)."""
+        step = int(state["best_step"])
+        if not state.get("row") and step > 0:
+            step -= 1
+        self.best_elbo, self.best_step = float(state["best_elbo"]), step
 
     def best(self) -> dict[str, float] | None:
-        """``{"step", "elbo"}`` of the best evaluation, or ``None`` before the first."""
+        """``{"step", "elbo"}`` of the best evaluation (``step``: its history row, the
+        0-based step after which it was computed), or ``None`` before the first."""
         if self.best_step < 0:
             return None
         return {"step": self.best_step, "elbo": self.best_elbo}
+
+
+class HeldOutEvaluation(Tool):
+    """A training tool (:mod:`pyro_lvae.training.tools`): the ELBO per point of a fixed
+    held-out set every ``every`` steps and at the last one, into the history's
+    ``heldout_elbo`` (and ``heldout_elbo_averaged`` with
+    :class:`~pyro_lvae.training.averaging.AveragedWeights`); with ``out=``, the whole
+    checkpoint of the best one so far is kept as ``best.pt`` beside ``checkpoint.pt``, and
+    ``history.best`` says which it was (``step``: its history row). The value is a function
+    of the weights alone: the evaluation draws under its own seed and leaves the run's random
+    streams as they were.
+
+    :param data: the held-out points, a tensor or numpy array ``(N, ...)`` as the model sees
+        its data (after any transform)
+    :param int every: steps between evaluations (default ``10 *`` the checks' ``every``); the
+        losses are checked at those steps too
+    :param int seed: the seed of the evaluation's draws of ``z``
+    :param int batch_size: points per evaluation batch
+    """
+
+    state_key = "heldout"
+    order = 20
+
+    def __init__(self, data: Any, every: int | None = None, seed: int = 0,
+                 batch_size: int = 1000) -> None:
+        if every is not None and not (isinstance(every, int) and not isinstance(every, bool)
+                                      and every >= 1):
+            raise ConfigError(f"Expected eval_every >= 1 but got {every!r}")
+        self.every_given = every
+        self.evaluator = HeldOut(data, every or 1, seed, batch_size)
+
+    @property
+    def every(self) -> int:
+        """Steps between evaluations (known once the run is set up)."""
+        return self.evaluator.every
+
+    def setup(self, run: Any) -> None:
+        self.evaluator.every = self.every_given or 10 * run.check_every
+        self.evaluator.attach(run.vae)
+
+    def check_due(self, done: int) -> bool:
+        return done % self.evaluator.every == 0
+
+    def on_check(self, run: Any, done: int, rows: Any) -> None:
+        if not self.evaluator.due(done, run.steps):
+            return
+        elbo = self.evaluator.evaluate(run.vae)
+        run.history.record("heldout_elbo", elbo)
+        averaging = next((t for t in run.tools if getattr(t, "state_key", None) == "averaged"),
+                         None)
+        if averaging is not None and averaging.averaged is not None:
+            run.history.record("heldout_elbo_averaged",
+                               self.evaluator.evaluate(averaging.averaged))
+        if self.evaluator.improved(elbo, done - 1):
+            run.history.best = self.evaluator.best()
+            run.save(BEST_NAME, done)
+
+    def on_train_start(self, run: Any) -> None:
+        best = self.evaluator.best()
+        if best is not None:
+            run.history.best = best
+
+    def state_dict(self) -> Any:
+        return self.evaluator.state_dict()
+
+    def load_state_dict(self, state: Any) -> None:
+        self.evaluator.load_state_dict(state)
+        best = self.evaluator.best()
+        if best is not None:
+            logger.info("best held-out ELBO so far: %.4g at step %d", best["elbo"], best["step"])
+
+    def best(self) -> dict[str, float] | None:
+        """``{"step", "elbo"}`` of the best evaluation so far, or ``None``."""
+        return self.evaluator.best()
+
+    def settings(self) -> dict[str, Any]:
+        return {"eval_every": self.evaluator.every}

@@ -33,8 +33,9 @@ import torch
 from torch.optim import lr_scheduler
 
 from ..errors import ConfigError
+from .tools import Tool
 
-__all__ = ["LR_SCHEDULES", "make_scheduler", "check_schedule"]
+__all__ = ["LR_SCHEDULES", "make_scheduler", "check_schedule", "LRSchedule"]
 
 #: the named schedules (``--lr-schedule``) and what their arguments mean
 LR_SCHEDULES = {
@@ -142,3 +143,54 @@ def make_scheduler(schedule: str | Callable | lr_scheduler.LRScheduler | None,
     ramp = lr_scheduler.LinearLR(optimizer, start_factor=1.0 / (warmup + 1), end_factor=1.0,
                                  total_iters=warmup)
     return lr_scheduler.SequentialLR(optimizer, [ramp, main], milestones=[warmup])
+
+
+class LRSchedule(Tool):
+    """A training tool (:mod:`pyro_lvae.training.tools`): a learning-rate schedule stepped
+    after every optimiser step, its state in the checkpoint (torch optimisers only; with
+    ``SVI`` step a ``pyro.optim`` scheduler in your own loop).
+
+    :param schedule: a name (``"constant"``, ``"cosine[:FINAL]"``, ``"step:EVERY[:GAMMA]"``;
+        :data:`LR_SCHEDULES`), a torch scheduler built on fit's optimiser, a function
+        ``optimizer -> scheduler``, or ``None`` (the warm-up alone)
+    :param int warmup: steps of linear warm-up from ``lr / (warmup + 1)`` to ``lr`` first
+    """
+
+    state_key = "scheduler"
+
+    def __init__(self, schedule: str | Callable | lr_scheduler.LRScheduler | None = "constant",
+                 warmup: int = 0) -> None:
+        check_schedule(schedule, warmup)
+        self.schedule, self.warmup = schedule, warmup
+        self.scheduler: lr_scheduler.LRScheduler | None = None
+
+    def setup(self, run: Any) -> None:
+        if not run.torch_optimizer:
+            raise ConfigError(
+                "lr_schedule and lr_warmup step a torch scheduler on fit's torch optimiser; "
+                "with SVI use a pyro.optim scheduler (pyro.optim.ExponentialLR, ...) stepped "
+                "by your own loop, or a torch optimiser")
+        checks = next((t for t in run.tools if getattr(t, "on_divergence", None)), None)
+        if checks is not None and checks.on_divergence == "rollback":
+            raise ConfigError("on_divergence='rollback' halves the learning rate, which a "
+                              "learning-rate schedule would overwrite: use one or the other")
+        if self.scheduler is None:
+            self.scheduler = make_scheduler(self.schedule, run.optimizer, run.steps,
+                                            self.warmup)
+
+    def on_step_end(self, run: Any, step: int) -> None:
+        if self.scheduler is not None:
+            self.scheduler.step()
+
+    def state_dict(self) -> Any:
+        return None if self.scheduler is None else self.scheduler.state_dict()
+
+    def load_state_dict(self, state: Any) -> None:
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(state)
+
+    def settings(self) -> dict[str, Any]:
+        name = (self.schedule if self.schedule is None or isinstance(self.schedule, str)
+                else repr(self.schedule))
+        return {k: v for k, v in (("lr_schedule", name), ("lr_warmup", self.warmup or None))
+                if v is not None}

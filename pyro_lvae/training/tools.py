@@ -1,141 +1,347 @@
-"""The optional tools of a :func:`pyro_lvae.fit` run, in one place for the loop and the
-checkpoints: a learning-rate schedule (:mod:`.schedules`), averaged weights
-(:mod:`.averaging`) and the held-out ELBO with its best checkpoint (:mod:`.heldout`). Each is
-off unless asked for; each keeps its state in the checkpoint so that a resumed run continues
-exactly. (Gradient-norm clipping has no state: the step applies it, :mod:`.step`.)"""
+"""Training tools: objects that :func:`pyro_lvae.fit` takes in a list (``tools=[...]``), each
+with hooks into the run and its own state in the checkpoint, so that a resumed run continues
+exactly (the model after PyTorch Lightning's ``Callback``).
+
+A tool subclasses :class:`Tool` and overrides the hooks it needs; :class:`Run` is what it sees
+of the run. The order of a step and of a check:
+
+- :meth:`Tool.setup` once, before anything runs: check the settings against the run (the
+  optimiser's kind, the number of processes, the other tools) and raise
+  :class:`~pyro_lvae.errors.ConfigError` on a combination it cannot honour;
+- :meth:`Tool.on_train_start` once, after the model took its start from the first batch
+  (and after a resumed run's state came back through :meth:`Tool.load_state_dict`);
+- each step: the loss, the backward pass, :meth:`Tool.after_backward` (a torch optimiser's
+  gradients are ready), the optimiser's step, :meth:`Tool.on_step_end`;
+- every ``Checks.every`` steps (and when a tool's :meth:`Tool.check_due` asks), the losses
+  are read, checked and recorded, then :meth:`Tool.on_check` runs in the tools' ``order``;
+- :meth:`Tool.close` at the end, also when the run fails.
+
+:meth:`Tool.state_dict` goes into the checkpoint under the tool's :attr:`Tool.state_key`
+and :meth:`Tool.settings` into its record of the run's settings; :meth:`Tool.snapshot` and
+:meth:`Tool.restore` let the divergence guard roll the tool back with the weights.
+
+The tools of this package: :class:`Checks` (the loss checks and the divergence guard),
+:class:`Checkpoints` (their cadence), :class:`ProgressBar`, :class:`Callback` (a function at
+every check), :class:`Validation` (Pyro's validation during training), :class:`ClipGradNorm`,
+:class:`~pyro_lvae.training.schedules.LRSchedule`,
+:class:`~pyro_lvae.training.averaging.AveragedWeights`,
+:class:`~pyro_lvae.training.heldout.HeldOutEvaluation` and
+:class:`~pyro_lvae.training.tensorboard.TensorBoardCallback`.
+
+Example::
+
+    >>> import torch, pyro_lvae as lv
+    >>> from pyro_lvae.training import Callback, Checks, ClipGradNorm, ProgressBar
+    >>> vae = lv.mlp_vae(2, 1, lv.FixedScale(0.5), hidden=8, blocks=1)
+    >>> seen = []
+    >>> history = lv.fit(vae, torch.randn(64, 2), steps=20, batch_size=16, seed=0,
+    ...                  tools=[ClipGradNorm(10.0), Checks(every=10), ProgressBar(False),
+    ...                         Callback(lambda step, rows, vae: seen.append(step))])
+    >>> seen
+    [10, 20]
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from typing import Any
+import math
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
 
+import numpy as np
+import pyro
 import pyro.optim
+import torch
+from tqdm.auto import tqdm
 
-from ..errors import ConfigError
-from ..vae import VAE
-from .averaging import Averager, WeightAverage
-from .heldout import HeldOut
-from .history import History
-from .schedules import make_scheduler
+from ..errors import ConfigError, check_positive_int
 
-__all__ = ["TrainingTools", "check_tools"]
+__all__ = ["Tool", "Run", "Checks", "Checkpoints", "ProgressBar", "Callback", "Validation",
+           "ClipGradNorm"]
 
 logger = logging.getLogger(__name__)
 
 
-def check_tools(optimizer: Any, clip_grad_norm: Any, lr_schedule: Any, lr_warmup: int,
-                on_divergence: str) -> None:
-    """Refuse the combinations the tools cannot honour, before anything runs."""
-    if clip_grad_norm is not None and not (isinstance(clip_grad_norm, (int, float))
-                                           and clip_grad_norm > 0):
-        raise ConfigError(f"Expected clip_grad_norm > 0 but got {clip_grad_norm!r}")
-    scheduled = lr_schedule is not None or lr_warmup
-    if isinstance(optimizer, pyro.optim.PyroOptim):
-        if clip_grad_norm is not None:
+class Run:
+    """What a :class:`Tool` sees of a :func:`~pyro_lvae.fit` run.
+
+    :ivar vae: the model being trained
+    :ivar optimizer: the run's optimiser (torch, or ``pyro.optim`` under ``SVI``)
+    :ivar int steps: the run's total number of steps
+    :ivar int start: the first step of this call (after a resume, the checkpoint's)
+    :ivar history: the :class:`~pyro_lvae.training.History` so far
+    :ivar folder: the run folder (``out``), or ``None``
+    :ivar int rank: this process's rank (0 alone)
+    :ivar int world: the number of processes
+    :ivar int check_every: steps between checks (:class:`Checks`)
+    :ivar tools: every tool of the run
+    :ivar grad_norm: the last step's total gradient norm before clipping, or ``None``
+    """
+
+    def __init__(self, vae: Any, optimizer: Any, steps: int, history: Any,
+                 folder: Path | None, rank: int, world: int, check_every: int,
+                 tools: Sequence[Tool]) -> None:
+        self.vae, self.optimizer, self.steps = vae, optimizer, steps
+        self.start, self.history, self.folder = 0, history, folder
+        self.rank, self.world, self.check_every = rank, world, check_every
+        self.tools = list(tools)
+        self.grad_norm: torch.Tensor | None = None
+        self._save: Callable[[str, int], None] | None = None
+
+    @property
+    def torch_optimizer(self) -> bool:
+        """Whether the optimiser is a torch one (not ``pyro.optim`` under ``SVI``)."""
+        return not isinstance(self.optimizer, pyro.optim.PyroOptim)
+
+    def find(self, kind: type) -> Any:
+        """The run's tool of class ``kind`` (or a subclass), or ``None``."""
+        return next((t for t in self.tools if isinstance(t, kind)), None)
+
+    def save(self, name: str, done: int) -> None:
+        """Write the checkpoint of ``done`` steps as ``name`` in the run folder (every process
+        calls; nothing without a folder)."""
+        if self._save is not None:
+            self._save(name, done)
+
+
+class Tool:
+    """Base class of the training tools (see the module docstring): every hook does
+    nothing by default."""
+
+    #: the key of the tool's state in the checkpoint; ``None``: it keeps no state
+    state_key: ClassVar[str | None] = None
+    #: the order of :meth:`on_check` among the tools (lower first)
+    order: ClassVar[int] = 50
+
+    def setup(self, run: Run) -> None:
+        """Check the settings against the run before anything runs."""
+
+    def on_train_start(self, run: Run) -> None:
+        """After the model's start from the first batch and the restore of a resumed run."""
+
+    def after_backward(self, run: Run) -> None:
+        """After the backward pass of a torch optimiser's step, before its update."""
+
+    def on_step_end(self, run: Run, step: int) -> None:
+        """After the optimiser's step ``step`` (0-based)."""
+
+    def check_due(self, done: int) -> bool:
+        """Whether the run must check after ``done`` steps for this tool."""
+        return False
+
+    def on_check(self, run: Run, done: int, rows: dict[str, np.ndarray]) -> None:
+        """After a good check at ``done`` steps; ``rows`` are the steps recorded since the
+        last check (numpy arrays per column)."""
+
+    def close(self, run: Run) -> None:
+        """At the end of the run, also when it fails."""
+
+    def state_dict(self) -> Any:
+        """The state a resumed run needs (saved when :attr:`state_key` is set)."""
+        return None
+
+    def load_state_dict(self, state: Any) -> None:
+        """Continue from :meth:`state_dict`'s state."""
+
+    def snapshot(self) -> Any:
+        """An in-memory copy of the state the divergence guard restores."""
+        return None
+
+    def restore(self, snapshot: Any) -> None:
+        """Go back to a :meth:`snapshot`."""
+
+    def settings(self) -> dict[str, Any]:
+        """The tool's settings, for the checkpoint's record of the run."""
+        return {}
+
+    def __repr__(self) -> str:
+        inside = ", ".join(f"{k}={v!r}" for k, v in self.settings().items())
+        return f"{type(self).__name__}({inside})"
+
+
+class Checks(Tool):
+    """How often the run reads its losses, and what it does when they diverge.
+
+    Every ``every`` steps the losses kept on the device are read (one host synchronisation)
+    and checked: if a loss or a parameter is NaN or infinite, the parameters, the optimiser
+    and the tools' state of the last good check come back, and the run stops with
+    :class:`~pyro_lvae.errors.TrainingDiverged` (``on_divergence="stop"``) or goes on at half
+    the learning rate (``"rollback"``, up to ``max_rollbacks`` times; torch optimisers only).
+    One is always part of a run (``Checks()`` if none is given).
+
+    :param int every: steps between checks
+    :param str on_divergence: ``"stop"`` or ``"rollback"``
+    :param int max_rollbacks: rollbacks allowed before giving up
+    """
+
+    def __init__(self, every: int = 100, on_divergence: str = "stop",
+                 max_rollbacks: int = 3) -> None:
+        check_positive_int("check_every", every)
+        if on_divergence not in ("stop", "rollback"):
+            raise ConfigError(f"Expected on_divergence to be 'stop' or 'rollback' but got "
+                              f"{on_divergence!r}")
+        if not (isinstance(max_rollbacks, int) and not isinstance(max_rollbacks, bool)
+                and max_rollbacks >= 0):
+            raise ConfigError(f"Expected max_rollbacks to be an integer >= 0 but got "
+                              f"{max_rollbacks!r}")
+        self.every, self.on_divergence, self.max_rollbacks = every, on_divergence, max_rollbacks
+
+    def setup(self, run: Run) -> None:
+        if self.on_divergence == "rollback" and not run.torch_optimizer:
+            raise ConfigError("on_divergence='rollback' needs a torch optimiser (it lowers the "
+                              "learning rate of its parameter groups), not a pyro.optim one")
+
+    def settings(self) -> dict[str, Any]:
+        return {"check_every": self.every, "on_divergence": self.on_divergence,
+                "max_rollbacks": self.max_rollbacks}
+
+
+class Checkpoints(Tool):
+    """Write ``checkpoint.pt`` into the run folder every ``every`` steps (rounded up to a
+    multiple of :class:`Checks`'s ``every``); without it, only at the end. Needs ``out=``.
+
+    :param int every: steps between checkpoints
+    """
+
+    order = 40  # after the held-out evaluation, so a checkpoint holds its latest best
+
+    def __init__(self, every: int) -> None:
+        check_positive_int("checkpoint_every", every)
+        self.every = every
+        self._rounded = every
+
+    def setup(self, run: Run) -> None:
+        if run.folder is None:
+            raise ConfigError("Checkpoints needs out= (the run folder to write them into)")
+        self._rounded = math.ceil(self.every / run.check_every) * run.check_every
+
+    def on_check(self, run: Run, done: int, rows: dict[str, np.ndarray]) -> None:
+        from .checkpoint import CHECKPOINT_NAME
+
+        if done % self._rounded == 0 and done != run.steps:  # the last one: fit's own
+            run.save(CHECKPOINT_NAME, done)
+
+    def settings(self) -> dict[str, Any]:
+        return {"checkpoint_every": self.every}
+
+
+class ProgressBar(Tool):
+    """A progress bar on stderr (``tqdm``) with the last loss and sigma, on rank 0.
+
+    :param bool enabled: show it; ``None`` (the default): when stderr is a terminal
+    """
+
+    order = 90
+
+    def __init__(self, enabled: bool | None = None) -> None:
+        if enabled is not None and not isinstance(enabled, bool):
+            raise ConfigError(f"Expected progress to be True, False or None but got "
+                              f"{enabled!r}")
+        self.enabled = enabled
+        self._bar: Any = None
+
+    def on_train_start(self, run: Run) -> None:
+        show = sys.stderr.isatty() if self.enabled is None else self.enabled
+        self._bar = tqdm(total=run.steps, initial=run.start, desc="training", unit="step",
+                         dynamic_ncols=True, disable=not show or run.rank != 0)
+
+    def on_check(self, run: Run, done: int, rows: dict[str, np.ndarray]) -> None:
+        self._bar.update(done - self._bar.n)
+        self._bar.set_postfix(loss=f"{float(rows['loss'][-1]):.4g}",
+                              sigma=f"{float(rows['sigma'][-1]):.4g}", refresh=False)
+
+    def close(self, run: Run) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+class Callback(Tool):
+    """A function ``f(step, rows, vae)`` called at every check on rank 0 with the rows
+    recorded since the last one (numpy arrays per column), for logging.
+
+    :param fn: the function
+    """
+
+    order = 60
+
+    def __init__(self, fn: Callable[[int, dict[str, np.ndarray], Any], None]) -> None:
+        if not callable(fn):
+            raise ConfigError(f"Expected a function f(step, rows, vae) but got {fn!r}")
+        self.fn = fn
+
+    def on_check(self, run: Run, done: int, rows: dict[str, np.ndarray]) -> None:
+        if run.rank == 0:
+            self.fn(done, rows, run.vae)
+
+    def __repr__(self) -> str:
+        return f"Callback({self.fn!r})"
+
+
+class Validation(Tool):
+    """Keep Pyro's distribution validation on during training (slower; off by default, also
+    when it is on globally, and back as it was after the run)."""
+
+    def on_train_start(self, run: Run) -> None:
+        pyro.enable_validation(True)
+
+    def close(self, run: Run) -> None:
+        pyro.enable_validation(False)  # fit restores the caller's setting after the run
+
+    def settings(self) -> dict[str, Any]:
+        return {"validate": True}
+
+
+class ClipGradNorm(Tool):
+    """Clip the norm of all gradients together to ``max_norm`` before every optimiser step
+    (:func:`torch.nn.utils.clip_grad_norm_`; with several processes, after the gradients are
+    averaged, so every rank clips alike). The norm before clipping is recorded in the
+    history's ``grad_norm`` column (of the summed loss). Torch optimisers only: a
+    ``pyro.optim`` optimiser clips each parameter on its own, through its ``clip_args``.
+
+    :param float max_norm: the largest total norm
+    """
+
+    def __init__(self, max_norm: float) -> None:
+        if not (isinstance(max_norm, (int, float)) and not isinstance(max_norm, bool)
+                and math.isfinite(max_norm) and max_norm > 0):
+            raise ConfigError(f"Expected clip_grad_norm > 0 but got {max_norm!r}")
+        self.max_norm = float(max_norm)
+        self._params: list[torch.Tensor] = []
+
+    def setup(self, run: Run) -> None:
+        if not run.torch_optimizer:
             raise ConfigError(
                 "clip_grad_norm clips the norm of all gradients together, which needs a torch "
                 "optimiser; a pyro.optim optimiser clips each parameter on its own: give it "
                 "clip_args={'clip_norm': ...} (or use pyro.optim.ClippedAdam) instead")
-        if scheduled:
-            raise ConfigError(
-                "lr_schedule and lr_warmup step a torch scheduler on fit's torch optimiser; "
-                "with SVI use a pyro.optim scheduler (pyro.optim.ExponentialLR, ...) stepped "
-                "by your own loop, or a torch optimiser")
-    if scheduled and on_divergence == "rollback":
-        raise ConfigError("on_divergence='rollback' halves the learning rate, which a "
-                          "learning-rate schedule would overwrite: use one or the other")
+        self._params = [p for group in run.optimizer.param_groups for p in group["params"]]
+
+    def after_backward(self, run: Run) -> None:
+        run.grad_norm = torch.nn.utils.clip_grad_norm_(self._params, self.max_norm)
+
+    def settings(self) -> dict[str, Any]:
+        return {"clip_grad_norm": self.max_norm}
 
 
-class TrainingTools:
-    """The run's schedule, averager and held-out evaluation (each ``None`` when off)."""
-
-    def __init__(self, vae: VAE, optimizer: Any, steps: int, lr_schedule: Any = None,
-                 lr_warmup: int = 0, average: WeightAverage | None = None,
-                 heldout: HeldOut | None = None) -> None:
-        self.vae = vae
-        self.scheduler = (None if isinstance(optimizer, pyro.optim.PyroOptim)
-                          else make_scheduler(lr_schedule, optimizer, steps, lr_warmup))
-        self.average = average
-        self.averager: Averager | None = None
-        self.heldout = heldout
-
-    def start(self) -> None:
-        """Make the averaged copy (after the observation model took its start from the data,
-        so the copy holds the same start)."""
-        if self.average is not None and self.averager is None:
-            self.averager = Averager(self.average, self.vae)
-
-    @property
-    def averaged(self) -> VAE | None:
-        """The averaged model, if averaging."""
-        return None if self.averager is None else self.averager.averaged
-
-    def after_step(self, step: int) -> None:
-        """After the optimiser's step ``step`` (0-based): the schedule's step, the average."""
-        if self.scheduler is not None:
-            self.scheduler.step()
-        if self.averager is not None:
-            self.averager.after_step(step)
-
-    def check_due(self, done: int) -> bool:
-        """Whether the loop must check after ``done`` steps (a held-out evaluation is due)."""
-        return self.heldout is not None and done % self.heldout.every == 0
-
-    def at_check(self, done: int, steps: int, history: History,
-                 save_best: Callable[[int], None] | None) -> None:
-        """After a good check at ``done`` steps: the held-out ELBO when due, recorded in
-        ``history``, and ``best.pt`` (``save_best``) when it is the best so far."""
-        if self.heldout is None or not self.heldout.due(done, steps):
-            return
-        elbo = self.heldout.evaluate(self.vae)
-        history.record("heldout_elbo", elbo)
-        if self.averaged is not None:
-            history.record("heldout_elbo_averaged", self.heldout.evaluate(self.averaged))
-        if self.heldout.improved(elbo, done):
-            history.best = self.heldout.best()
-            if save_best is not None:
-                save_best(done)
-
-    # ---- state ------------------------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
-        """The state of each tool that is on (the checkpoint's ``tools`` entry)."""
-        state: dict[str, Any] = {}
-        if self.scheduler is not None:
-            state["scheduler"] = self.scheduler.state_dict()
-        if self.averager is not None:
-            state["averaged"] = self.averager.state_dict()
-        if self.heldout is not None:
-            state["heldout"] = self.heldout.state_dict()
-        return state
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Continue each tool from a checkpoint's state; a tool the checkpoint lacks starts
-        afresh (with a WARNING: the run is then not the uninterrupted one), and the state of a
-        tool this run does not use is dropped (likewise)."""
-        self.start()
-        parts = {"scheduler": self.scheduler, "averaged": self.averager,
-                 "heldout": self.heldout}
-        for name, tool in parts.items():
-            if tool is not None and name in state:
-                tool.load_state_dict(state[name])
-            elif tool is not None:
-                logger.warning("the checkpoint holds no %s state (it was written without it): "
-                               "it starts afresh at the resumed step", name)
-            elif name in state:
-                logger.warning("the checkpoint holds %s state that this run does not use: it "
-                               "is dropped", name)
-        if self.heldout is not None:
-            self_best = self.heldout.best()
-            if self_best is not None:
-                logger.info("best held-out ELBO so far: %.4g at step %d", self_best["elbo"],
-                            self_best["step"])
-
-    def snapshot(self) -> Any:
-        """The state the divergence guard restores (the averaged weights)."""
-        return None if self.averager is None else self.averager.snapshot()
-
-    def restore(self, snapshot: Any) -> None:
-        """Go back to a :meth:`snapshot`."""
-        if self.averager is not None and snapshot is not None:
-            self.averager.restore(snapshot)
+def check_tools(tools: Any) -> list[Tool]:
+    """The list of tools, checked: each a :class:`Tool`, at most one of each class that
+    keeps state or sets the run's cadence."""
+    if isinstance(tools, Tool) or not isinstance(tools, (list, tuple)):
+        raise ConfigError(f"Expected tools to be a list of training tools but got {tools!r}")
+    for tool in tools:
+        if not isinstance(tool, Tool):
+            raise ConfigError(f"Expected every tool to be a pyro_lvae.training.Tool but got "
+                              f"{tool!r}; wrap a function f(step, rows, vae) in Callback(f)")
+    seen: dict[Any, Tool] = {}
+    for tool in tools:
+        key = tool.state_key or (type(tool) if isinstance(tool, (Checks, Checkpoints,
+                                                                 ProgressBar)) else None)
+        if key is None:
+            continue
+        if key in seen:
+            raise ConfigError(f"two tools of one kind: {seen[key]!r} and {tool!r}; give one")
+        seen[key] = tool
+    return list(tools)
