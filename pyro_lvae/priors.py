@@ -8,16 +8,16 @@ parameters of the model (``PyroParam``\\ s and plain ``nn.Module`` weights, regi
 param store under the model's name when the model runs), so they train on every path that
 trains the model.
 
-=================================  ==========  ===========================================
+=================================  =========== ===========================================
 class                              kind        p(z)
-=================================  ==========  ===========================================
+=================================  =========== ===========================================
 :class:`StandardNormal`            ``normal``  ``N(0, I)`` (the default)
 :class:`MixturePrior`              ``mixture`` ``sum_c w_c N(m_c, diag s_c^2)``, all learned
 :class:`VampPrior`                 ``vamp``    ``(1/C) sum_c q(z | u_c)``, pseudo-inputs
                                                ``u_c`` learned, ``q`` the guide's encoder
 :class:`FlowPrior`                 ``flow``    ``N(0, I)`` pushed through learned Pyro
                                                transforms (autoregressive, splines)
-=================================  ==========  ===========================================
+=================================  =========== ===========================================
 
 A VAE builds its prior for its latent size (:meth:`Prior.setup`) and gives it its guide
 (:meth:`Prior.connect`; the VampPrior uses the encoder). :func:`build` makes a prior from its

@@ -63,6 +63,8 @@ from .priors import Prior, StandardNormal, prior_from_config
 __all__ = ["Model", "Guide", "VAE", "mlp_vae", "conv_vae", "fixed_star", "rebuild", "BUILDERS",
            "MODES", "upgrade_state_dict"]
 
+#: the modes of the queries (:meth:`VAE.encode`, :meth:`VAE.reconstruct`, :meth:`VAE.sample`): the
+#: mean of each distribution, or a draw from it
 MODES = ("mean", "sample")
 #: below this many nats of KL(q(z|x) || p(z)) per data point a VAE is reported as collapsed
 COLLAPSE_NATS = 0.1

@@ -181,6 +181,8 @@ class Binarize:
         return (p > self.threshold).float()
 
 
+#: command-line name -> how ``uint8`` pixels become data (:class:`Dequantize`, :class:`Scale`,
+#: :class:`Binarize`)
 PIXEL_TRANSFORMS: dict[str, Any] = {"dequantize": Dequantize, "scale": Scale,
                                     "binarize": Binarize}
 
@@ -202,7 +204,7 @@ def bits_per_dim(nll_nats: float, dims: int, pixels: str = "dequantize",
     :param str pixels: how pixels became data (:data:`PIXEL_TRANSFORMS`)
     :param int levels: the pixel levels (256 for 8 bits)
     :param bool discrete: the model's likelihood is a probability mass on the levels
-        (:attr:`pyro_lvae.observations.Variant.discrete`)
+        (:attr:`pyro_lvae.observations.Observation.discrete`)
     """
     if pixels == "binarize" or (discrete and pixels == "scale"):
         return nll_nats / (dims * math.log(2))

@@ -4,28 +4,28 @@ An observation model turns the decoder's output into a distribution over one dat
 the full log-density (constants and ``log sigma`` included), so that the ELBOs of fixed-scale and
 learned-scale models compare directly. The variants of Berger & Sebag differ only here:
 
-=====================================  ========================================================
-:class:`FixedScale`                    F-VAE: ``N(mu(z), sigma^2)`` with a fixed sigma (F*-VAE)
-:class:`LearnedScalarScale`            LS-VAE (their Eq. 10): one learned sigma, a ``PyroParam``
-:class:`LearnedChannelScale`           a learned sigma per channel (image channel, table column)
-:class:`LearnedVectorScale`            LV-VAE (their Eq. 11): the decoder outputs a sigma per
-                                       dimension (per pixel for images)
-:class:`ScheduledScale`                a fixed sigma that follows a per-step schedule
-:class:`BernoulliObservation`          Bernoulli logits, for binary data only
+=======================================  ========================================================
+:class:`FixedScale`                      F-VAE: ``N(mu(z), sigma^2)`` with a fixed sigma (F*-VAE)
+:class:`LearnedScalarScale`              LS-VAE (their Eq. 10): one learned sigma, a ``PyroParam``
+:class:`LearnedChannelScale`             a learned sigma per channel (image channel, table column)
+:class:`LearnedVectorScale`              LV-VAE (their Eq. 11): the decoder outputs a sigma per
+                                         dimension (per pixel for images)
+:class:`ScheduledScale`                  a fixed sigma that follows a per-step schedule
+:class:`BernoulliObservation`            Bernoulli logits, for binary data only
 :class:`ContinuousBernoulliObservation`  continuous Bernoulli, for data in [0, 1]
-:class:`DiscretizedNormal`             the mass of a Normal on each of the 256 bins of an
-                                       8-bit value ``k / 255`` (scale per pixel from the decoder)
-:class:`DiscretizedLogistic`           the same for a logistic (PixelCNN++)
-:class:`DiscretizedLogisticMixture`    a mixture of discretised logistics per pixel
-:class:`CalibratedScale`               sigma-VAE: one sigma set to the batch's RMSE at every
-                                       training step, no gradient through it
-:class:`StudentTObservation`           Student-t, scale per dimension from the decoder,
-                                       learned degrees of freedom (outliers)
-:class:`LowRankNormal`                 ``N(mu, W W^T + diag d^2)`` over the whole data point,
-                                       ``W`` of rank r from the decoder (the manifold's tangent)
-:class:`MixedObservation`              rows of a table: Normal, Bernoulli and Categorical
-                                       columns
-=====================================  ========================================================
+:class:`DiscretizedNormal`               the mass of a Normal on each of the 256 bins of an
+                                         8-bit value ``k / 255`` (scale per pixel from the decoder)
+:class:`DiscretizedLogistic`             the same for a logistic (PixelCNN++)
+:class:`DiscretizedLogisticMixture`      a mixture of discretised logistics per pixel
+:class:`CalibratedScale`                 sigma-VAE: one sigma set to the batch's RMSE at every
+                                         training step, no gradient through it
+:class:`StudentTObservation`             Student-t, scale per dimension from the decoder,
+                                         learned degrees of freedom (outliers)
+:class:`LowRankNormal`                   ``N(mu, W W^T + diag d^2)`` over the whole data point,
+                                         ``W`` of rank r from the decoder (the manifold's tangent)
+:class:`MixedObservation`                rows of a table: Normal, Bernoulli and Categorical
+                                         columns
+=======================================  ========================================================
 
 Every model is registered by its ``kind`` (the command-line name); :func:`build` makes one from
 its kind and keyword settings, and :func:`describe` says how studies and figures present it:

@@ -67,8 +67,8 @@ class Observation(IndependentCopies, PyroModule):
     #: the model needs binary data (0 or 1)
     binary: bool = False
     #: the first of each channel's decoder outputs is a location in the data's units (a Normal
-    #: mean), which a network may produce in standardised units (:class:`~pyro_lvae.nets.
-    #: Standardize` with ``inverse=True``)
+    #: mean), which a network may produce in standardised units
+    #: (:class:`~pyro_lvae.nets.Standardize` with ``inverse=True``)
     location_first: bool = False
     #: the model is a probability mass on 8-bit levels k/255: its negative log-likelihood is a
     #: code length (bits/dim without a dequantisation offset)

@@ -412,6 +412,7 @@ class BetaNLLNormal(dist.Normal):
         self.beta, self.weight_dim = float(beta), int(event_dim)
 
     def expand(self, batch_shape, _instance=None):
+        """This distribution over a new ``batch_shape``, with the same beta and weighting."""
         new = self._get_checked_instance(BetaNLLNormal, _instance)
         new = super().expand(batch_shape, _instance=new)
         new.beta, new.weight_dim = self.beta, self.weight_dim

@@ -27,6 +27,7 @@ __all__ = ["CHECKPOINT_NAME", "BEST_NAME", "RandomStreams", "prepare_folder", "s
 
 logger = logging.getLogger(__name__)
 
+#: the checkpoint of a run, in its folder, rewritten at every save
 CHECKPOINT_NAME = "checkpoint.pt"
 #: the best checkpoint by held-out ELBO (fit(..., heldout=...)), beside ``checkpoint.pt``
 BEST_NAME = "best.pt"
