@@ -48,13 +48,14 @@ def main(args: argparse.Namespace) -> dict[str, float]:
 
     store_before = len(pyro.get_param_store().keys())
     # warm up allocators and Pyro before measuring
-    lv.fit(vae, lv.datasets.manifold2d, steps=200, seed=0, progress=False)
+    lv.fit(vae, lv.datasets.manifold2d, steps=200, seed=0, tools=[lv.training.ProgressBar(False)])
     store_warm = len(pyro.get_param_store().keys())
     thread = threading.Thread(target=sample, daemon=True)
     thread.start()
     t0 = time.perf_counter()
-    history = lv.fit(vae, lv.datasets.manifold2d, steps=args.steps, seed=1, progress=False,
-                     check_every=args.check_every)
+    history = lv.fit(vae, lv.datasets.manifold2d, steps=args.steps, seed=1,
+                     tools=[lv.training.ProgressBar(False),
+                            lv.training.Checks(every=args.check_every)])
     seconds = time.perf_counter() - t0
     stop.set()
     thread.join()

@@ -60,12 +60,12 @@ def _worker(rank, world, threads, port, kind, steps, batch, device, out):
     data, transform = _data(kind)
     vae = _model(kind)
     lv.fit(vae, data, steps=max(5, steps // 10), batch_size=batch, seed=0, device=dev,
-           transform=transform, progress=False)  # warm-up
+           transform=transform, tools=[lv.training.ProgressBar(False)])  # warm-up
     if world > 1:
         dist.barrier()
     t0 = time.perf_counter()
     lv.fit(vae, data, steps=steps, batch_size=batch, seed=1, device=dev, transform=transform,
-           progress=False)
+           tools=[lv.training.ProgressBar(False)])
     seconds = time.perf_counter() - t0
     if rank == 0:
         Path(out).write_text(str(seconds))

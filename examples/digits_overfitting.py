@@ -3,7 +3,7 @@
 The observations study trains its digit models (residual MLP 2x200, latent 8, batch 100, Adam
 1e-3, KL weight from 0.5 to 1 over 1000 steps) for 6000 steps on 1257 training digits, about
 480 passes. This script trains the same model with each discretised likelihood, scores the
-held-out digits every ``--every`` steps (``fit(..., eval_every=, heldout=)``) and, at the end,
+held-out digits every ``--every`` steps (``lv.training.HeldOutEvaluation``) and, at the end,
 the training and held-out digits, in bits per dimension of the digits as 8-bit images.
 
     python examples/digits_overfitting.py               # 2 models x 6000 steps, a few minutes
@@ -37,8 +37,9 @@ def run(kind: str, steps: int, every: int, seed: int) -> dict:
     vae = lv.mlp_vae(64, 8, lv.observations.build(kind), hidden=200, blocks=2,
                      standardize=False)
     history = lv.fit(vae, split.train, steps=steps, batch_size=100, optimizer=lv.fused_adam(1e-3),
-                     beta=parse_schedule("linear:1000:0.5:1"), seed=seed, progress=False,
-                     eval_every=every, heldout=split.test)
+                     beta=parse_schedule("linear:1000:0.5:1"), seed=seed,
+                     tools=[lv.training.ProgressBar(False),
+                            lv.training.HeldOutEvaluation(split.test, every=every)])
     curve = [(step + 1, bits(float(v))) for step, v in enumerate(history["heldout_elbo"])
              if math.isfinite(float(v))]
     with torch.no_grad():

@@ -25,7 +25,7 @@ import pyro
 from pyro_lvae import observations
 from pyro_lvae.annealing import parse_schedule
 from pyro_lvae.datasets import manifold2d
-from pyro_lvae.training import fit, fused_adam
+from pyro_lvae.training import ProgressBar, fit, fused_adam
 from pyro_lvae.vae import mlp_vae
 
 #: setting -> (latent size, hidden units, residual blocks, standardize)
@@ -58,7 +58,7 @@ def main(args: argparse.Namespace) -> dict[tuple[str, int], np.ndarray]:
                           blocks=blocks, standardize=standardize)
             history = fit(vae, manifold2d, steps=steps, batch_size=100,
                           optimizer=fused_adam(1e-3), beta=parse_schedule("linear:1000:0.5:1"),
-                          seed=seed, progress=False)
+                          seed=seed, tools=[ProgressBar(False)])
             sigma = np.asarray(history["sigma"], dtype=float)
             out[name, seed] = sigma
             print(f"{name:>20} seed {seed}: " + "  ".join(f"{sigma[s]:.2f}" for s in shown),

@@ -18,7 +18,7 @@ from ..experiments.plots import points_figure, training_figure
 from ..experiments.points import figure_row, held_out, summarize
 from ..io import atomic_write_text, save_figure
 from ..observations import FixedScale, LearnedScalarScale, LearnedVectorScale
-from ..training import fit, resolve_device
+from ..training import ProgressBar, fit, resolve_device
 from ..vae import mlp_vae
 from .options import (
     DEFAULT_BETA,
@@ -104,7 +104,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         vae = mlp_vae(2, 2, make(), hidden=args.hidden, blocks=args.blocks, standardize=False)
         t0 = time.perf_counter()
         history = fit(vae, manifold2d, steps=args.steps, batch_size=100, lr=args.lr,
-                      beta=beta, device=device, seed=args.seed, progress=not args.quiet)
+                      beta=beta, device=device, seed=args.seed,
+                      tools=[ProgressBar(not args.quiet)])
         seconds = time.perf_counter() - t0
         history.to_csv(out / f"{folder}-history.csv")
         summary = summarize(vae, x, region)

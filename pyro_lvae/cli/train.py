@@ -20,7 +20,22 @@ from ..errors import CheckpointError, ConfigError
 from ..experiments.tasks import TASKS, build_observation
 from ..geco import GECO
 from ..observations import OBSERVATIONS, describe, initial_scale, settings_of
-from ..training import BEST_NAME, CHECKPOINT_NAME, History, fit, parse_average, resolve_device
+from ..training import (
+    BEST_NAME,
+    CHECKPOINT_NAME,
+    AveragedWeights,
+    Checkpoints,
+    Checks,
+    ClipGradNorm,
+    HeldOutEvaluation,
+    History,
+    LRSchedule,
+    ProgressBar,
+    Tool,
+    fit,
+    parse_average,
+    resolve_device,
+)
 from ..training.distributed import check_launch, init_from_env, rank_info
 from ..training.records import RunClock
 from ..training.schedules import check_schedule
@@ -423,25 +438,13 @@ def _train_run(vae: VAE, run: Path, settings: dict[str, Any], resume: bool,
     if resume and rank == 0:  # checkpoint and data are read: the new totals, for the next resume
         write_json(settings, run / "config.json")
     settings["steps"] = steps
-    every = settings.get("checkpoint_every") or per_epoch or 1000
-    callbacks = []
-    if tensorboard and rank == 0:
-        from ..training.tensorboard import TensorBoardCallback
-
-        callbacks.append(TensorBoardCallback(tensorboard))
-    eval_every = settings.get("eval_every")
     with RunClock() as clock:
-        history = fit(
-            vae, data, steps=steps, batch_size=settings["batch_size"], lr=settings["lr"],
-            beta=_beta(settings), device=settings["device"],
-            seed=settings["seed"], progress=progress, out=run, checkpoint_every=every,
-            resume=resume, on_divergence=settings.get("on_divergence", "stop"),
-            transform=transform, callbacks=callbacks,
-            clip_grad_norm=settings.get("clip_grad_norm"),
-            lr_schedule=settings.get("lr_schedule"), lr_warmup=settings.get("lr_warmup", 0),
-            average=settings.get("average"), eval_every=eval_every,
-            heldout=None if eval_every is None else task.validation(settings),
-        )
+        history = fit(vae, data, steps=steps, batch_size=settings["batch_size"],
+                      lr=settings["lr"], beta=_beta(settings), transform=transform,
+                      tools=training_tools(settings, task, per_epoch, progress, tensorboard,
+                                           rank),
+                      device=settings["device"], seed=settings["seed"], out=run,
+                      resume=resume)
     if rank != 0:  # rank 0 evaluates and writes; the others wait for it
         dist.barrier()
         return {}
@@ -454,6 +457,31 @@ def _train_run(vae: VAE, run: Path, settings: dict[str, Any], resume: bool,
     if world > 1:
         dist.barrier()
     return summary
+
+
+def training_tools(settings: dict[str, Any], task: Any, per_epoch: int | None,
+                   progress: bool, tensorboard: str | None, rank: int) -> list[Tool]:
+    """The run's training tools (:mod:`pyro_lvae.training.tools`), from its settings (the
+    command line's flags, or a resumed run's config.json): the one place where those flags
+    become objects."""
+    tools: list[Tool] = [
+        Checks(on_divergence=settings.get("on_divergence", "stop")),
+        Checkpoints(settings.get("checkpoint_every") or per_epoch or 1000),
+        ProgressBar(progress),
+    ]
+    if settings.get("clip_grad_norm") is not None:
+        tools.append(ClipGradNorm(settings["clip_grad_norm"]))
+    if settings.get("lr_schedule") is not None or settings.get("lr_warmup"):
+        tools.append(LRSchedule(settings.get("lr_schedule"), settings.get("lr_warmup", 0)))
+    if settings.get("average") is not None:
+        tools.append(AveragedWeights(settings["average"]))
+    if settings.get("eval_every") is not None:
+        tools.append(HeldOutEvaluation(task.validation(settings), settings["eval_every"]))
+    if tensorboard and rank == 0:
+        from ..training.tensorboard import TensorBoardCallback
+
+        tools.append(TensorBoardCallback(tensorboard))
+    return tools
 
 
 def _tool_results(task, history: History, run: Path, settings: dict[str, Any]

@@ -37,7 +37,7 @@ from ..datasets import Dequantize, manifold2d
 from ..errors import ConfigError
 from ..objective import elbo_terms
 from ..observations import LearnedVectorScale
-from ..training import fit, resolve_device
+from ..training import Checks, ProgressBar, fit, resolve_device
 from ..vae import VAE, conv_vae, mlp_vae
 
 __all__ = ["Case", "CASES", "run_case", "run", "markdown"]
@@ -163,7 +163,7 @@ def run_case(case: Case, device: str = "auto", repetitions: int = 5, svi: bool =
 
     def ours(n: int) -> None:
         fit(vae, data, steps=n, batch_size=case.batch_size, optimizer=ours_opt, device=device,
-            progress=False, transform=transform, check_every=min(100, n))
+            transform=transform, tools=[ProgressBar(False), Checks(every=min(100, n))])
 
     def plain_svi(n: int) -> None:
         with pyro.validation_enabled(False):

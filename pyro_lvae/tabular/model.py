@@ -47,6 +47,7 @@ class TabularModel:
         integer-valued columns on their lattice, ``"discrete"``, or as continuous)."""
         import pyro
 
+        from ..training import ProgressBar
         from ..training import fit as train
         from ..vae import mlp_vae
         from .observation import MixedObservation
@@ -62,7 +63,8 @@ class TabularModel:
         vae = mlp_vae(x.shape[1], latent_dim, observation, hidden=hidden, blocks=blocks,
                       standardize=False)  # the transformer already standardises
         history = train(vae, x, steps=steps, batch_size=min(batch_size, len(x)), lr=lr,
-                        beta=beta, seed=seed, device=device, progress=progress, out=out)
+                        beta=beta, seed=seed, device=device, out=out,
+                        tools=[ProgressBar(progress)])
         model = cls(vae, transformer, history)
         if out is not None:
             model.save(out)

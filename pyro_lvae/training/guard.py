@@ -47,8 +47,9 @@ class DivergenceGuard:
     :param optimizer: a torch optimiser (its state is kept too) or a ``pyro.optim`` one
     :param str policy: ``"stop"`` or ``"rollback"`` (torch optimisers only)
     :param int max_rollbacks: rollbacks allowed before giving up
-    :param tools: the run's :class:`~pyro_lvae.training.tools.TrainingTools` (the averaged
-        weights are kept and restored too), or ``None``
+    :param tools: an object with ``snapshot()`` and ``restore(snapshot)`` for the state of
+        the run's training tools (the averaged weights), kept and restored with the
+        parameters; or ``None``
     """
 
     def __init__(self, vae: VAE, optimizer: Any, policy: str, max_rollbacks: int,

@@ -1,7 +1,7 @@
 """Optional TensorBoard logging for :func:`pyro_lvae.fit` (needs the ``tensorboard`` package:
 ``pip install 'pyro-lvae[tensorboard]'``).
 
-    fit(vae, data, ..., callbacks=[TensorBoardCallback("runs/tb")])
+    fit(vae, data, ..., tools=[TensorBoardCallback("runs/tb")])
 
 logs every recorded step's loss, reconstruction, KL, beta and sigma, and, for image models,
 a grid of decoder means for fixed latent codes every ``image_every`` steps.
@@ -15,12 +15,21 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
+from .tools import Run, Tool
 
 __all__ = ["TensorBoardCallback"]
 
 
-class TensorBoardCallback:
-    """Write the training history (and image grids) to a TensorBoard log folder."""
+class TensorBoardCallback(Tool):
+    """A training tool (:mod:`pyro_lvae.training.tools`): write the training history (and
+    image grids) to a TensorBoard log folder, on rank 0, at every check.
+
+    :param str logdir: the log folder
+    :param int image_every: steps between image grids (image models)
+    :param int images: images per grid
+    """
+
+    order = 70
 
     def __init__(self, logdir: str, image_every: int = 1000, images: int = 16) -> None:
         try:
@@ -51,6 +60,13 @@ class TensorBoardCallback:
             self._last_image = step
         self.writer.flush()
 
-    def close(self) -> None:
+    def on_check(self, run: Run, done: int, rows: dict[str, np.ndarray]) -> None:
+        if run.rank == 0:
+            self(done, rows, run.vae)
+
+    def close(self, run: Run | None = None) -> None:
         """Flush and close the event file."""
         self.writer.close()
+
+    def __repr__(self) -> str:
+        return f"TensorBoardCallback({self.writer.log_dir!r})"

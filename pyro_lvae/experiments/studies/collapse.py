@@ -34,7 +34,7 @@ from ...annealing import parse_schedule
 from ...datasets import manifold2d, spiral2d
 from ...io import atomic_write_text, save_figure, write_csv
 from ...observations import initial_scale
-from ...training import fit, fused_adam
+from ...training import ProgressBar, fit, fused_adam
 from ...vae import mlp_vae
 from ..jobs import run_jobs
 from ..plots import smooth
@@ -107,7 +107,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     sampler = CURVES[job["curve"]]
     history = fit(vae, sampler, steps=job["steps"], batch_size=job["batch_size"],
                   optimizer=fused_adam(job["lr"] * lr_factor), beta=parse_schedule(beta),
-                  device=job["device"], seed=job["seed"], progress=False)
+                  device=job["device"], seed=job["seed"], tools=[ProgressBar(False)])
     x = sampler(3000, generator=torch.Generator().manual_seed(EVAL_SEED)).to(vae.device)
     held_out = evaluate.elbo(vae, x, num_particles=2)
     units, _ = evaluate.active_units(vae, x)

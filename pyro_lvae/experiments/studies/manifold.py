@@ -35,7 +35,7 @@ from ... import evaluate, observations
 from ...annealing import parse_schedule
 from ...datasets import MANIFOLD_REGIONS, distance_to_curve, manifold2d
 from ...io import atomic_write_text, save_figure, write_csv
-from ...training import fit, fused_adam
+from ...training import AveragedWeights, Callback, LRSchedule, ProgressBar, fit, fused_adam
 from ...vae import mlp_vae
 from ..jobs import run_jobs
 from ..points import EVAL_SEED
@@ -204,14 +204,17 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     pyro.clear_param_store()
     vae = mlp_vae(2, job["latent_dim"], _observation(job), hidden=job["hidden"],
                   blocks=job["blocks"], standardize=False)
-    callbacks, record = (), None
+    tools, record = [ProgressBar(False)], None
     if job.get("eval_every"):
         probe, record = _held_out_probe(job["eval_every"])
-        callbacks = (probe,)
+        tools.append(Callback(probe))
+    if job.get("average") is not None:
+        tools.append(AveragedWeights(job["average"]))
+    if job.get("lr_schedule") is not None:
+        tools.append(LRSchedule(job["lr_schedule"]))
     history = fit(vae, manifold2d, steps=job["steps"], batch_size=job["batch_size"],
                   optimizer=fused_adam(job["lr"]), beta=parse_schedule(job["beta"]),
-                  device=job["device"], seed=seed, progress=False, callbacks=callbacks,
-                  average=job.get("average"), lr_schedule=job.get("lr_schedule"))
+                  device=job["device"], seed=seed, tools=tools)
     result = {k: job[k] for k in ("variant", "seed", "obs")}
     if record is not None:
         result["elbo_trace"] = record

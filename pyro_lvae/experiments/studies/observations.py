@@ -63,7 +63,7 @@ from ...datasets import bits_per_dim, manifold2d
 from ...datasets.artificial import MANIFOLD_NOISE
 from ...errors import TrainingDiverged
 from ...io import atomic_write_text, save_figure, write_csv
-from ...training import fit, fused_adam
+from ...training import ProgressBar, fit, fused_adam
 from ...vae import mlp_vae
 from ..jobs import run_jobs
 from ..points import EVAL_SEED
@@ -311,7 +311,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         history = fit(vae, data, steps=job["steps"],
                       batch_size=job["batch_size"], optimizer=fused_adam(job["lr"]),
                       beta=parse_schedule(job["beta"]), device=job["device"], seed=job["seed"],
-                      progress=False)
+                      tools=[ProgressBar(False)])
     except TrainingDiverged as e:
         result.update(diverged=True, reason=str(e).splitlines()[0], spike=math.nan,
                       elbo=math.nan, iwae=math.nan, energy_samples=math.nan)

@@ -66,7 +66,7 @@ from ... import evaluate, observations, priors
 from ...datasets import MANIFOLD_NOISE, Dequantize, manifold2d, spiral2d
 from ...geco import GECO
 from ...io import atomic_write_text, save_figure, write_csv
-from ...training import fit, fused_adam
+from ...training import ProgressBar, fit, fused_adam
 from ...vae import mlp_vae
 from ..jobs import run_jobs
 from ..points import EVAL_SEED
@@ -267,7 +267,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     beta = GECO(_geco_target(job), rate=job["geco_rate"]) if geco else 1.0
     history = fit(vae, CURVES[job["curve"]], steps=job["steps"], batch_size=job["batch_size"],
                   optimizer=fused_adam(job["lr"]), beta=beta, device=job["device"],
-                  seed=job["seed"], progress=False)
+                  seed=job["seed"], tools=[ProgressBar(False)])
     out = {k: job[k] for k in ("curve", "variant", "method", "seed", "steps")}
     out.update(_measure(vae, job))
     out["final_beta"] = float(history["beta"][-1])
@@ -339,7 +339,7 @@ def run_image_job(job: dict[str, Any]) -> dict[str, Any]:
     beta = GECO(target, rate=job["geco_rate"] / split.dims) if geco else 1.0
     history = fit(vae, levels(split.train), steps=job["steps"], batch_size=job["batch_size"],
                   optimizer=fused_adam(job["lr"]), beta=beta, device=job["device"],
-                  seed=job["seed"], progress=False, transform=Dequantize())
+                  seed=job["seed"], tools=[ProgressBar(False)], transform=Dequantize())
     out = {k: job[k] for k in ("images", "variant", "method", "seed", "steps", "latent_dim")}
     out.update(_measure_images(vae, job, split, classifier))
     out.update(final_beta=float(history["beta"][-1]), geco_target=target,

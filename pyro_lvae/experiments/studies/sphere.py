@@ -24,7 +24,7 @@ from ... import evaluate, observations, theory
 from ...annealing import parse_schedule
 from ...datasets import sphere
 from ...io import atomic_write_text, save_figure, write_csv
-from ...training import fit, fused_adam
+from ...training import ProgressBar, fit, fused_adam
 from ...vae import mlp_vae
 from ..jobs import run_jobs
 from . import Study, mean_sd
@@ -99,7 +99,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     history = fit(vae, partial(sphere, dim=d, radius=radius), steps=job["steps"],
                   batch_size=job["batch_size"], optimizer=fused_adam(job["lr"]),
                   beta=parse_schedule(job["beta"]), device=job["device"], seed=job["seed"],
-                  progress=False)
+                  tools=[ProgressBar(False)])
     sigma = float(history["sigma"][-1])
     prior_radius, prior_spread, rec_radius = _radii(vae, d, radius)
     x = sphere(4000, d, radius, generator=torch.Generator().manual_seed(EVAL_SEED + 1))
