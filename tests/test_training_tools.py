@@ -17,7 +17,20 @@ from pyro.infer import RenyiELBO, TraceMeanField_ELBO
 
 import pyro_lvae as lv
 from pyro_lvae.cli import main
-from pyro_lvae.training import BEST_NAME, CHECKPOINT_NAME, History, load_averaged
+from pyro_lvae.training import (
+    BEST_NAME,
+    CHECKPOINT_NAME,
+    AveragedWeights,
+    Callback,
+    Checkpoints,
+    Checks,
+    ClipGradNorm,
+    HeldOutEvaluation,
+    History,
+    LRSchedule,
+    Tool,
+    load_averaged,
+)
 from pyro_lvae.training.heldout import HeldOut
 
 
@@ -261,15 +274,47 @@ def test_a_resumed_run_keeps_the_best_held_out_evaluation_so_far(tmp_path):
 
 # ---- exact resume with every tool on --------------------------------------------------------
 TOOLS = {
-    "clip": {"clip_grad_norm": 1.0},
-    "cosine-warmup": {"lr_schedule": "cosine:0.1", "lr_warmup": 15},
-    "step-decay": {"lr_schedule": "step:7:0.5"},
-    "ema": {"average": "ema:0.9"},
-    "swa": {"average": "swa:10:3"},
-    "held-out": {"heldout": data(60, seed=7), "eval_every": 10},
-    "all": {"clip_grad_norm": 1.0, "lr_schedule": "cosine", "lr_warmup": 5,
-            "average": "ema:0.95", "heldout": data(60, seed=7), "eval_every": 10},
+    "clip": lambda: [ClipGradNorm(1.0)],
+    "cosine-warmup": lambda: [LRSchedule("cosine:0.1", warmup=15)],
+    "step-decay": lambda: [LRSchedule("step:7:0.5")],
+    "ema": lambda: [AveragedWeights("ema:0.9")],
+    "swa": lambda: [AveragedWeights("swa:10:3")],
+    "held-out": lambda: [HeldOutEvaluation(data(60, seed=7), every=10)],
+    "all": lambda: [ClipGradNorm(1.0), LRSchedule("cosine", warmup=5),
+                    AveragedWeights("ema:0.95"), HeldOutEvaluation(data(60, seed=7), every=10)],
+    "own tool": lambda: [StepCounter()],
 }
+
+
+class StepCounter(Tool):
+    """A tool of one's own: counts the steps and the sum of the losses seen at checks, its
+    state resumed from the checkpoint."""
+
+    state_key = "counter"
+
+    def __init__(self):
+        self.steps, self.total = 0, 0.0
+
+    def on_step_end(self, run, step):
+        self.steps += 1
+
+    def on_check(self, run, done, rows):
+        self.total += float(np.sum(rows["loss"]))
+
+    def state_dict(self):
+        return {"steps": self.steps, "total": self.total}
+
+    def load_state_dict(self, state):
+        self.steps, self.total = state["steps"], state["total"]
+
+
+def _same(a, b):
+    """Equal states (nested dicts of numbers and tensors)."""
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, torch.Tensor):
+        return torch.equal(a, b)
+    return a == b
 
 
 class Killed(Exception):
@@ -283,23 +328,27 @@ def kill_at_25(done, rows, vae):
 
 @pytest.mark.parametrize("name", list(TOOLS))
 def test_resume_with_each_tool_continues_exactly_like_an_uninterrupted_run(tmp_path, name):
-    def run(out, resume=False, vae=None, callbacks=()):
+    def run(out, tools, resume=False, vae=None):
         if vae is None:
             pyro.set_rng_seed(5)
             vae = tiny()
         return lv.fit(vae, lv.datasets.manifold2d, steps=40, batch_size=32, seed=5,
-                      lr=1e-2, out=out, check_every=5, checkpoint_every=10, resume=resume,
-                      callbacks=callbacks, **TOOLS[name])
+                      lr=1e-2, out=out, resume=resume,
+                      tools=[Checks(every=5), Checkpoints(10), *tools])
 
-    whole = run(tmp_path / "whole")
+    whole_tools, resumed_tools = TOOLS[name](), TOOLS[name]()
+    whole = run(tmp_path / "whole", whole_tools)
     with pytest.raises(Killed):
-        run(tmp_path / "part", callbacks=[kill_at_25])
+        run(tmp_path / "part", [*TOOLS[name](), Callback(kill_at_25)])
     assert torch.load(tmp_path / "part" / CHECKPOINT_NAME, weights_only=True)["step"] == 20
     pyro.clear_param_store()
     torch.manual_seed(123)  # resuming restores every random state itself
-    resumed = run(tmp_path / "part", resume=True,
+    resumed = run(tmp_path / "part", resumed_tools, resume=True,
                   vae=lv.load(tmp_path / "part" / CHECKPOINT_NAME))
+    for a, b in zip(whole_tools, resumed_tools, strict=True):  # the tools' own states
+        assert _same(a.state_dict(), b.state_dict()), a
     assert np.array_equal(resumed["loss"], whole["loss"])
+    assert np.array_equal(resumed["grad_norm"], whole["grad_norm"], equal_nan=True)
     assert np.array_equal(resumed["heldout_elbo"], whole["heldout_elbo"], equal_nan=True)
     assert np.array_equal(resumed["heldout_elbo_averaged"], whole["heldout_elbo_averaged"],
                           equal_nan=True)
@@ -313,7 +362,7 @@ def test_resume_with_each_tool_continues_exactly_like_an_uninterrupted_run(tmp_p
     if "scheduler" in whole_blob["tools"]:
         assert whole_blob["tools"]["scheduler"]["_last_lr"] == \
             part_blob["tools"]["scheduler"]["_last_lr"]
-    if "heldout" in TOOLS[name]:
+    if "heldout" in whole_blob["tools"]:
         best = [torch.load(tmp_path / run_name / BEST_NAME, weights_only=True)["model"]
                 ["state_dict"] for run_name in ("whole", "part")]
         assert all(torch.equal(best[0][k], best[1][k]) for k in best[0])
@@ -328,7 +377,7 @@ def test_train_command_with_every_tool_writes_best_averaged_and_run_records(tmp_
     summary = json.loads((run / "summary.json").read_text())
     assert summary["train_seconds"] > 0 and summary["train_cpu_seconds"] > 0
     assert summary["device"] == "cpu" and summary["device_name"]
-    assert summary["best"]["step"] in (20, 40) and summary["best"]["file"] == BEST_NAME
+    assert summary["best"]["step"] in (19, 39) and summary["best"]["file"] == BEST_NAME  # its row
     assert summary["averaged"]["elbo"] != summary["elbo"]
     assert (run / BEST_NAME).exists() and (run / "averaged.pt").exists()
     averaged, last = lv.load(run / "averaged.pt"), load_averaged(run / CHECKPOINT_NAME)
@@ -369,4 +418,4 @@ def test_every_tool_stays_identical_on_two_processes(tmp_path):
     assert torch.equal(ranks[0]["heldout"], ranks[1]["heldout"]) and len(ranks[0]["heldout"]) == 3
     assert ranks[0]["best"] == ranks[1]["best"]
     best = torch.load(tmp_path / "run" / BEST_NAME, weights_only=True)
-    assert best["step"] == ranks[0]["best"]
+    assert best["step"] == ranks[0]["best"] + 1  # steps done; the best names its row

@@ -205,7 +205,7 @@ class Checkpoints(Tool):
     :param int every: steps between checkpoints
     """
 
-    order = 40  # after the held-out evaluation, so a checkpoint holds its latest best
+    order = 95  # after every other tool's check, so the checkpoint holds their latest state
 
     def __init__(self, every: int) -> None:
         check_positive_int("checkpoint_every", every)
