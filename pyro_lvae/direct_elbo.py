@@ -46,6 +46,7 @@ Example::
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import pyro.distributions as dist
@@ -76,6 +77,22 @@ def _registered_forward(module: Any, registry: Any) -> bool:
     checks against ``Trace_ELBO``'s."""
     cls = registry.get(getattr(module, "kind", None))
     return cls is not None and isinstance(module, cls) and type(module).forward is cls.forward
+
+
+def _foreign_pyro_module(label: str, root: Any, known: tuple) -> str | None:
+    """Why a network of ``root`` may hold sample sites (it is a ``PyroModule`` other than the
+    root, the observation model and the prior, and their parts), or ``None``."""
+    pyro_modules = [m for m in root.modules() if isinstance(m, PyroModule) and m is not root]
+    if len(pyro_modules) <= len(known):  # the common case: nothing but the known ones
+        if all(any(m is k for k in known) for m in pyro_modules):
+            return None
+    allowed = {id(m) for part in known for m in part.modules()}
+    for name, module in root.named_modules():
+        if isinstance(module, PyroModule) and module is not root and id(module) not in allowed:
+            return (f"the {label}'s {name} is a PyroModule ({type(module).__name__}) that may "
+                    f"hold sample sites of its own (PyroSample weights, pyro.sample "
+                    f"statements), which only tracing sees")
+    return None
 
 
 def _handler_beta() -> tuple[Any, str | None]:
@@ -139,14 +156,10 @@ class _Call:
         if not _registered_forward(prior, PRIORS):
             return (f"the prior {type(prior).__name__} computes its distribution with a "
                     f"forward of its own, not a registered prior's")
-        known = {id(m) for part in (observation, prior) for m in part.modules()}
         for label, root in (("model", self.model), ("guide", self.guide)):
-            for name, module in root.named_modules():
-                if (isinstance(module, PyroModule) and module is not root
-                        and id(module) not in known):
-                    return (f"the {label}'s {name} is a PyroModule ({type(module).__name__}) "
-                            f"that may hold sample sites of its own (PyroSample weights, "
-                            f"pyro.sample statements), which only tracing sees")
+            reason = _foreign_pyro_module(label, root, (observation, prior))
+            if reason is not None:
+                return reason
         if self.guide.latent_dim != self.model.latent_dim:
             return "the model and the guide have different latent sizes"
         handler_beta, handler = _handler_beta()
@@ -245,6 +258,26 @@ class DirectELBO(ELBO):
         n = len(draws)
         return ELBOTerms(sum(d.loss for d in draws) / n, sum(d.reconstruction for d in draws) / n,
                          sum(d.kl for d in draws) / n, draws[-1].likelihood)
+
+    def prepared(self, model: Model, guide: Guide, x: torch.Tensor
+                 ) -> Callable[[torch.Tensor, Any], ELBOTerms]:
+        """The terms as a function ``f(x, beta)`` for a training loop whose programs and
+        surrounding handlers stay as they are now: checked once here, on the batch ``x``,
+        instead of at every call (what :func:`pyro_lvae.fit` uses). ``model`` and ``guide``
+        are the plain programs (not :func:`~pyro_lvae.annealed`); ``beta`` is the step's
+        weight."""
+        call = _Call(model, guide, (x,), {})
+        if call.reason is not None:
+            raise ConfigError(f"DirectELBO cannot compute this loss exactly: {call.reason}")
+        outer, particles = call.outer, self.num_particles
+        if particles != 1:
+            raise ConfigError("DirectELBO.prepared computes one particle; for several call "
+                              "terms() or use pyro.infer.SVI")
+
+        def terms(batch: torch.Tensor, beta: Any) -> ELBOTerms:
+            return _terms(model, guide, batch, beta, outer)
+
+        return terms
 
     def differentiable_loss(self, model: Any, guide: Any, *args: Any, **kwargs: Any
                             ) -> torch.Tensor:

@@ -149,15 +149,17 @@ class LossModule(torch.nn.Module):
     """The step's loss as a module (so that ``DistributedDataParallel`` can wrap it):
     :class:`~pyro_lvae.DirectELBO`'s terms, or a Pyro ELBO's (:class:`PyroLoss`)."""
 
-    def __init__(self, vae: VAE, elbo: Any = None, direct: bool = False) -> None:
+    def __init__(self, vae: VAE, elbo: Any = None, direct: torch.Tensor | None = None) -> None:
         super().__init__()
         self.vae = vae
-        self.direct = DirectELBO() if direct else None
-        self.pyro_loss = None if direct else PyroLoss(vae, elbo or Trace_ELBO())
+        #: DirectELBO's terms, checked once on the first batch ``direct``
+        self.direct = (None if direct is None
+                       else DirectELBO().prepared(vae.model, vae.guide, direct))
+        self.pyro_loss = None if direct is not None else PyroLoss(vae, elbo or Trace_ELBO())
 
     def forward(self, x: torch.Tensor, beta: float) -> ELBOTerms:
         if self.direct is not None:
-            return self.direct.terms(self.vae.model, self.vae.guide, x, beta=beta)
+            return self.direct(x, beta)
         return self.pyro_loss(x, beta)
 
 
@@ -223,7 +225,7 @@ def build_step(vae: VAE, x: torch.Tensor, optimizer: Any, elbo: Any, world: int 
     elif reason is not None:
         logger.warning("training on Trace_ELBO through Pyro, not DirectELBO: %s", reason)
     direct = reason is None
-    module: torch.nn.Module = LossModule(vae, direct=direct)
+    module: torch.nn.Module = LossModule(vae, direct=x if direct else None)
     if world > 1:
         module = torch.nn.parallel.DistributedDataParallel(
             module, device_ids=[x.device.index] if x.device.type == "cuda" else None)
