@@ -14,9 +14,15 @@ trace at the first step and ignored afterwards. :func:`annealed` makes beta such
 JIT trace and names that remedy.
 
 What counts as "latent": every sample site that is not observed, global latents (outside the
-data plate) included, so their KL is weighted too. Sites marked for enumeration
-(``infer={"enumerate": ...}``, as ``TraceEnum_ELBO`` sums them out) are left unscaled: they are
-part of the marginal likelihood, not of a KL term, and Pyro requires one scale across them.
+data plate) included, so their KL is weighted too. A discrete latent enumerated in the *guide*
+under ``TraceEnum_ELBO`` (ss_vae_M2's ``y``: ``config_enumerate(guide)``) is weighted like any
+other, in both programs, which is exactly ``poutine.scale(beta)`` around its sample statements:
+the ELBO's term ``E_q[log p(y) - log q(y|x)]`` becomes ``beta`` times itself. A site enumerated
+in the *model* only (absent from the guide, summed out of the model: a mixture's assignment)
+cannot be weighted: its log-density sits inside a log-sum over its values, where a factor
+``beta`` does not weight a KL (Pyro's sum of ``beta``-scaled terms is another objective), so
+a ``beta`` other than 1 raises :class:`~pyro_lvae.errors.ConfigError` there (enumerate it in
+the guide instead, or leave the model unannealed).
 
 For a fixed-sigma Normal VAE, weighting the KL by beta is the same objective, up to a factor and
 a constant, as a VAE with ``sigma' = sigma * sqrt(beta)``; KL annealing (Bowman et al.) is beta
@@ -33,12 +39,16 @@ from __future__ import annotations
 
 import functools
 import math
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+from pyro.ops.jit import CompiledFunction
 from pyro.poutine.messenger import Messenger
+from pyro.poutine.replay_messenger import ReplayMessenger
+from pyro.poutine.runtime import _PYRO_STACK
 
 from .errors import ConfigError
 
@@ -77,8 +87,42 @@ def _check_beta(beta: Any) -> float | torch.Tensor:
     return beta
 
 
+def _in_guide(name: str) -> bool | None:
+    """Whether the guide trace that the running model replays holds the site ``name``; ``None``
+    where the running program replays no finished trace (the guide itself, which
+    ``TraceEnum_ELBO`` replays against partial traces of its own, or a program on its own).
+    Reads Pyro's handler stack (``_PYRO_STACK``, ``ReplayMessenger.trace``, and the
+    ``"_RETURN"`` node that ``poutine.trace`` adds to a finished program's trace)."""
+    for frame in reversed(_PYRO_STACK):
+        if isinstance(frame, ReplayMessenger) and frame.trace is not None:
+            if "_RETURN" not in frame.trace:
+                return None
+            return name in frame.trace
+    return None
+
+
+def _is_one(beta: float | torch.Tensor) -> bool:
+    if isinstance(beta, float):
+        return beta == 1.0
+    return not torch.jit.is_tracing() and bool(beta == 1)
+
+
+def _in_jit_compilation() -> bool:
+    """Whether the caller runs inside Pyro's JIT (``pyro.ops.jit.CompiledFunction``, behind
+    ``JitTrace_ELBO`` and its siblings), whose inputs must all be tensors."""
+    frame = sys._getframe(1)
+    code = CompiledFunction.__call__.__code__
+    while frame is not None:
+        if frame.f_code is code:
+            return True
+        frame = frame.f_back
+    return False
+
+
 class LatentScaleMessenger(Messenger):
-    """Multiplies the log-density of unobserved, non-enumerated sample sites by ``beta``.
+    """Multiplies the log-density of unobserved sample sites by ``beta``, discrete latents
+    enumerated in the guide included; refuses a ``beta`` other than 1 on a site enumerated in
+    the model only (module docstring).
 
     ``beta = 0`` (a Python number) masks the latent sites out instead of scaling them, since
     Pyro's ``poutine.scale`` refuses 0 and ``0 * log q`` would be NaN where ``log q`` is infinite.
@@ -95,8 +139,18 @@ class LatentScaleMessenger(Messenger):
     def _process_message(self, msg: dict[str, Any]) -> None:
         if msg["type"] != "sample" or msg["is_observed"]:
             return
-        if msg["infer"].get("enumerate"):
-            return
+        if msg["infer"].get("enumerate") and _in_guide(msg["name"]) is False:
+            # enumerated in the model only: summed out there, no KL term to weight
+            if _is_one(self.beta):
+                return
+            raise ConfigError(
+                f"the site {msg['name']!r} is enumerated in the model only (summed out of the "
+                f"ELBO, absent from the guide): a KL weight beta = {_show(self.beta)} cannot be "
+                f"applied to it exactly (its log-density sits inside a log-sum over its "
+                f"values). Enumerate it in the guide instead (a distribution for it in the "
+                f"guide, config_enumerate(guide)), where beta weights it exactly, or train "
+                f"with beta = 1"
+            )
         if not self.traced_input and torch.jit.is_tracing():
             raise ConfigError(_JIT_REMEDY)
         if isinstance(self.beta, float):
@@ -106,6 +160,14 @@ class LatentScaleMessenger(Messenger):
                 msg["scale"] = self.beta * msg["scale"]
         else:
             msg["scale"] = self.beta * msg["scale"]
+
+
+def _show(beta: float | torch.Tensor) -> str:
+    if isinstance(beta, float):
+        return f"{beta:g}"
+    if torch.jit.is_tracing():  # its value is an input of the compiled step: any value
+        return "(a tensor input of a JIT-compiled step)"
+    return f"{float(beta):g}"
 
 
 def scale_latents(beta: float | torch.Tensor) -> LatentScaleMessenger:
@@ -119,6 +181,9 @@ def scale_latents(beta: float | torch.Tensor) -> LatentScaleMessenger:
     Wrapping one program (``lv.scale_latents(0.3)(model)``) scales only that program's latent
     sites: wrap the model *and* the guide, or use :func:`annealed` for both. Under the JIT
     ELBOs use :func:`annealed` (a handler's beta is fixed at compilation; this one refuses).
+    Under ``TraceEnum_ELBO`` a discrete latent enumerated in the guide is weighted too (exactly
+    ``poutine.scale(beta)`` around it in both programs); one enumerated in the model only
+    refuses a beta other than 1 (module docstring).
 
     :param beta: weight of the latent term, ``>= 0``; a Python number or a scalar tensor
     """
@@ -130,8 +195,10 @@ def annealed(program: Callable[..., Any]) -> Callable[..., Any]:
     runs ``program(*args)`` under :func:`scale_latents` ``(beta)``.
 
     Wrap the model and the guide alike. Because beta is a positional input, it is exact under
-    the JIT ELBOs too, where the compiled function sees only the programs' inputs (pass a
-    tensor, ``torch.tensor(beta)``, so that a new value does not recompile)::
+    the JIT ELBOs too, where the compiled function sees only the programs' inputs: there it
+    must be a tensor, ``torch.tensor(beta)`` (a Python number cannot be an input of
+    ``torch.jit.trace``, and is refused with a :class:`ConfigError` that says so; a tensor
+    also lets a new value run without recompiling)::
 
         svi = SVI(lv.annealed(vae.model), lv.annealed(vae.guide), optim, JitTrace_ELBO())
         for step in range(steps):
@@ -149,6 +216,16 @@ def annealed(program: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(program)
     def run(beta: float | torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        if not isinstance(beta, torch.Tensor) and _in_jit_compilation():
+            like = next((a for a in args if isinstance(a, torch.Tensor)
+                         and a.is_floating_point()), None)
+            how = ("torch.tensor(beta)" if like is None else
+                   f"torch.tensor(beta, dtype={like.dtype}, device='{like.device}')")
+            raise ConfigError(
+                f"under the JIT ELBOs beta is an input of the compiled function, and torch.jit "
+                f"takes only tensors as inputs: pass {how} to svi.step (got the "
+                f"{type(beta).__name__} {beta!r}), e.g. svi.step(torch.tensor(0.5), x)"
+            )
         with LatentScaleMessenger(beta, traced_input=True):
             return program(*args, **kwargs)
 

@@ -18,6 +18,17 @@ each check, and beta holds between checks (``check_every=1`` is the paper's per-
 Its state is a function of the run's history, so a resumed run continues exactly
 (:meth:`GECO.restore`).
 
+In a training loop of your own (``SVI``), feed it each step's reconstruction loss with
+:meth:`GECO.update`; a GECO asked for the weight of a step more than ``patience`` steps past
+the steps it was given raises a :class:`~pyro_lvae.errors.ConfigError` naming that hook, rather
+than stay at its start (beta = 1) in silence::
+
+    geco = lv.GECO(target=-50.0)
+    for step in range(steps):
+        with lv.scale_latents(geco(step)):
+            svi.step(x)
+        geco.update(reconstruction)   # -log p(x|z) per data point at this step, in nats
+
 **References**
 
 - D. Rezende, F. Viola. *Taming VAEs*. arXiv:1810.00597, 2018.
@@ -29,9 +40,10 @@ import math
 from typing import Any
 
 import numpy as np
+import torch
 
 from .annealing import Schedule
-from .errors import ConfigError
+from .errors import ConfigError, check_positive_int
 
 __all__ = ["GECO"]
 
@@ -49,7 +61,9 @@ def _finite(name: str, value: Any) -> float:
 class GECO(Schedule):
     """A KL weight ``beta = 1 / lambda`` with ``lambda`` the Lagrange multiplier of the
     constraint ``reconstruction <= target`` (module docstring). Pass it as ``beta=`` to
-    :func:`~pyro_lvae.fit` (``pyro-lvae train --geco TARGET``).
+    :func:`~pyro_lvae.fit` (``pyro-lvae train --geco TARGET``), which feeds it; in a loop of
+    your own, call :meth:`update` with each step's reconstruction loss (forgetting it is an
+    error, not a silent beta of 1: :meth:`__call__`).
 
     :param float target: the reconstruction loss to reach, ``-log p(x|z)`` per data point in
         nats (with a learned sigma it can be negative)
@@ -58,18 +72,21 @@ class GECO(Schedule):
     :param float smoothing: the moving average's weight on its past, in ``[0, 1)``
     :param float min_beta: the smallest KL weight (the largest multiplier)
     :param float max_beta: the largest KL weight
+    :param int patience: how many steps past the last one it was given (by :meth:`update`)
+        it gives a weight for; ``fit`` gives it the steps at every check, so this must be at
+        least its ``check_every`` (default 100)
 
     Example::
 
         >>> import pyro_lvae as lv
         >>> geco = lv.GECO(target=1.0, rate=0.1, smoothing=0.0)
-        >>> geco.observe({"reconstruction": [3.0]})   # violated: lambda rises, beta falls
-        >>> round(geco(0), 4)
+        >>> geco.update(3.0)   # one step's reconstruction: violated, lambda rises, beta falls
+        >>> round(geco(1), 4)
         0.8187
     """
 
     def __init__(self, target: float, rate: float = 1e-2, smoothing: float = 0.99,
-                 min_beta: float = 1e-3, max_beta: float = 1e3) -> None:
+                 min_beta: float = 1e-3, max_beta: float = 1e3, patience: int = 1000) -> None:
         self.target = _finite("target", target)
         self.rate = _finite("rate", rate)
         if self.rate <= 0:
@@ -81,6 +98,7 @@ class GECO(Schedule):
         if not 0 < self.min_beta <= 1 <= self.max_beta:
             raise ConfigError(f"Expected 0 < min_beta <= 1 <= max_beta but got "
                               f"{self.min_beta}, {self.max_beta}")
+        self.patience = check_positive_int("patience", patience)
         self.reset()
 
     def reset(self) -> None:
@@ -98,7 +116,40 @@ class GECO(Schedule):
         return math.exp(self.log_multiplier)
 
     def __call__(self, step: int) -> float:
+        """The KL weight for training step ``step`` (counted from 0): ``1 / lambda`` after the
+        steps given so far. Raises :class:`~pyro_lvae.errors.ConfigError` when ``step`` lies
+        more than ``patience`` steps past them: the multiplier moves only with the
+        reconstruction losses that :meth:`update` (``fit``: :meth:`observe`) gives it."""
+        if step - self.steps > self.patience:
+            raise ConfigError(
+                f"GECO was asked for the KL weight of step {step} but has been given the "
+                f"reconstruction loss of {self.steps} step(s) only, so its beta would stay at "
+                f"{math.exp(-self.log_multiplier):.4g} whatever the run does: call "
+                f"geco.update(reconstruction) after each step (-log p(x|z) per data point, in "
+                f"nats; lv.fit does it for you), or raise patience= (now {self.patience}) if "
+                f"you give it the steps in larger groups"
+            )
         return math.exp(-self.log_multiplier)
+
+    def update(self, reconstruction: Any) -> None:
+        """Update the multiplier with the reconstruction loss of the next training step, or of
+        the next steps in order (a sequence): ``-log p(x|z)`` per data point, in nats, as a
+        number or a tensor (reading a tensor on a GPU is a host synchronisation). The hook of a
+        training loop of your own; ``fit`` gives it its rows through :meth:`observe`.
+
+        :param reconstruction: one step's loss, or a sequence of them (one per step, in order)
+        """
+        if isinstance(reconstruction, torch.Tensor):
+            reconstruction = reconstruction.detach().cpu().double().numpy()
+        try:
+            values = np.asarray(reconstruction, dtype=np.float64).reshape(-1)
+        except (TypeError, ValueError):
+            raise ConfigError(f"GECO.update takes each step's reconstruction loss (a number, "
+                              f"a tensor or a sequence of them), not {reconstruction!r}") from None
+        if not np.isfinite(values).all():
+            raise ConfigError(f"GECO needs each step's reconstruction loss, a finite number, "
+                              f"but got {values[~np.isfinite(values)][0]}")
+        self._take(values)
 
     def observe(self, rows: dict[str, Any]) -> None:
         """Update the multiplier with each step's ``reconstruction`` (per data point), in order
@@ -108,6 +159,9 @@ class GECO(Schedule):
             raise ConfigError("GECO needs each step's reconstruction loss, which this run's "
                               "ELBO does not log (the JIT ELBOs and RenyiELBO do not); train "
                               "with fit's default Trace_ELBO objective")
+        self._take(values)
+
+    def _take(self, values: np.ndarray) -> None:
         low, high = -math.log(self.max_beta), -math.log(self.min_beta)
         for value in values:
             c = float(value) - self.target

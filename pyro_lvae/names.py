@@ -24,7 +24,7 @@ from torch import nn
 
 from .errors import ConfigError
 
-__all__ = ["fresh_index", "rename", "IndependentCopies"]
+__all__ = ["fresh_index", "rename", "registered_by_pyro_module", "IndependentCopies"]
 
 _counter = itertools.count()
 
@@ -61,6 +61,25 @@ def rename(module: PyroModule, name: str) -> None:
     if "_root_name" in module.__dict__:
         module._root_name = name
     visit(module, name)
+
+
+def registered_by_pyro_module(module: PyroModule) -> bool:
+    """Whether ``pyro.module`` has put ``module``'s parameters in Pyro's param store under another
+    module's name: ``module`` sits inside a plain ``nn.Module`` that the program registers with
+    ``pyro.module`` (Pyro's ss_vae_M2 and dmm pattern), or that a parent ``PyroModule``
+    registers for it. Its parameters are then that module's param-store entries, and running it
+    as a ``PyroModule`` would register the same tensors a second time under its own name, which
+    the JIT ELBOs refuse (an ``AssertionError`` in ``pyro.ops.jit``). Entries that the module
+    registers itself (``name.child$$$...`` for a plain child of its own) do not count.
+
+    :param PyroModule module: the module to look up
+    """
+    own = {p.data_ptr() for p in module.parameters()}
+    if not own:
+        return False
+    prefix = module._pyro_name + "."
+    return any("$$$" in name and not name.startswith(prefix) and value.data_ptr() in own
+               for name, value in pyro.get_param_store().named_parameters())
 
 
 class IndependentCopies:

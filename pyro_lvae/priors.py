@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import inspect
 import itertools
+from collections.abc import Callable
 from typing import Any
 
 import pyro.distributions as dist
@@ -55,7 +56,7 @@ from pyro.poutine.runtime import am_i_wrapped
 from torch import nn
 
 from .errors import ConfigError, check_positive, check_positive_int
-from .names import IndependentCopies
+from .names import IndependentCopies, registered_by_pyro_module
 
 __all__ = ["Prior", "StandardNormal", "MixturePrior", "VampPrior", "FlowPrior", "PRIORS",
            "build", "settings_of", "prior_from_config", "FLOW_TRANSFORMS"]
@@ -74,6 +75,11 @@ class Prior(IndependentCopies, PyroModule):
     built without its size; the VAE calls :meth:`setup` with the latent size (and the data
     shape), and :meth:`connect` with its guide. On its own (in your Pyro program), call
     ``prior.setup(latent_dim)`` once, then ``pyro.sample("z", prior())``.
+
+    Where it can live in a Pyro program, as an observation model can: on its own (a root module
+    with a unique param-store name), as an attribute of a ``PyroModule``, or inside a plain
+    ``nn.Module`` registered with ``pyro.module`` (its parameters then live in the param store
+    under that module's name only, under every ELBO, the JIT ones included).
     """
 
     #: short name used by the command line and in saved configurations
@@ -86,11 +92,29 @@ class Prior(IndependentCopies, PyroModule):
         self._remember_root()
         self.latent_dim: int | None = None
         self._owned = False
+        self._in_pyro_module = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if cls.__dict__.get("kind"):
             PRIORS[cls.kind] = cls
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        # a child of a PyroModule (renamed by it) runs in its parent's context; a root may sit
+        # in a plain nn.Module that the program registers with pyro.module
+        root = self._pyro_name == self._root_name
+        if self._in_pyro_module or (root and am_i_wrapped() and registered_by_pyro_module(self)):
+            # pyro.module put this prior's parameters in the param store under its holder's
+            # name (and keeps the module's tensors in sync): a second registration under the
+            # prior's own name would give one tensor two entries and break the JIT ELBOs
+            self._in_pyro_module = True
+            return self.forward(*args, **kwargs)
+        return super().__call__(*args, **kwargs)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+        new = super().__deepcopy__(memo)
+        new._in_pyro_module = False  # the copy's holder registers it anew (or nobody does)
+        return new
 
     def setup(self, latent_dim: int, data_shape: tuple[int, ...] | None = None) -> Prior:
         """Create the parameters for codes of size ``latent_dim`` (once; again with the same
@@ -225,7 +249,22 @@ class VampPrior(Prior):
     the first training batch the model sees (cycled, with a little noise, if the batch is
     smaller), the data start of Tomczak & Welling; that start is saved with the weights.
 
+    In :class:`~pyro_lvae.VAE` the VAE connects its guide. In your own Pyro program, give it
+    your guide's encoder, any network ``x -> (loc, scale)`` of ``q(z | x)`` (each of shape
+    ``(batch, latent_dim)``), as ``encoder=`` (or :meth:`connect`), the shape of one data point
+    in :meth:`setup`, and the data start with :meth:`initialize`::
+
+        prior = lv.VampPrior(components=20, encoder=encoder).setup(latent_dim, x.shape[1:])
+        prior.initialize(x[:500])            # the pseudo-inputs start at data points
+        # model:  pyro.sample("z", prior())  # inside the plate, as any prior
+        # guide:  pyro.module("encoder", encoder); loc, scale = encoder(x); ...
+
+    The encoder is registered by your guide (``pyro.module`` or a ``PyroModule``), so it
+    trains once per step with the gradients of both terms, as in the VAE.
+
     :param int components: C, the number of pseudo-inputs (the paper uses 500 on MNIST)
+    :param encoder: the network of ``q(z | x)`` for a program of your own (``None``: the VAE
+        connects its guide)
 
     **References**
 
@@ -234,28 +273,49 @@ class VampPrior(Prior):
 
     kind = "vamp"
 
-    def __init__(self, components: int = 50) -> None:
+    def __init__(self, components: int = 50, encoder: Callable[..., Any] | None = None) -> None:
         super().__init__()
         self.components = check_positive_int("components", components)
-        self._guide: list[Any] = []  # a list, so that nn.Module does not adopt the guide
+        # a list, so that nn.Module does not adopt the guide (or the encoder)
+        self._guide: list[Any] = []
         self.started = False
+        if encoder is not None:
+            self.connect(encoder)
 
     def _build(self, latent_dim: int, data_shape: tuple[int, ...] | None) -> None:
         if data_shape is None:
             raise ConfigError("VampPrior needs the shape of one data point for its "
-                              "pseudo-inputs: give data_shape to lv.VAE (the factories do)")
+                              "pseudo-inputs: give data_shape to lv.VAE (the factories do), "
+                              "or, in your own program, call "
+                              "prior.setup(latent_dim, data_shape=x.shape[1:])")
+        data_shape = tuple(int(s) for s in data_shape)
         self.pseudo_inputs = nn.Parameter(0.01 * torch.randn((self.components,) + data_shape))
 
     def connect(self, guide: Any) -> None:
+        """Give the prior the encoder it evaluates at its pseudo-inputs: a VAE's guide
+        (:class:`~pyro_lvae.VAE` does it), or, in your own program, any network
+        ``x -> (loc, scale)`` of ``q(z | x)`` that your guide registers.
+
+        :param guide: a :class:`~pyro_lvae.vae.Guide` or a callable encoder
+        """
+        if not callable(guide):
+            raise ConfigError(f"VampPrior needs an encoder, a network x -> (loc, scale), but "
+                              f"got {type(guide).__name__}")
         if self._guide and self._guide[0] is not guide:
-            raise ConfigError("this VampPrior already uses another VAE's encoder; build one "
-                              "prior per VAE")
+            raise ConfigError("this VampPrior already has an encoder (another VAE's, or the "
+                              "one given as encoder=): build one prior per model, and leave "
+                              "encoder= out for a prior given to lv.VAE (it connects its own)")
         self._guide[:] = [guide]
 
     def initialize(self, x: torch.Tensor) -> None:
-        """Start the pseudo-inputs at the first ``components`` points of ``x`` (once)."""
+        """Start the pseudo-inputs at the first ``components`` points of ``x`` (once; needs
+        :meth:`setup` first)."""
         if self.started or self.latent_dim is None:
             return
+        if tuple(x.shape[1:]) != tuple(self.pseudo_inputs.shape[1:]):
+            raise ConfigError(f"VampPrior's pseudo-inputs have the shape "
+                              f"{tuple(self.pseudo_inputs.shape[1:])} of one data point, but "
+                              f"the batch x has points of shape {tuple(x.shape[1:])}")
         n = x.shape[0]
         start = x.detach()[torch.arange(self.components) % n].to(self.pseudo_inputs)
         if self.components > n:  # repeated points: break their symmetry
@@ -273,14 +333,17 @@ class VampPrior(Prior):
         self.started = bool(float(state))
 
     def forward(self) -> dist.TorchDistribution:
-        self._require_setup()
+        k = self._require_setup()
         if not self._guide:
-            raise ConfigError("VampPrior evaluates the guide's encoder at its pseudo-inputs: "
-                              "use it inside a VAE (lv.mlp_vae(..., prior=lv.VampPrior())) or "
-                              "call prior.connect(guide) first")
+            raise ConfigError("VampPrior evaluates an encoder at its pseudo-inputs: use it "
+                              "inside a VAE (lv.mlp_vae(..., prior=lv.VampPrior())), or give it "
+                              "your guide's encoder: lv.VampPrior(components, encoder=net) or "
+                              "prior.connect(net)")
         guide = self._guide[0]
         u = self.pseudo_inputs
-        if am_i_wrapped():  # the encoder's parameters under the guide's names, once
+        if not hasattr(guide, "posterior_in_program"):  # an encoder of the user's own guide
+            loc, scale = _loc_scale(guide(u), self.components, k)
+        elif am_i_wrapped():  # the encoder's parameters under the guide's names, once
             loc, scale = guide.posterior_in_program(u)
         else:
             loc, scale = guide.posterior(u)
@@ -290,6 +353,20 @@ class VampPrior(Prior):
 
     def config(self) -> dict[str, Any]:
         return {"kind": self.kind, "components": self.components}
+
+
+def _loc_scale(out: Any, components: int, latent_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Check what an encoder returned at the pseudo-inputs: ``(loc, scale)`` of shape
+    ``(components, latent_dim)`` each."""
+    want = (components, latent_dim)
+    if (not isinstance(out, (tuple, list)) or len(out) != 2
+            or not all(isinstance(t, torch.Tensor) and tuple(t.shape) == want for t in out)):
+        got = (tuple(tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+                     for t in out) if isinstance(out, (tuple, list)) else type(out).__name__)
+        raise ConfigError(f"VampPrior's encoder must return (loc, scale) of q(z | x), each of "
+                          f"shape (batch, latent_dim) = {want} at the {components} "
+                          f"pseudo-inputs, but returned {got}")
+    return out[0], out[1]
 
 
 def _spline_coupling(latent_dim: int, hidden: int, bins: int) -> nn.Module:

@@ -72,7 +72,7 @@ def test_annealed_equals_the_handler_around_both_programs_under_trace_elbo():
     assert model_only != pytest.approx(want, rel=1e-3)
 
 
-def test_enumerated_sites_are_left_unscaled_under_traceenum():
+def test_a_site_enumerated_in_the_model_refuses_a_kl_weight():
     x = torch.tensor([0.1, 0.9, 1.2, -0.3])
 
     def model(x):
@@ -86,8 +86,12 @@ def test_enumerated_sites_are_left_unscaled_under_traceenum():
 
     elbo = TraceEnum_ELBO(max_plate_nesting=1)
     plain = elbo.loss(model, guide, x)
-    with lv.scale_latents(0.3):  # Pyro itself refuses differing scales on enumerated sites
+    with lv.scale_latents(1.0):  # beta = 1 changes nothing
         assert elbo.loss(model, guide, x) == pytest.approx(plain)
+    # summed out in the model: no weight on it is a KL weight (never a silent beta of 1)
+    with pytest.raises(ConfigError, match="enumerated in the model only"), \
+            lv.scale_latents(0.3):
+        elbo.loss(model, guide, x)
 
 
 def test_global_latents_are_scaled_too():

@@ -7,7 +7,13 @@ models take the noise-free grey levels of :class:`pyro_lvae.datasets.Scale` (``p
 Bin ``k`` is ``(x - 1/510, x + 1/510]`` (width ``1/255``, centred on ``k / 255``); the edge bins
 are open, bin 0 is ``(-inf, 1/510]`` and bin 255 is ``(254.5/255, inf)``, so that the 256
 masses sum to 1 for any location and scale. Dequantised data (``(k + u) / 256``) are not on
-this grid and are refused.
+this grid and are refused: by the distribution itself (:meth:`Discretized.log_prob`, whatever
+Pyro's validation setting, in a program of your own too; its ``support`` is the grid,
+:data:`eight_bit_levels`), with a :class:`~pyro_lvae.errors.DataError` that names the fix. A
+value counts as the level ``k`` when ``255 x`` lies within :data:`LEVEL_TOLERANCE` of ``k``
+(float32 keeps ``k / 255`` within about ``2e-5`` of it; a dequantised value lands that close
+to a level with probability about ``2e-3`` per pixel, so an image of dequantised pixels is
+refused).
 
 For a continuous family with CDF ``F``, location ``mu`` and scale ``s`` (both from the decoder,
 per pixel), ``P(k) = F((x + h - mu) / s) - F((x - h - mu) / s)`` with ``h = 1/510``, computed in
@@ -42,6 +48,7 @@ with no dequantisation offset (:func:`pyro_lvae.datasets.bits_per_dim` with
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import pyro.distributions as dist
@@ -54,7 +61,8 @@ from ..errors import DataError, check_positive_int
 from .normal import _DecoderScale
 
 __all__ = ["DiscretizedNormal", "DiscretizedLogistic", "DiscretizedLogisticMixture",
-           "Discretized", "lattice_normal_log_prob", "LEVELS", "SCALE_FLOOR"]
+           "Discretized", "lattice_normal_log_prob", "check_levels", "eight_bit_levels",
+           "LEVELS", "LEVEL_TOLERANCE", "SCALE_FLOOR"]
 
 #: pixel levels of 8-bit data
 LEVELS = 256
@@ -66,6 +74,62 @@ SCALE_FLOOR = 1e-4
 #: (float64; float32 switches earlier, where the difference keeps fewer digits)
 _NARROW = {torch.float64: 1e-3, torch.float32: 5e-2}
 _SQRT2 = math.sqrt(2)
+#: how far ``255 x`` may lie from an integer ``k`` for ``x`` to count as the level ``k / 255``
+LEVEL_TOLERANCE = 1e-3
+
+
+class _EightBitLevels(constraints.Constraint):
+    """The 256 values ``k / 255``, ``k = 0..255`` (within :data:`LEVEL_TOLERANCE`)."""
+
+    is_discrete = True
+    event_dim = 0
+
+    def check(self, value: torch.Tensor) -> torch.Tensor:
+        levels = value * (LEVELS - 1)
+        return (((levels - levels.round()).abs() <= LEVEL_TOLERANCE)
+                & (levels >= -LEVEL_TOLERANCE) & (levels <= LEVELS - 1 + LEVEL_TOLERANCE))
+
+    def __repr__(self) -> str:
+        return "EightBitLevels(k/255, k = 0..255)"
+
+
+#: the support of the discretised models: the 8-bit levels ``k / 255`` in [0, 1]
+eight_bit_levels = _EightBitLevels()
+
+
+def _levels_error(value: torch.Tensor, on_grid: torch.Tensor, who: str) -> DataError:
+    bad = value.detach()[~on_grid]
+    return DataError(
+        f"{who} models 8-bit values k/255 in [0, 1], but {bad.numel()} of {value.numel()} "
+        f"values are off that grid (e.g. {float(bad.reshape(-1)[0]):.6g}; the values span "
+        f"[{float(value.min()):.4g}, {float(value.max()):.4g}]). Feed it the levels k/255: "
+        f"lv.datasets.Scale() turns uint8 pixels k into k/255 without noise (pixels='scale', "
+        f"--pixels scale); dequantised data ((k + u)/256, lv.datasets.Dequantize) need a "
+        f"continuous model (e.g. lv.LearnedVectorScale)"
+    )
+
+
+def _all(flags: torch.Tensor) -> bool:
+    """``bool(flags.all())``; inside a JIT trace without its warning (the traced batch's values
+    are concrete, and the compiled step keeps no trace of the answer)."""
+    if not torch.jit.is_tracing():
+        return bool(flags.all())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        return bool(flags.all())
+
+
+def check_levels(value: torch.Tensor, who: str = "a discretised likelihood") -> None:
+    """Raise :class:`~pyro_lvae.errors.DataError` unless every value is an 8-bit level
+    ``k / 255`` in [0, 1] (:data:`eight_bit_levels`): one vectorised check, the one behind
+    :meth:`Discretized.log_prob` and the discretised models' ``check_support``.
+
+    :param torch.Tensor value: the data
+    :param str who: the model named in the message
+    """
+    on_grid = eight_bit_levels.check(value)
+    if not _all(on_grid):
+        raise _levels_error(value, on_grid, who)
 
 
 def _log1mexp(d: torch.Tensor) -> torch.Tensor:
@@ -167,7 +231,7 @@ class Discretized(TorchDistribution):
 
     arg_constraints = {"logits": constraints.real, "locs": constraints.real,
                        "scales": constraints.positive}
-    support = constraints.interval(0.0, 1.0)
+    support = eight_bit_levels
     has_rsample = False
 
     def __init__(self, logits: torch.Tensor, locs: torch.Tensor, scales: torch.Tensor,
@@ -195,6 +259,13 @@ class Discretized(TorchDistribution):
         return (self.scales * torch.softmax(self.logits, -1)).sum(-1)
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        """``log P(value)`` for values on the 8-bit grid ``k / 255``; any other value raises
+        :class:`~pyro_lvae.errors.DataError`, validation on or off (rounding it to its level
+        would score dequantised data silently wrong). Inside a JIT trace the check runs on the
+        batch that is traced, and later batches off the grid get a NaN log-probability."""
+        on_grid = eight_bit_levels.check(value)
+        if not _all(on_grid):
+            raise _levels_error(value, on_grid, f"Discretized({self.family!r})")
         if self._validate_args:
             self._validate_sample(value)
         log_cdf, log_mass, _ = _FAMILIES[self.family]
@@ -207,8 +278,12 @@ class Discretized(TorchDistribution):
         last = log_cdf(-a)  # bin 255 (both families are symmetric): 1 - F(a) = F(-a)
         log_p = torch.where(k <= 0, first, torch.where(k >= LEVELS - 1, last, inner))
         if self.components == 1:
-            return log_p.squeeze(-1)
-        return torch.logsumexp(log_p + torch.log_softmax(self.logits, -1), dim=-1)
+            log_p = log_p.squeeze(-1)
+        else:
+            log_p = torch.logsumexp(log_p + torch.log_softmax(self.logits, -1), dim=-1)
+        if torch.jit.is_tracing():  # a compiled step cannot raise: off the grid is NaN
+            log_p = torch.where(on_grid, log_p, torch.full_like(log_p, math.nan))
+        return log_p
 
     @torch.no_grad()
     def sample(self, sample_shape=()) -> torch.Tensor:
@@ -278,15 +353,7 @@ class _Discretized(_DecoderScale):
         return t.movedim(axis, -1)
 
     def check_support(self, x: torch.Tensor) -> None:
-        levels = x * (LEVELS - 1)
-        on_grid = (levels - levels.round()).abs() <= 1e-3
-        if not bool((on_grid & (x >= 0) & (x <= 1)).all()):
-            raise DataError(
-                f"{type(self).__name__} models 8-bit values k/255 in [0, 1] (pixels='scale': "
-                f"lv.datasets.Scale, --pixels scale) but got values off that grid, in "
-                f"[{float(x.min()):.4g}, {float(x.max()):.4g}]; dequantised data ((k + u)/256) "
-                f"need a continuous model"
-            )
+        check_levels(x, type(self).__name__)
 
     def config(self) -> dict[str, Any]:
         return {"kind": self.kind, "init_scale": self.init_scale}
