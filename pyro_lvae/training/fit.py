@@ -218,6 +218,12 @@ class _FollowedWeight(Tool):
     def __init__(self, schedule: Any) -> None:
         self.schedule = schedule
 
+    def setup(self, run: Run) -> None:
+        patience = getattr(self.schedule, "patience", None)
+        if patience is not None and patience < run.check_every:
+            # fit feeds it at every check: it may go a whole check without news
+            self.schedule.patience = run.check_every
+
     def on_check(self, run: Run, done: int, rows: dict[str, np.ndarray]) -> None:
         self.schedule.observe(rows)
 
