@@ -41,6 +41,7 @@ import torch
 from pyro.poutine.messenger import Messenger
 
 from .errors import ConfigError
+from .registry import Registry
 
 __all__ = [
     "scale_latents",
@@ -52,6 +53,7 @@ __all__ = [
     "Sigmoid",
     "Cyclical",
     "parse_schedule",
+    "BETA_SCHEDULES",
 ]
 
 _JIT_REMEDY = (
@@ -154,6 +156,11 @@ def annealed(program: Callable[..., Any]) -> Callable[..., Any]:
     return run
 
 
+#: every beta schedule by its command-line name: ``NAME[:ARG...]`` (:mod:`pyro_lvae.registry`;
+#: a bare number is a constant beta)
+BETA_SCHEDULES = Registry("beta schedule", number="constant")
+
+
 class Schedule:
     """A function of the training step returning beta (or any weight)."""
 
@@ -161,8 +168,9 @@ class Schedule:
         raise NotImplementedError
 
     def spec(self) -> str:
-        """The command-line form, parsed back by :func:`parse_schedule`."""
-        raise NotImplementedError
+        """The command-line form, parsed back by :func:`parse_schedule`:
+        ``NAME:ARG:...``, the class's parameters in order (:data:`BETA_SCHEDULES`)."""
+        return BETA_SCHEDULES.spec(self)
 
 
 def _nonneg(name: str, value: float) -> float:
@@ -178,6 +186,7 @@ def _steps(name: str, value: Any) -> int:
     return int(float(value))
 
 
+@BETA_SCHEDULES.register("constant")
 @dataclass(frozen=True)
 class Constant(Schedule):
     """beta = ``value`` at every step."""
@@ -190,10 +199,8 @@ class Constant(Schedule):
     def __call__(self, step: int) -> float:
         return float(self.value)
 
-    def spec(self) -> str:
-        return f"constant:{self.value:g}"
 
-
+@BETA_SCHEDULES.register("linear")
 @dataclass(frozen=True)
 class LinearWarmup(Schedule):
     """beta rises linearly from ``start`` to ``end`` over ``steps`` steps, then stays at ``end``."""
@@ -211,14 +218,13 @@ class LinearWarmup(Schedule):
         t = min(max(step / self.steps, 0.0), 1.0)
         return self.start + (self.end - self.start) * t
 
-    def spec(self) -> str:
-        return f"linear:{self.steps:g}:{self.start:g}:{self.end:g}"
 
-
+@BETA_SCHEDULES.register("sigmoid")
 @dataclass(frozen=True)
 class Sigmoid(Schedule):
     """beta = ``end / (1 + exp(-(step - midpoint) / width))``: a smooth warm-up centred on
-    ``midpoint`` (default ``width = midpoint / 6``, so beta starts within 0.25% of 0)."""
+    ``midpoint`` (default ``width = midpoint / 6``, so beta starts within 0.25% of 0; the
+    attribute ``width`` holds the value used)."""
 
     midpoint: int
     width: float | None = None
@@ -226,20 +232,18 @@ class Sigmoid(Schedule):
 
     def __post_init__(self) -> None:
         _steps("midpoint", self.midpoint)
-        if self.width is not None and not float(self.width) > 0:
+        if self.width is None:
+            object.__setattr__(self, "width", self.midpoint / 6)
+        if not float(self.width) > 0:
             raise ConfigError(f"Expected width > 0 but got {self.width}")
         _nonneg("end", self.end)
 
     def __call__(self, step: int) -> float:
-        width = self.width if self.width is not None else self.midpoint / 6
-        u = (step - self.midpoint) / width
+        u = (step - self.midpoint) / self.width
         return self.end / (1.0 + math.exp(-u)) if u > -700 else 0.0
 
-    def spec(self) -> str:
-        width = self.width if self.width is not None else self.midpoint / 6
-        return f"sigmoid:{self.midpoint:g}:{width:g}:{self.end:g}"
 
-
+@BETA_SCHEDULES.register("cyclical")
 @dataclass(frozen=True)
 class Cyclical(Schedule):
     """Cyclical annealing (Fu et al. 2019): in each period of ``period`` steps beta rises linearly
@@ -259,49 +263,22 @@ class Cyclical(Schedule):
         phase = (step % self.period) / self.period
         return self.end * min(phase / self.ramp, 1.0)
 
-    def spec(self) -> str:
-        return f"cyclical:{self.period:g}:{self.ramp:g}:{self.end:g}"
-
-
-_SCHEDULES: dict[str, type[Schedule]] = {
-    "constant": Constant,
-    "linear": LinearWarmup,
-    "sigmoid": Sigmoid,
-    "cyclical": Cyclical,
-}
-
 
 def parse_schedule(text: str) -> Schedule:
-    """Parse a schedule from its command-line form.
+    """Parse a beta schedule from its command-line form, ``NAME[:ARG...]`` (one of
+    :data:`BETA_SCHEDULES`, read by :meth:`~pyro_lvae.registry.Registry.parse`).
 
-    ``constant[:BETA]``, ``linear:STEPS[:START[:END]]``, ``sigmoid:MIDPOINT[:WIDTH[:END]]``,
-    ``cyclical:PERIOD[:RAMP[:END]]``; a bare number is a constant.
+    ``constant[:VALUE]``, ``linear:STEPS[:START[:END]]``, ``sigmoid:MIDPOINT[:WIDTH[:END]]``,
+    ``cyclical:PERIOD[:RAMP[:END]]``, ``geco:TARGET[:RATE[:SMOOTHING[:MIN_BETA[:MAX_BETA]]]]``
+    (:class:`~pyro_lvae.GECO`); a bare number is a constant. Every schedule's :meth:`spec
+    <Schedule.spec>` parses back to it.
 
     Example::
 
         >>> from pyro_lvae.annealing import parse_schedule
         >>> parse_schedule("linear:100")(50)
         0.5
+        >>> parse_schedule("0.5").spec()
+        'constant:0.5'
     """
-    text = str(text).strip()
-    try:
-        value = float(text)
-    except ValueError:
-        pass
-    else:
-        return Constant(value)
-    name, *args = text.split(":")
-    if name not in _SCHEDULES:
-        raise ConfigError(
-            f"unknown beta schedule {text!r}; expected a number or one of "
-            f"constant[:BETA], linear:STEPS[:START[:END]], sigmoid:MIDPOINT[:WIDTH[:END]], "
-            f"cyclical:PERIOD[:RAMP[:END]]"
-        )
-    try:
-        values = [float(a) for a in args]
-    except ValueError:
-        raise ConfigError(f"beta schedule {text!r} has a non-numeric argument") from None
-    try:
-        return _SCHEDULES[name](*values)
-    except TypeError:
-        raise ConfigError(f"beta schedule {text!r} has the wrong number of arguments") from None
+    return BETA_SCHEDULES.parse(str(text))

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from .annealing import Schedule
+from .annealing import BETA_SCHEDULES, Schedule
 from .errors import ConfigError
 
 __all__ = ["GECO"]
@@ -46,10 +46,13 @@ def _finite(name: str, value: Any) -> float:
     return value
 
 
+@BETA_SCHEDULES.register("geco")
 class GECO(Schedule):
     """A KL weight ``beta = 1 / lambda`` with ``lambda`` the Lagrange multiplier of the
     constraint ``reconstruction <= target`` (module docstring). Pass it as ``beta=`` to
-    :func:`~pyro_lvae.fit` (``pyro-lvae train --geco TARGET``).
+    :func:`~pyro_lvae.fit` (``pyro-lvae train --geco TARGET``). Its :meth:`spec` is
+    ``geco:TARGET:RATE:SMOOTHING:MIN_BETA:MAX_BETA``, which :func:`~pyro_lvae.parse_schedule`
+    reads back (a new multiplier: the state is the run's, see :meth:`restore`).
 
     :param float target: the reconstruction loss to reach, ``-log p(x|z)`` per data point in
         nats (with a learned sigma it can be negative)
@@ -123,9 +126,6 @@ class GECO(Schedule):
         self.reset()
         if len(history):
             self.observe({"reconstruction": history["reconstruction"]})
-
-    def spec(self) -> str:
-        return f"geco:{self.target!r}:{self.rate!r}:{self.smoothing!r}"
 
     def __repr__(self) -> str:
         return (f"GECO(target={self.target:g}, rate={self.rate:g}, "

@@ -42,7 +42,6 @@ and otherwise falls back, site by site, to the one-draw estimate ``log q(z|x) - 
 
 from __future__ import annotations
 
-import inspect
 import itertools
 from typing import Any
 
@@ -56,12 +55,13 @@ from torch import nn
 
 from .errors import ConfigError, check_positive, check_positive_int
 from .names import IndependentCopies
+from .registry import Registry
 
 __all__ = ["Prior", "StandardNormal", "MixturePrior", "VampPrior", "FlowPrior", "PRIORS",
            "build", "settings_of", "prior_from_config", "FLOW_TRANSFORMS"]
 
 #: every prior by its command-line name (filled as the classes are defined)
-PRIORS: dict[str, type[Prior]] = {}
+PRIORS = Registry("prior")
 
 _instances = itertools.count()
 
@@ -382,12 +382,6 @@ class FlowPrior(Prior):
                 "hidden": self.hidden, "bins": self.bins}
 
 
-def _registered(kind: Any) -> type[Prior]:
-    if not isinstance(kind, str) or kind not in PRIORS:
-        raise ConfigError(f"unknown prior {kind!r}; expected one of {', '.join(PRIORS)}")
-    return PRIORS[kind]
-
-
 def settings_of(kind: str) -> tuple[str, ...]:
     """The keyword settings :func:`build` accepts for the prior ``kind``.
 
@@ -397,8 +391,7 @@ def settings_of(kind: str) -> tuple[str, ...]:
         >>> priors.settings_of("flow")
         ('transform', 'layers', 'hidden', 'bins')
     """
-    params = list(inspect.signature(_registered(kind).__init__).parameters.values())[1:]
-    return tuple(p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD))
+    return PRIORS.settings_of(kind)
 
 
 def build(kind: str, **settings: Any) -> Prior:
@@ -411,13 +404,7 @@ def build(kind: str, **settings: Any) -> Prior:
         >>> priors.build("mixture", components=3).config()
         {'kind': 'mixture', 'components': 3, 'min_scale': 0.001}
     """
-    cls = _registered(kind)
-    takes = settings_of(kind)
-    unknown = sorted(set(settings) - set(takes))
-    if unknown:
-        raise ConfigError(f"the prior {kind!r} ({cls.__name__}) does not take "
-                          f"{', '.join(unknown)}; it takes {', '.join(takes) or 'no settings'}")
-    return cls(**settings)
+    return PRIORS.build(kind, **settings)
 
 
 def prior_from_config(config: dict[str, Any] | None) -> Prior:

@@ -57,10 +57,12 @@ def _add_fit_parser(tsub: argparse._SubParsersAction) -> None:
     tf.add_argument("--missing", choices=("error", "drop"), default="error",
                     help="missing values: refuse them (default) or drop their rows")
     obs = tf.add_argument_group("observation model")
-    obs.add_argument("--sigma-mode", choices=SIGMA_MODES, default="learned-column",
-                     help="sigma of continuous columns: fixed, learned-scalar, learned-column "
-                          "(default), decoder (per row and column, the LV-VAE of tables) or "
-                          "tvae (per column, clamped to [0.01, 1])")
+    obs.add_argument("--sigma-mode", choices=SIGMA_MODES, default="learned-channel",
+                     metavar="{" + ",".join(SIGMA_MODES) + "}",
+                     help="sigma of continuous columns: fixed, learned-scalar, learned-channel "
+                          "(one per column, the default), learned-vector (per row and column "
+                          "from the decoder, the LV-VAE of tables) or tvae (per column, "
+                          "clamped to [0.01, 1]); learned-column and decoder are former names")
     add_observation_options(tf, group=obs, min_scale=1e-3, sigma_text="fixed sigma, or the "
                             "initial sigma of learned modes (default 1; 0.1 for tvae)")
     add_network_options(tf, hidden=128, blocks=2, latent_dim=8)

@@ -475,10 +475,7 @@ def _beta(settings: dict[str, Any]) -> Any:
     """The run's KL weight: its GECO (a new one; fit restores its state on resume) or its
     schedule."""
     spec = settings.get("geco")
-    if spec is not None:
-        target, rate, smoothing = (float(v) for v in spec.split(":")[1:])
-        return GECO(target, rate=rate, smoothing=smoothing)
-    return parse_schedule(settings["beta_schedule"])
+    return parse_schedule(spec if spec is not None else settings["beta_schedule"])
 
 
 def _data_scaled_start(task, settings: dict[str, Any], say: bool) -> float:

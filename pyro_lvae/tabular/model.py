@@ -36,7 +36,7 @@ class TabularModel:
     @classmethod
     def fit(cls, table: Any, *, categorical=(), numeric=(), continuous: str = "standard",
             integers: str = "discrete", missing: str = "error",
-            sigma_mode: str = "learned-column", sigma: float | None = None,
+            sigma_mode: str = "learned-channel", sigma: float | None = None,
             min_scale: float = 1e-3, latent_dim: int = 8, hidden: int = 128, blocks: int = 2,
             steps: int = 3000, batch_size: int = 128, lr: float = 1e-3, beta: Any = 1.0,
             seed: int | None = 0, device: str = "auto", progress: bool | None = None,

@@ -41,8 +41,8 @@ DATASETS = {
 SETTINGS = {
     "fixed sigma 0.1": ("fixed", 0.1, "sample"),
     "learned scalar": ("learned-scalar", 1.0, "sample"),
-    "learned per column": ("learned-column", 1.0, "sample"),
-    "decoder output": ("decoder", 1.0, "sample"),
+    "learned per column": ("learned-channel", 1.0, "sample"),
+    "decoder output": ("learned-vector", 1.0, "sample"),
     "TVAE-like": ("tvae", None, "argmax"),  # CTGAN's start, 0.1
 }
 #: the learned settings started at 0.5, half the spread of standardised columns (the start
