@@ -35,13 +35,13 @@ from .observations import (
     LearnedScalarScale,
     LearnedVectorScale,
     LowRankNormal,
+    MixedObservation,
     Observation,
     ScheduledScale,
     StudentTObservation,
     initial_scale,
 )
 from .priors import FlowPrior, MixturePrior, Prior, StandardNormal, VampPrior
-from .tabular import MixedObservation
 from .training import History, fit, fused_adam
 from .vae import VAE, Guide, Model, conv_vae, fixed_star, mlp_vae, rebuild
 

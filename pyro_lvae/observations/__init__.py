@@ -81,6 +81,7 @@ from .normal import (
     initial_scale,
 )
 from .student import StudentTObservation
+from .table import SIGMA_MODES, MixedColumns, MixedObservation
 
 __all__ = [
     "Observation",
@@ -97,6 +98,9 @@ __all__ = [
     "CalibratedScale",
     "StudentTObservation",
     "LowRankNormal",
+    "MixedObservation",
+    "MixedColumns",
+    "SIGMA_MODES",
     "BetaNLLNormal",
     "observation_from_config",
     "OBSERVATIONS",

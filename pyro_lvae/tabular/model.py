@@ -5,9 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pyro
 import torch
 
 from ..errors import CheckpointError, check_positive_int
+from ..observations.table import MixedObservation
+from ..training import fit as train
+from ..vae import VAE, mlp_vae
 from .encoding import TableTransformer
 
 __all__ = ["TabularModel"]
@@ -45,12 +49,6 @@ class TabularModel:
         :class:`~pyro_lvae.tabular.MixedObservation` on it (see
         :class:`TableTransformer` and :func:`pyro_lvae.fit` for the arguments; ``integers``:
         integer-valued columns on their lattice, ``"discrete"``, or as continuous)."""
-        import pyro
-
-        from ..training import fit as train
-        from ..vae import mlp_vae
-        from .observation import MixedObservation
-
         transformer = TableTransformer.fit(table, categorical=categorical, numeric=numeric,
                                            continuous=continuous, missing=missing,
                                            integers=integers)
@@ -94,8 +92,6 @@ class TabularModel:
     @classmethod
     def load(cls, folder: str | Path, map_location: Any = None) -> TabularModel:
         """Read a model written by :meth:`save`; ``map_location`` as in :func:`torch.load`."""
-        from ..vae import VAE
-
         folder = Path(folder)
         if not folder.is_dir():
             raise CheckpointError(f"no such folder: {folder}")

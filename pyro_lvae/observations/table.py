@@ -1,4 +1,8 @@
-"""``p(x | z)`` for rows of a table of mixed columns: Normal, Bernoulli and Categorical terms."""
+"""``p(x | z)`` for rows of a table of mixed columns: Normal, Bernoulli and Categorical terms.
+
+An observation model like the others of :mod:`pyro_lvae.observations` (registered as ``mixed``);
+the encoding of a table into such rows, the table VAE and the metrics are in
+:mod:`pyro_lvae.tabular`, which re-exports :class:`MixedObservation`."""
 
 from __future__ import annotations
 
@@ -12,16 +16,10 @@ from pyro.distributions import constraints
 from pyro.distributions.torch_distribution import TorchDistribution
 
 from ..errors import ConfigError, DataError, check_positive
-from ..observations import (
-    FixedScale,
-    LearnedChannelScale,
-    LearnedScalarScale,
-    LearnedVectorScale,
-    Observation,
-)
-from ..observations.base import OBSERVATIONS
-from ..observations.discrete import lattice_normal_log_prob
 from ..registry import Registry
+from .base import OBSERVATIONS, Observation
+from .discrete import lattice_normal_log_prob
+from .normal import FixedScale, LearnedChannelScale, LearnedScalarScale, LearnedVectorScale
 
 __all__ = ["MixedObservation", "MixedColumns", "SIGMA_MODES"]
 
