@@ -36,7 +36,7 @@ from torch.optim import lr_scheduler
 from ..errors import ConfigError
 from ..registry import Registry
 
-__all__ = ["LR_SCHEDULES", "LRSchedule", "ConstantRate", "CosineDecay", "StepDecay",
+__all__ = ["LR_SCHEDULES", "RateSchedule", "ConstantRate", "CosineDecay", "StepDecay",
            "make_scheduler", "check_schedule"]
 
 #: the named schedules (``--lr-schedule``): ``NAME[:ARG...]`` (:mod:`pyro_lvae.registry`)
@@ -50,7 +50,7 @@ def _number(name: str, value: Any) -> float:
         raise ConfigError(f"Expected {name} to be a number but got {value!r}") from None
 
 
-class LRSchedule:
+class RateSchedule:
     """A named learning-rate schedule: it makes the torch scheduler of a run (one of
     :data:`LR_SCHEDULES`; its :meth:`spec` is its command-line form)."""
 
@@ -70,7 +70,7 @@ class LRSchedule:
 
 
 @LR_SCHEDULES.register("constant")
-class ConstantRate(LRSchedule):
+class ConstantRate(RateSchedule):
     """``constant``: the learning rate stays at its start (``--lr``)."""
 
     def scheduler(self, optimizer: torch.optim.Optimizer,
@@ -79,7 +79,7 @@ class ConstantRate(LRSchedule):
 
 
 @LR_SCHEDULES.register("cosine")
-class CosineDecay(LRSchedule):
+class CosineDecay(RateSchedule):
     """``cosine[:FINAL]``: cosine decay from the learning rate to ``final`` times it at the
     last step.
 
@@ -98,7 +98,7 @@ class CosineDecay(LRSchedule):
 
 
 @LR_SCHEDULES.register("step")
-class StepDecay(LRSchedule):
+class StepDecay(RateSchedule):
     """``step:EVERY[:GAMMA]``: the learning rate times ``gamma`` every ``every`` steps.
 
     :param int every: steps between decays, an integer ``>= 1``
@@ -126,10 +126,10 @@ def check_schedule(schedule: Any, warmup: Any) -> None:
     elif isinstance(schedule, lr_scheduler.ReduceLROnPlateau):
         raise ConfigError("ReduceLROnPlateau needs a metric at every step; fit steps its "
                           "schedule without one: use a step-based torch scheduler")
-    elif not (schedule is None or isinstance(schedule, (LRSchedule, lr_scheduler.LRScheduler))
+    elif not (schedule is None or isinstance(schedule, (RateSchedule, lr_scheduler.LRScheduler))
               or callable(schedule)):
         raise ConfigError(f"Expected lr_schedule to be None, a name ({LR_SCHEDULES.forms()}), "
-                          f"an LRSchedule, a torch LRScheduler or a function optimizer -> "
+                          f"a RateSchedule, a torch LRScheduler or a function optimizer -> "
                           f"scheduler but got {schedule!r}")
 
 
@@ -151,7 +151,7 @@ def make_scheduler(schedule: str | Callable | lr_scheduler.LRScheduler | None,
     """The scheduler of a run of ``steps`` steps, stepped after every optimiser step.
 
     :param schedule: ``None`` (none, unless ``warmup``), a name (:data:`LR_SCHEDULES`) or its
-        :class:`LRSchedule`, a torch scheduler built on ``optimizer``, or a function
+        :class:`RateSchedule`, a torch scheduler built on ``optimizer``, or a function
         ``optimizer -> scheduler``
     :param optimizer: the run's torch optimiser
     :param int steps: the run's total number of steps (a named schedule spans those after
@@ -163,7 +163,7 @@ def make_scheduler(schedule: str | Callable | lr_scheduler.LRScheduler | None,
         return None
     if isinstance(schedule, str):
         schedule = LR_SCHEDULES.parse(schedule)
-    if isinstance(schedule, LRSchedule):
+    if isinstance(schedule, RateSchedule):
         main = schedule.scheduler(optimizer, steps - warmup)
     elif isinstance(schedule, lr_scheduler.LRScheduler):
         main = schedule
