@@ -1,6 +1,6 @@
-"""KL annealing: scale the latent term of any Pyro program, and schedules for the scale.
+"""KL annealing: weight the latent term of any Pyro program, and schedules for the weight.
 
-:func:`scale_latents` multiplies the log-density of every *unobserved* sample site by ``beta``,
+:func:`weight_latents` multiplies the log-density of every *unobserved* sample site by ``beta``,
 in the model and in the guide alike, and leaves observed sites alone. Used as a context around
 ``svi.step`` it covers both programs, so that under ``Trace_ELBO`` the loss becomes
 ``-E[log p(x|z)] + beta * KL`` and ``TraceMeanField_ELBO`` (which reads the guide's scale for its
@@ -10,7 +10,7 @@ weighted but not the guide's log q(z|x)): wrap both programs or neither.
 Under the JIT ELBOs (``JitTrace_ELBO``, ``JitTraceEnum_ELBO``, ...) the compiled function sees
 only the programs' positional inputs: a beta set by a handler would be baked into the compiled
 trace at the first step and ignored afterwards. :func:`annealed` makes beta such an input
-(``svi.step(beta, x)``), exact under every ELBO; :func:`scale_latents` refuses to run inside a
+(``svi.step(beta, x)``), exact under every ELBO; :func:`weight_latents` refuses to run inside a
 JIT trace and names that remedy.
 
 What counts as "latent": every sample site that is not observed, global latents (outside the
@@ -41,17 +41,17 @@ import torch
 from pyro.poutine.messenger import Messenger
 
 from .errors import ConfigError
-from .registry import Registry
+from .registry import Registry, deprecated_aliases
 
 __all__ = [
-    "scale_latents",
+    "weight_latents",
     "annealed",
     "LatentScaleMessenger",
-    "Schedule",
-    "Constant",
+    "BetaSchedule",
+    "ConstantBeta",
     "LinearWarmup",
-    "Sigmoid",
-    "Cyclical",
+    "SigmoidWarmup",
+    "CyclicalWarmup",
     "parse_schedule",
     "BETA_SCHEDULES",
 ]
@@ -109,15 +109,15 @@ class LatentScaleMessenger(Messenger):
             msg["scale"] = self.beta * msg["scale"]
 
 
-def scale_latents(beta: float | torch.Tensor) -> LatentScaleMessenger:
+def weight_latents(beta: float | torch.Tensor) -> LatentScaleMessenger:
     """A handler that scales every unobserved site's log-density by ``beta`` (KL annealing).
 
     Use it as a context around a whole SVI step, so that it sees the model and the guide::
 
-        with lv.scale_latents(0.3):
+        with lv.weight_latents(0.3):
             svi.step(x)
 
-    Wrapping one program (``lv.scale_latents(0.3)(model)``) scales only that program's latent
+    Wrapping one program (``lv.weight_latents(0.3)(model)``) scales only that program's latent
     sites: wrap the model *and* the guide, or use :func:`annealed` for both. Under the JIT
     ELBOs use :func:`annealed` (a handler's beta is fixed at compilation; this one refuses).
 
@@ -128,7 +128,7 @@ def scale_latents(beta: float | torch.Tensor) -> LatentScaleMessenger:
 
 def annealed(program: Callable[..., Any]) -> Callable[..., Any]:
     """``program`` with the KL weight as its first argument: ``annealed(program)(beta, *args)``
-    runs ``program(*args)`` under :func:`scale_latents` ``(beta)``.
+    runs ``program(*args)`` under :func:`weight_latents` ``(beta)``.
 
     Wrap the model and the guide alike. Because beta is a positional input, it is exact under
     the JIT ELBOs too, where the compiled function sees only the programs' inputs (pass a
@@ -161,8 +161,9 @@ def annealed(program: Callable[..., Any]) -> Callable[..., Any]:
 BETA_SCHEDULES = Registry("beta schedule", number="constant")
 
 
-class Schedule:
-    """A function of the training step returning beta (or any weight)."""
+class BetaSchedule:
+    """A function of the training step returning beta, the KL weight (or any weight); its
+    subclasses are registered in :data:`BETA_SCHEDULES`."""
 
     def __call__(self, step: int) -> float:
         raise NotImplementedError
@@ -188,7 +189,7 @@ def _steps(name: str, value: Any) -> int:
 
 @BETA_SCHEDULES.register("constant")
 @dataclass(frozen=True)
-class Constant(Schedule):
+class ConstantBeta(BetaSchedule):
     """beta = ``value`` at every step."""
 
     value: float = 1.0
@@ -202,7 +203,7 @@ class Constant(Schedule):
 
 @BETA_SCHEDULES.register("linear")
 @dataclass(frozen=True)
-class LinearWarmup(Schedule):
+class LinearWarmup(BetaSchedule):
     """beta rises linearly from ``start`` to ``end`` over ``steps`` steps, then stays at ``end``."""
 
     steps: int
@@ -221,7 +222,7 @@ class LinearWarmup(Schedule):
 
 @BETA_SCHEDULES.register("sigmoid")
 @dataclass(frozen=True)
-class Sigmoid(Schedule):
+class SigmoidWarmup(BetaSchedule):
     """beta = ``end / (1 + exp(-(step - midpoint) / width))``: a smooth warm-up centred on
     ``midpoint`` (default ``width = midpoint / 6``, so beta starts within 0.25% of 0; the
     attribute ``width`` holds the value used)."""
@@ -245,7 +246,7 @@ class Sigmoid(Schedule):
 
 @BETA_SCHEDULES.register("cyclical")
 @dataclass(frozen=True)
-class Cyclical(Schedule):
+class CyclicalWarmup(BetaSchedule):
     """Cyclical annealing (Fu et al. 2019): in each period of ``period`` steps beta rises linearly
     from 0 to ``end`` during the first ``ramp`` fraction, then stays at ``end``."""
 
@@ -264,14 +265,14 @@ class Cyclical(Schedule):
         return self.end * min(phase / self.ramp, 1.0)
 
 
-def parse_schedule(text: str) -> Schedule:
+def parse_schedule(text: str) -> BetaSchedule:
     """Parse a beta schedule from its command-line form, ``NAME[:ARG...]`` (one of
     :data:`BETA_SCHEDULES`, read by :meth:`~pyro_lvae.registry.Registry.parse`).
 
     ``constant[:VALUE]``, ``linear:STEPS[:START[:END]]``, ``sigmoid:MIDPOINT[:WIDTH[:END]]``,
     ``cyclical:PERIOD[:RAMP[:END]]``, ``geco:TARGET[:RATE[:SMOOTHING[:MIN_BETA[:MAX_BETA]]]]``
     (:class:`~pyro_lvae.GECO`); a bare number is a constant. Every schedule's :meth:`spec
-    <Schedule.spec>` parses back to it.
+    <BetaSchedule.spec>` parses back to it.
 
     Example::
 
@@ -282,3 +283,9 @@ def parse_schedule(text: str) -> Schedule:
         'constant:0.5'
     """
     return BETA_SCHEDULES.parse(str(text))
+
+
+#: the former names, kept for one release (a ``DeprecationWarning`` names the new one)
+__getattr__ = deprecated_aliases(__name__, {
+    "scale_latents": "weight_latents", "Schedule": "BetaSchedule", "Constant": "ConstantBeta",
+    "Sigmoid": "SigmoidWarmup", "Cyclical": "CyclicalWarmup"}, globals())

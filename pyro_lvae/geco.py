@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from .annealing import BETA_SCHEDULES, Schedule
+from .annealing import BETA_SCHEDULES, BetaSchedule
 from .errors import ConfigError
 
 __all__ = ["GECO"]
@@ -47,7 +47,7 @@ def _finite(name: str, value: Any) -> float:
 
 
 @BETA_SCHEDULES.register("geco")
-class GECO(Schedule):
+class GECO(BetaSchedule):
     """A KL weight ``beta = 1 / lambda`` with ``lambda`` the Lagrange multiplier of the
     constraint ``reconstruction <= target`` (module docstring). Pass it as ``beta=`` to
     :func:`~pyro_lvae.fit` (``pyro-lvae train --geco TARGET``). Its :meth:`spec` is

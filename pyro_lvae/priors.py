@@ -2,7 +2,7 @@
 
 A prior is a :class:`~pyro.nn.PyroModule` that returns a distribution over one latent code
 (event shape ``(latent_dim,)``, batch shape ``()``); the VAE's model draws ``z`` from it inside
-the plate ``"data"``, so it works under every ELBO, ``Predictive``, :func:`~pyro_lvae.scale_latents`
+the plate ``"data"``, so it works under any ELBO, ``Predictive``, :func:`~pyro_lvae.weight_latents`
 / :func:`~pyro_lvae.annealed` and :func:`~pyro_lvae.fit`. Its learned parameters are module
 parameters of the model (``PyroParam``\\ s and plain ``nn.Module`` weights, registered in Pyro's
 param store under the model's name when the model runs), so they train on every path that

@@ -15,7 +15,8 @@ the setting and the settings it takes), lists what each name takes
     NAME[:ARG[:ARG ...]]
 
 The ARGs are the class's parameters in its own order. Each is a number (an integer where it is
-written as one) unless the parameter's default is a text; an empty ARG takes the default.
+written as one; ``0`` or ``1`` for a parameter whose default is a boolean) unless the
+parameter's default is a text; an empty ARG takes the default.
 :meth:`~Registry.parse` reads a spec and :meth:`~Registry.spec` writes one that parses back to an
 equal object. A name may have deprecated aliases: they keep working and warn
 (``DeprecationWarning``) with the name to use.
@@ -48,7 +49,7 @@ from typing import Any, TypeVar
 
 from .errors import ConfigError
 
-__all__ = ["Registry"]
+__all__ = ["Registry", "deprecated_aliases"]
 
 logger = logging.getLogger(__name__)
 
@@ -260,9 +261,11 @@ class Registry(Mapping[str, Callable[..., Any]]):
         if isinstance(param.default, str):
             return arg
         try:
-            return int(arg)
+            value = int(arg)
         except ValueError:
             pass
+        else:
+            return bool(value) if isinstance(param.default, bool) else value
         try:
             return float(arg)
         except ValueError:
@@ -302,9 +305,11 @@ class Registry(Mapping[str, Callable[..., Any]]):
     def _write(self, name: str, param: inspect.Parameter, value: Any) -> str:
         if value is None and param.default is None:
             return ""
-        if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        if isinstance(value, bool):
             return str(int(value))
-        if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        if isinstance(value, numbers.Integral):
+            return str(int(value))
+        if isinstance(value, numbers.Real):
             value = float(value)
             short = f"{value:g}"
             return short if float(short) == value else repr(value)
@@ -313,3 +318,23 @@ class Registry(Mapping[str, Callable[..., Any]]):
         raise ConfigError(f"the {self.thing} {name!r} has no spec: its {param.name} is "
                           f"{type(value).__name__} {value!r}, not a number; use its config "
                           f"instead")
+
+
+def deprecated_aliases(module: str, aliases: Mapping[str, str],
+                       namespace: Mapping[str, Any]) -> Callable[[str], Any]:
+    """A module ``__getattr__`` that keeps former names working: ``module.OLD`` is the object
+    now named ``aliases[OLD]`` in ``namespace`` (the very same object), with a
+    ``DeprecationWarning`` that names its new name.
+
+    Use it at the end of the module: ``__getattr__ = deprecated_aliases(__name__, {"Old":
+    "New"}, globals())``.
+    """
+    def __getattr__(name: str) -> Any:
+        if name in aliases:
+            new = aliases[name]
+            warnings.warn(f"{module}.{name} is deprecated; use {module}.{new}",
+                          DeprecationWarning, stacklevel=2)
+            return namespace[new]
+        raise AttributeError(f"module {module!r} has no attribute {name!r}")
+
+    return __getattr__

@@ -53,7 +53,7 @@ def test_annealed_programs_are_exact_under_jit_at_every_beta(jit_cls, ref_cls):
 
 def test_a_handler_around_a_jit_elbo_is_refused_with_the_remedy():
     vae = tiny(lv.LearnedScalarScale(init_scale=0.5))
-    with lv.scale_latents(0.5), pytest.raises(ConfigError, match="lv.annealed"):
+    with lv.weight_latents(0.5), pytest.raises(ConfigError, match="lv.annealed"):
         JitTrace_ELBO(ignore_jit_warnings=True).differentiable_loss(vae.model, vae.guide, data())
 
 
@@ -63,12 +63,12 @@ def test_annealed_equals_the_handler_around_both_programs_under_trace_elbo():
     pyro.set_rng_seed(3)
     got = Trace_ELBO().loss(lv.annealed(vae.model), lv.annealed(vae.guide), 0.25, x)
     pyro.set_rng_seed(3)
-    with lv.scale_latents(0.25):
+    with lv.weight_latents(0.25):
         want = Trace_ELBO().loss(vae.model, vae.guide, x)
     assert got == pytest.approx(want, rel=1e-6)
     # wrapping the model alone is another objective (documented): the guide's log q unscaled
     pyro.set_rng_seed(3)
-    model_only = Trace_ELBO().loss(lv.scale_latents(0.25)(vae.model), vae.guide, x)
+    model_only = Trace_ELBO().loss(lv.weight_latents(0.25)(vae.model), vae.guide, x)
     assert model_only != pytest.approx(want, rel=1e-3)
 
 
@@ -86,7 +86,7 @@ def test_enumerated_sites_are_left_unscaled_under_traceenum():
 
     elbo = TraceEnum_ELBO(max_plate_nesting=1)
     plain = elbo.loss(model, guide, x)
-    with lv.scale_latents(0.3):  # Pyro itself refuses differing scales on enumerated sites
+    with lv.weight_latents(0.3):  # Pyro itself refuses differing scales on enumerated sites
         assert elbo.loss(model, guide, x) == pytest.approx(plain)
 
 
@@ -99,7 +99,7 @@ def test_global_latents_are_scaled_too():
 
     pyro.set_rng_seed(0)
     full = TraceMeanField_ELBO().loss(model, guide)
-    with lv.scale_latents(0.2):
+    with lv.weight_latents(0.2):
         pyro.set_rng_seed(0)
         assert TraceMeanField_ELBO().loss(model, guide) == pytest.approx(0.2 * full, rel=1e-6)
 
@@ -236,7 +236,7 @@ def test_an_observation_built_inside_the_model_is_refused():
 
     with pytest.raises(ConfigError, match="outside the model function"):
         Trace_ELBO().loss(model, lambda x: None, data())
-    with lv.scale_latents(0.5), pyro.plate("p", 3):  # handlers alone do not run a program
+    with lv.weight_latents(0.5), pyro.plate("p", 3):  # handlers alone do not run a program
         assert lv.LearnedScalarScale(init_scale=1.0) is not None
 
 

@@ -11,6 +11,7 @@ import torch
 import pyro_lvae as lv
 from pyro_lvae import observations
 from pyro_lvae.annealing import BETA_SCHEDULES
+from pyro_lvae.datasets import PIXEL_TRANSFORMS
 from pyro_lvae.observations import OBSERVATIONS
 from pyro_lvae.priors import PRIORS
 from pyro_lvae.registry import Registry
@@ -305,6 +306,7 @@ REGISTRIES = {
     "learning-rate schedules": LR_SCHEDULES,
     "weight averaging": AVERAGES,
     "table sigma modes": SIGMA_MODES,
+    "pixel transforms": PIXEL_TRANSFORMS,
 }
 #: settings for each entry, away from the defaults where there are some (an entry not listed
 #: builds from no settings: a new entry that needs some fails naming them)
@@ -332,6 +334,8 @@ EXAMPLES = {
     ("learning-rate schedules", "step"): {"every": 7, "gamma": 0.25},
     ("weight averaging", "ema"): {"decay": 0.99, "start": 5, "every": 2},
     ("weight averaging", "swa"): {"start": 10},
+    ("pixel transforms", "dequantize"): {"levels": 128},
+    ("pixel transforms", "binarize"): {"threshold": 0.25, "stochastic": True},
     ("table sigma modes", "fixed"): {"columns": 2, "sigma": 0.3, "min_scale": 1e-3,
                                      "max_scale": 1.0},
 }

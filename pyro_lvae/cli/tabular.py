@@ -118,7 +118,7 @@ def cmd_tabular_fit(args: argparse.Namespace) -> int:
     x = model.transformer.transform(table, missing=args.missing).to(model.vae.device)
     summary = {"rows": len(x), "columns": {c.name: c.kind for c in model.transformer.columns},
                "integer_columns": model.transformer.integer_columns,
-               **evaluate.elbo(model.vae, x, num_particles=4),
+               **evaluate.elbo_parts(model.vae, x, num_particles=4),
                "active_units": evaluate.active_units(model.vae, x)[0],
                "latent_dim": args.latent_dim, "sigma_mode": args.sigma_mode,
                "final_sigma": float(model.history["sigma"][-1]),

@@ -163,7 +163,7 @@ class Variant:
         :class:`ScheduledScale` can replay
     :param bool binary: the model needs binary data (0 or 1)
     :param bool discrete: the model is a probability mass on the 8-bit levels ``k / 255``
-        (images as :class:`pyro_lvae.datasets.Scale` makes them); its negative log-likelihood
+        (images as :class:`pyro_lvae.datasets.UnitLevels` makes them); its negative log-likelihood
         is a code length, so bits/dim need no dequantisation offset
     """
 

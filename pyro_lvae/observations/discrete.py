@@ -2,12 +2,12 @@
 of the 256 bins of a pixel value.
 
 **Data convention.** The package keeps images as ``uint8`` and converts them per batch; these
-models take the noise-free grey levels of :class:`pyro_lvae.datasets.Scale` (``pixels="scale"``,
-``--pixels scale``): a pixel ``k`` in ``0..255`` is the value ``x = k / 255`` in ``[0, 1]``.
-Bin ``k`` is ``(x - 1/510, x + 1/510]`` (width ``1/255``, centred on ``k / 255``); the edge bins
-are open, bin 0 is ``(-inf, 1/510]`` and bin 255 is ``(254.5/255, inf)``, so that the 256
-masses sum to 1 for any location and scale. Dequantised data (``(k + u) / 256``) are not on
-this grid and are refused.
+models take the noise-free levels of :class:`pyro_lvae.datasets.UnitLevels`
+(``pixels="unit-levels"``, ``--pixels unit-levels``): a pixel ``k`` in ``0..255`` is the value
+``x = k / 255`` in ``[0, 1]``. Bin ``k`` is ``(x - 1/510, x + 1/510]`` (width ``1/255``, centred
+on ``k / 255``); the edge bins are open, bin 0 is ``(-inf, 1/510]`` and bin 255 is
+``(254.5/255, inf)``, so that the 256 masses sum to 1 for any location and scale. Dequantised
+data (``(k + u) / 256``) are not on this grid and are refused.
 
 For a continuous family with CDF ``F``, location ``mu`` and scale ``s`` (both from the decoder,
 per pixel), ``P(k) = F((x + h - mu) / s) - F((x - h - mu) / s)`` with ``h = 1/510``, computed in
@@ -282,8 +282,9 @@ class _Discretized(_DecoderScale):
         on_grid = (levels - levels.round()).abs() <= 1e-3
         if not bool((on_grid & (x >= 0) & (x <= 1)).all()):
             raise DataError(
-                f"{type(self).__name__} models 8-bit values k/255 in [0, 1] (pixels='scale': "
-                f"lv.datasets.Scale, --pixels scale) but got values off that grid, in "
+                f"{type(self).__name__} models 8-bit values k/255 in [0, 1] (pixels="
+                f"'unit-levels': lv.datasets.UnitLevels, --pixels unit-levels) but got values "
+                f"off that grid, in "
                 f"[{float(x.min()):.4g}, {float(x.max()):.4g}]; dequantised data ((k + u)/256) "
                 f"need a continuous model"
             )

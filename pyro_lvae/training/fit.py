@@ -37,7 +37,9 @@ import pyro.optim
 import torch
 from tqdm.auto import tqdm
 
-from ..annealing import Constant, Schedule, scale_latents
+from ..annealing import BetaSchedule as Schedule
+from ..annealing import ConstantBeta as Constant
+from ..annealing import weight_latents as scale_latents
 from ..errors import ConfigError, check_positive_int
 from ..objective import scale_stats
 from ..vae import COLLAPSE_NATS, VAE
@@ -350,7 +352,7 @@ def fit(
         verifies it for this VAE, see :attr:`History.objective`) or a Pyro ELBO instance
         (``TraceMeanField_ELBO``, ``JitTrace_ELBO``, ``RenyiELBO``, ...)
     :param beta: weight of the latent term: a number or a function of the step (a
-        :class:`~pyro_lvae.annealing.Schedule`), or :class:`~pyro_lvae.GECO` (a weight that
+        :class:`~pyro_lvae.annealing.BetaSchedule`), or :class:`~pyro_lvae.GECO` (a weight that
         follows a reconstruction constraint: fit gives it the rows of every check and, on
         resume, the history)
     :param device: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"``, ...
@@ -387,7 +389,7 @@ def fit(
         ``"ema:DECAY[:START[:EVERY]]"``, ``"swa[:START[:EVERY]]"`` or a
         :class:`~pyro_lvae.training.averaging.WeightAverage`; the averaged VAE is
         ``history.averaged`` (an independent copy: ``history.averaged.sample(n)``,
-        :func:`pyro_lvae.evaluate.elbo` ``(history.averaged, x)``), and checkpoints hold it
+        :func:`pyro_lvae.evaluate.elbo_parts` ``(history.averaged, x)``), and checkpoints hold it
         (:func:`~pyro_lvae.training.load_averaged`)
     :param heldout: a fixed held-out set (tensor or array, as the model sees its data): its
         ELBO is computed every ``eval_every`` steps into the history's ``heldout_elbo`` (and

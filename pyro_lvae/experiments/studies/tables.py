@@ -108,7 +108,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     x_test = model.transformer.transform(test).to(model.vae.device)
     metrics.pop("per_column")
     return {**{k: job[k] for k in ("dataset", "setting", "annealing", "seed")}, **metrics,
-            "elbo": evaluate.elbo(model.vae, x_test, num_particles=8)["elbo"],
+            "elbo": evaluate.elbo_parts(model.vae, x_test, num_particles=8)["elbo"],
             "active_units": evaluate.active_units(model.vae, x_test)[0],
             "final_sigma": float(model.history["sigma"][-1])}
 
