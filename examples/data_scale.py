@@ -55,7 +55,7 @@ def train_one(scale: float, start: str, networks: str, seed: int,
         batch = data[torch.randint(len(data), (args.batch,), generator=gen)]
         if not math.isfinite(svi.step(warmup(step), batch)):
             return {**row, "diverged": step}
-    held_out = lv.evaluate.elbo(vae, test)
+    held_out = lv.evaluate.elbo_parts(vae, test)
     return {**row, "elbo_unit": held_out["elbo"] + 2 * math.log(scale), "kl": held_out["kl"],
             "sigma_over_scale": float(vae.sigma(test[:500]).mean()) / scale,
             "collapsed": held_out["kl"] < COLLAPSE_NATS}

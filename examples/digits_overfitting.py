@@ -26,7 +26,7 @@ from pyro_lvae.experiments.studies.imagesets import load_split
 
 def bits(elbo: float) -> float:
     """Bits per dimension of a digit (64 values on the 8-bit grid) from an ELBO in nats."""
-    return bits_per_dim(-elbo, 64, "scale", discrete=True)
+    return bits_per_dim(-elbo, 64, "unit-levels", discrete=True)
 
 
 def run(kind: str, steps: int, every: int, seed: int) -> dict:
@@ -43,8 +43,8 @@ def run(kind: str, steps: int, every: int, seed: int) -> dict:
     curve = [(step + 1, bits(float(v))) for step, v in enumerate(history["heldout_elbo"])
              if math.isfinite(float(v))]
     with torch.no_grad():
-        train = lv.evaluate.elbo(vae, split.train, num_particles=4)["elbo"]
-        held_out = lv.evaluate.elbo(vae, split.test, num_particles=4)["elbo"]
+        train = lv.evaluate.elbo_parts(vae, split.train, num_particles=4)["elbo"]
+        held_out = lv.evaluate.elbo_parts(vae, split.test, num_particles=4)["elbo"]
     best = min(curve, key=lambda c: c[1])
     print(f"{kind}: held-out bits/dim every {every} steps: "
           + ", ".join(f"{s}: {b:.3f}" for s, b in curve))

@@ -2,7 +2,7 @@
 
 The VAE's ``model`` and ``guide`` are ordinary Pyro programs: this script trains an LS-VAE
 (learned scalar sigma, Berger & Sebag Eq. 10) with ``pyro.infer.SVI`` and a Pyro optimiser,
-anneals the KL term with ``lv.scale_latents`` around each step, and draws posterior samples
+anneals the KL term with ``lv.weight_latents`` around each step, and draws posterior samples
 with ``pyro.infer.Predictive``. The learned sigma is a ``PyroParam`` of the model module, so the
 same code trains it with a torch optimiser over ``Trace_ELBO()(model, guide).parameters()``.
 
@@ -31,7 +31,7 @@ def main(args: argparse.Namespace) -> float:
     warmup = lv.LinearWarmup(steps // 3, start=0.5, end=1.0)
     for step in range(steps):
         x = lv.datasets.manifold2d(100).to(device)
-        with lv.scale_latents(warmup(step)):
+        with lv.weight_latents(warmup(step)):
             loss = svi.step(x)
         if step % max(steps // 10, 1) == 0 or step == steps - 1:
             sigma = float(vae.observation.scale.detach())

@@ -38,7 +38,7 @@ def main(args: argparse.Namespace) -> dict:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--sigma-mode", default="decoder")
+    p.add_argument("--sigma-mode", default="learned-vector")
     p.add_argument("--steps", type=int, default=4000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--smoke", action="store_true")

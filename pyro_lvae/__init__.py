@@ -12,13 +12,14 @@ observation model a swappable, learnable part of any Pyro model/guide pair.
 
 from . import datasets, evaluate, objective, priors, tabular, theory
 from .annealing import (
-    Constant,
-    Cyclical,
+    BetaSchedule,
+    ConstantBeta,
+    CyclicalWarmup,
     LinearWarmup,
-    Sigmoid,
+    SigmoidWarmup,
     annealed,
     parse_schedule,
-    scale_latents,
+    weight_latents,
 )
 from .direct_elbo import DirectELBO
 from .errors import CheckpointError, ConfigError, DataError, LVAEError, TrainingDiverged
@@ -36,13 +37,14 @@ from .observations import (
     LearnedScalarScale,
     LearnedVectorScale,
     LowRankNormal,
+    MixedObservation,
     Observation,
     ScheduledScale,
     StudentTObservation,
     initial_scale,
 )
 from .priors import FlowPrior, MixturePrior, Prior, StandardNormal, VampPrior
-from .tabular import MixedObservation
+from .registry import deprecated_aliases
 from .training import History, fit, fused_adam
 from .vae import VAE, Guide, Model, conv_vae, fixed_star, mlp_vae, rebuild
 
@@ -62,8 +64,14 @@ __all__ = [
     "DiscretizedLogistic", "DiscretizedLogisticMixture", "CalibratedScale",
     "StudentTObservation", "LowRankNormal", "initial_scale", "tabular",
     "Prior", "StandardNormal", "MixturePrior", "VampPrior", "FlowPrior", "priors",
-    "scale_latents", "annealed", "Constant", "LinearWarmup", "Sigmoid", "Cyclical",
+    "weight_latents", "annealed", "BetaSchedule", "ConstantBeta", "LinearWarmup",
+    "SigmoidWarmup", "CyclicalWarmup",
     "parse_schedule", "GECO", "fit", "fused_adam", "History", "GaussianEncoder", "ResidualMLP",
     "DirectELBO", "datasets", "evaluate", "objective", "theory",
     "LVAEError", "ConfigError", "DataError", "CheckpointError", "TrainingDiverged",
 ]
+
+#: the former names, kept for one release (a ``DeprecationWarning`` names the new one)
+__getattr__ = deprecated_aliases(__name__, {
+    "scale_latents": "weight_latents", "Constant": "ConstantBeta", "Sigmoid": "SigmoidWarmup",
+    "Cyclical": "CyclicalWarmup"}, globals())

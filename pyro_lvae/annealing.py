@@ -1,6 +1,6 @@
-"""KL annealing: scale the latent term of any Pyro program, and schedules for the scale.
+"""KL annealing: weight the latent term of any Pyro program, and schedules for the weight.
 
-:func:`scale_latents` multiplies the log-density of every *unobserved* sample site by ``beta``,
+:func:`weight_latents` multiplies the log-density of every *unobserved* sample site by ``beta``,
 in the model and in the guide alike, and leaves observed sites alone. Used as a context around
 ``svi.step`` it covers both programs, so that under ``Trace_ELBO`` the loss becomes
 ``-E[log p(x|z)] + beta * KL`` and ``TraceMeanField_ELBO`` (which reads the guide's scale for its
@@ -10,7 +10,7 @@ weighted but not the guide's log q(z|x)): wrap both programs or neither.
 Under the JIT ELBOs (``JitTrace_ELBO``, ``JitTraceEnum_ELBO``, ...) the compiled function sees
 only the programs' positional inputs: a beta set by a handler would be baked into the compiled
 trace at the first step and ignored afterwards. :func:`annealed` makes beta such an input
-(``svi.step(beta, x)``), exact under every ELBO; :func:`scale_latents` refuses to run inside a
+(``svi.step(beta, x)``), exact under every ELBO; :func:`weight_latents` refuses to run inside a
 JIT trace and names that remedy.
 
 What counts as "latent": every sample site that is not observed, global latents (outside the
@@ -51,18 +51,20 @@ from pyro.poutine.replay_messenger import ReplayMessenger
 from pyro.poutine.runtime import _PYRO_STACK
 
 from .errors import ConfigError
+from .registry import Registry, deprecated_aliases
 
 __all__ = [
-    "scale_latents",
+    "weight_latents",
     "annealed",
     "annealed_program",
     "LatentScaleMessenger",
-    "Schedule",
-    "Constant",
+    "BetaSchedule",
+    "ConstantBeta",
     "LinearWarmup",
-    "Sigmoid",
-    "Cyclical",
+    "SigmoidWarmup",
+    "CyclicalWarmup",
     "parse_schedule",
+    "BETA_SCHEDULES",
 ]
 
 _JIT_REMEDY = (
@@ -170,15 +172,15 @@ def _show(beta: float | torch.Tensor) -> str:
     return f"{float(beta):g}"
 
 
-def scale_latents(beta: float | torch.Tensor) -> LatentScaleMessenger:
+def weight_latents(beta: float | torch.Tensor) -> LatentScaleMessenger:
     """A handler that scales every unobserved site's log-density by ``beta`` (KL annealing).
 
     Use it as a context around a whole SVI step, so that it sees the model and the guide::
 
-        with lv.scale_latents(0.3):
+        with lv.weight_latents(0.3):
             svi.step(x)
 
-    Wrapping one program (``lv.scale_latents(0.3)(model)``) scales only that program's latent
+    Wrapping one program (``lv.weight_latents(0.3)(model)``) scales only that program's latent
     sites: wrap the model *and* the guide, or use :func:`annealed` for both. Under the JIT
     ELBOs use :func:`annealed` (a handler's beta is fixed at compilation; this one refuses).
     Under ``TraceEnum_ELBO`` a discrete latent enumerated in the guide is weighted too (exactly
@@ -192,7 +194,7 @@ def scale_latents(beta: float | torch.Tensor) -> LatentScaleMessenger:
 
 def annealed(program: Callable[..., Any]) -> Callable[..., Any]:
     """``program`` with the KL weight as its first argument: ``annealed(program)(beta, *args)``
-    runs ``program(*args)`` under :func:`scale_latents` ``(beta)``.
+    runs ``program(*args)`` under :func:`weight_latents` ``(beta)``.
 
     Wrap the model and the guide alike. Because beta is a positional input, it is exact under
     the JIT ELBOs too, where the compiled function sees only the programs' inputs: there it
@@ -238,15 +240,22 @@ def annealed_program(program: Any) -> Any:
     return getattr(program, "_lvae_annealed", None)
 
 
-class Schedule:
-    """A function of the training step returning beta (or any weight)."""
+#: every beta schedule by its command-line name: ``NAME[:ARG...]`` (:mod:`pyro_lvae.registry`;
+#: a bare number is a constant beta)
+BETA_SCHEDULES = Registry("beta schedule", number="constant")
+
+
+class BetaSchedule:
+    """A function of the training step returning beta, the KL weight (or any weight); its
+    subclasses are registered in :data:`BETA_SCHEDULES`."""
 
     def __call__(self, step: int) -> float:
         raise NotImplementedError
 
     def spec(self) -> str:
-        """The command-line form, parsed back by :func:`parse_schedule`."""
-        raise NotImplementedError
+        """The command-line form, parsed back by :func:`parse_schedule`:
+        ``NAME:ARG:...``, the class's parameters in order (:data:`BETA_SCHEDULES`)."""
+        return BETA_SCHEDULES.spec(self)
 
 
 def _nonneg(name: str, value: float) -> float:
@@ -262,8 +271,9 @@ def _steps(name: str, value: Any) -> int:
     return int(float(value))
 
 
+@BETA_SCHEDULES.register("constant")
 @dataclass(frozen=True)
-class Constant(Schedule):
+class ConstantBeta(BetaSchedule):
     """beta = ``value`` at every step."""
 
     value: float = 1.0
@@ -274,12 +284,10 @@ class Constant(Schedule):
     def __call__(self, step: int) -> float:
         return float(self.value)
 
-    def spec(self) -> str:
-        return f"constant:{self.value:g}"
 
-
+@BETA_SCHEDULES.register("linear")
 @dataclass(frozen=True)
-class LinearWarmup(Schedule):
+class LinearWarmup(BetaSchedule):
     """beta rises linearly from ``start`` to ``end`` over ``steps`` steps, then stays at ``end``."""
 
     steps: int
@@ -295,14 +303,13 @@ class LinearWarmup(Schedule):
         t = min(max(step / self.steps, 0.0), 1.0)
         return self.start + (self.end - self.start) * t
 
-    def spec(self) -> str:
-        return f"linear:{self.steps:g}:{self.start:g}:{self.end:g}"
 
-
+@BETA_SCHEDULES.register("sigmoid")
 @dataclass(frozen=True)
-class Sigmoid(Schedule):
+class SigmoidWarmup(BetaSchedule):
     """beta = ``end / (1 + exp(-(step - midpoint) / width))``: a smooth warm-up centred on
-    ``midpoint`` (default ``width = midpoint / 6``, so beta starts within 0.25% of 0)."""
+    ``midpoint`` (default ``width = midpoint / 6``, so beta starts within 0.25% of 0; the
+    attribute ``width`` holds the value used)."""
 
     midpoint: int
     width: float | None = None
@@ -310,22 +317,20 @@ class Sigmoid(Schedule):
 
     def __post_init__(self) -> None:
         _steps("midpoint", self.midpoint)
-        if self.width is not None and not float(self.width) > 0:
+        if self.width is None:
+            object.__setattr__(self, "width", self.midpoint / 6)
+        if not float(self.width) > 0:
             raise ConfigError(f"Expected width > 0 but got {self.width}")
         _nonneg("end", self.end)
 
     def __call__(self, step: int) -> float:
-        width = self.width if self.width is not None else self.midpoint / 6
-        u = (step - self.midpoint) / width
+        u = (step - self.midpoint) / self.width
         return self.end / (1.0 + math.exp(-u)) if u > -700 else 0.0
 
-    def spec(self) -> str:
-        width = self.width if self.width is not None else self.midpoint / 6
-        return f"sigmoid:{self.midpoint:g}:{width:g}:{self.end:g}"
 
-
+@BETA_SCHEDULES.register("cyclical")
 @dataclass(frozen=True)
-class Cyclical(Schedule):
+class CyclicalWarmup(BetaSchedule):
     """Cyclical annealing (Fu et al. 2019): in each period of ``period`` steps beta rises linearly
     from 0 to ``end`` during the first ``ramp`` fraction, then stays at ``end``."""
 
@@ -343,49 +348,28 @@ class Cyclical(Schedule):
         phase = (step % self.period) / self.period
         return self.end * min(phase / self.ramp, 1.0)
 
-    def spec(self) -> str:
-        return f"cyclical:{self.period:g}:{self.ramp:g}:{self.end:g}"
 
+def parse_schedule(text: str) -> BetaSchedule:
+    """Parse a beta schedule from its command-line form, ``NAME[:ARG...]`` (one of
+    :data:`BETA_SCHEDULES`, read by :meth:`~pyro_lvae.registry.Registry.parse`).
 
-_SCHEDULES: dict[str, type[Schedule]] = {
-    "constant": Constant,
-    "linear": LinearWarmup,
-    "sigmoid": Sigmoid,
-    "cyclical": Cyclical,
-}
-
-
-def parse_schedule(text: str) -> Schedule:
-    """Parse a schedule from its command-line form.
-
-    ``constant[:BETA]``, ``linear:STEPS[:START[:END]]``, ``sigmoid:MIDPOINT[:WIDTH[:END]]``,
-    ``cyclical:PERIOD[:RAMP[:END]]``; a bare number is a constant.
+    ``constant[:VALUE]``, ``linear:STEPS[:START[:END]]``, ``sigmoid:MIDPOINT[:WIDTH[:END]]``,
+    ``cyclical:PERIOD[:RAMP[:END]]``, ``geco:TARGET[:RATE[:SMOOTHING[:MIN_BETA[:MAX_BETA]]]]``
+    (:class:`~pyro_lvae.GECO`); a bare number is a constant. Every schedule's :meth:`spec
+    <BetaSchedule.spec>` parses back to it.
 
     Example::
 
         >>> from pyro_lvae.annealing import parse_schedule
         >>> parse_schedule("linear:100")(50)
         0.5
+        >>> parse_schedule("0.5").spec()
+        'constant:0.5'
     """
-    text = str(text).strip()
-    try:
-        value = float(text)
-    except ValueError:
-        pass
-    else:
-        return Constant(value)
-    name, *args = text.split(":")
-    if name not in _SCHEDULES:
-        raise ConfigError(
-            f"unknown beta schedule {text!r}; expected a number or one of "
-            f"constant[:BETA], linear:STEPS[:START[:END]], sigmoid:MIDPOINT[:WIDTH[:END]], "
-            f"cyclical:PERIOD[:RAMP[:END]]"
-        )
-    try:
-        values = [float(a) for a in args]
-    except ValueError:
-        raise ConfigError(f"beta schedule {text!r} has a non-numeric argument") from None
-    try:
-        return _SCHEDULES[name](*values)
-    except TypeError:
-        raise ConfigError(f"beta schedule {text!r} has the wrong number of arguments") from None
+    return BETA_SCHEDULES.parse(str(text))
+
+
+#: the former names, kept for one release (a ``DeprecationWarning`` names the new one)
+__getattr__ = deprecated_aliases(__name__, {
+    "scale_latents": "weight_latents", "Schedule": "BetaSchedule", "Constant": "ConstantBeta",
+    "Sigmoid": "SigmoidWarmup", "Cyclical": "CyclicalWarmup"}, globals())

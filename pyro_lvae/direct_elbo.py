@@ -23,7 +23,7 @@ test suite). Where it would not be exact it refuses with a :class:`~pyro_lvae.er
 that says why (:meth:`DirectELBO.why_not`): programs other than pyro-lvae's own ``Model`` and
 ``Guide`` (subclasses that override ``forward`` included), observation models or priors that
 are not registered (their programs are not known in advance), generation without data, and
-Pyro handlers around the call other than :func:`~pyro_lvae.scale_latents` (which it applies) and
+Pyro handlers around the call other than :func:`~pyro_lvae.weight_latents` (which it applies) and
 ``SVI``'s own parameter capture, and networks that are ``PyroModule`` s (they may hold sample
 sites of their own, which only tracing sees; plain ``nn.Module`` networks are taken to hold no
 Pyro statements). :func:`pyro_lvae.fit` trains on it by default and falls back to
@@ -96,7 +96,7 @@ def _foreign_pyro_module(label: str, root: Any, known: tuple) -> str | None:
 
 
 def _handler_beta() -> tuple[Any, str | None]:
-    """The product of the betas of the :func:`~pyro_lvae.scale_latents` handlers around the
+    """The product of the betas of the :func:`~pyro_lvae.weight_latents` handlers around the
     call, and the name of the first other Pyro handler (``None`` if there is none). ``SVI``'s
     parameter capture (a ``poutine.trace(param_only=True)``) is not a handler of the loss."""
     beta: Any = 1.0
@@ -178,7 +178,7 @@ def _is_zero(value: Any) -> bool:
 def _terms(model: Model, guide: Guide, x: torch.Tensor, beta: Any, outer: Any) -> ELBOTerms:
     """One draw of the loss and its parts (the programs' checks and data starts first, as
     their ``forward`` makes them): ``beta`` is the programs' weight, ``outer`` that of the
-    :func:`~pyro_lvae.scale_latents` handlers around the call, part of the KL term as the
+    :func:`~pyro_lvae.weight_latents` handlers around the call, part of the KL term as the
     scales of outer handlers are in :func:`~pyro_lvae.objective.trace_parts`."""
     if not model._store_checked:
         model.check_param_store()
@@ -199,7 +199,7 @@ def _terms(model: Model, guide: Guide, x: torch.Tensor, beta: Any, outer: Any) -
     reconstruction = -likelihood.log_prob(x).sum()
     log_q = (-0.5 * eps**2 - scale.log()).sum() - 0.5 * math.log(2 * math.pi) * eps.numel()
     kl = log_q - model.prior.forward().log_prob(z).sum()
-    if _is_zero(outer):  # masked, as lv.scale_latents(0) masks
+    if _is_zero(outer):  # masked, as lv.weight_latents(0) masks
         kl = torch.zeros_like(kl)
     elif not (isinstance(outer, float) and outer == 1.0):
         kl = outer * kl
@@ -241,7 +241,7 @@ class DirectELBO(ELBO):
               **kwargs: Any) -> ELBOTerms:
         """The loss and its parts, ``loss = reconstruction + beta * kl`` (sums over the
         batch, means over particles). ``beta`` is the programs' weight where they take none
-        (not :func:`~pyro_lvae.annealed`); the weight of :func:`~pyro_lvae.scale_latents`
+        (not :func:`~pyro_lvae.annealed`); the weight of :func:`~pyro_lvae.weight_latents`
         handlers around the call is part of ``kl``."""
         call = _Call(model, guide, args, kwargs)
         if call.reason is not None:

@@ -1,6 +1,7 @@
 """Held-out evaluation from the model's own log-density.
 
-- :func:`elbo`: the ELBO per data point in nats, with its reconstruction / KL split;
+- :func:`elbo_parts`: the ELBO per data point in nats, with its reconstruction / KL split (a
+  dict; ``elbo`` is its former name);
 - :func:`iwae`: the importance-weighted bound ``log (1/K) sum_k p(x, z_k) / q(z_k | x)`` of
   Burda et al., which rises towards ``log p(x)`` as ``K`` grows; computed in chunks of samples
   with a running log-sum-exp, so ``K`` in the thousands needs little memory;
@@ -51,8 +52,9 @@ from pyro import poutine
 
 from .errors import ConfigError, check_positive_int
 from .objective import elbo_terms, likelihood_scale
+from .registry import deprecated_aliases
 
-__all__ = ["elbo", "iwae", "active_units", "kl_per_dim", "latent_surgery", "prior_hole",
+__all__ = ["elbo_parts", "iwae", "active_units", "kl_per_dim", "latent_surgery", "prior_hole",
            "aggregate_log_density", "latent_diagnostics", "scale_summary", "summary",
            "frechet_distance"]
 
@@ -76,7 +78,7 @@ def _prepare(vae: Any, x: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def elbo(
+def elbo_parts(
     vae: Any, x: torch.Tensor, num_particles: int = 1, batch_size: int = 1000
 ) -> dict[str, float]:
     """Held-out ELBO of ``vae`` on ``x``, per data point, in nats.
@@ -376,7 +378,7 @@ def summary(
 ) -> dict[str, Any]:
     """Held-out ELBO (and parts), IWAE bound, active units, KL per dimension (priors that are
     a product of Normals), the ELBO-surgery split, the prior's hole mass and sigma."""
-    out: dict[str, Any] = dict(elbo(vae, x, num_particles=num_particles))
+    out: dict[str, Any] = dict(elbo_parts(vae, x, num_particles=num_particles))
     out["iwae"] = iwae(vae, x, num_samples=iwae_samples)
     if vae.prior.marginals() is not None:
         out["kl_per_dim"] = kl_per_dim(vae, x).cpu()
@@ -430,3 +432,7 @@ def frechet_distance(features_a: torch.Tensor, features_b: torch.Tensor) -> floa
     cross = _sqrt_psd(root_a @ cb @ root_a)
     d = (a.mean(0) - b.mean(0)).pow(2).sum() + torch.trace(ca + cb - 2 * cross)
     return float(d)
+
+
+#: the former name, kept for one release (a ``DeprecationWarning`` names the new one)
+__getattr__ = deprecated_aliases(__name__, {"elbo": "elbo_parts"}, globals())

@@ -25,7 +25,7 @@ than stay at its start (beta = 1) in silence::
 
     geco = lv.GECO(target=-50.0)
     for step in range(steps):
-        with lv.scale_latents(geco(step)):
+        with lv.weight_latents(geco(step)):
             svi.step(x)
         geco.update(reconstruction)   # -log p(x|z) per data point at this step, in nats
 
@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .annealing import Schedule
+from .annealing import BETA_SCHEDULES, BetaSchedule
 from .errors import ConfigError, check_positive_int
 
 __all__ = ["GECO"]
@@ -58,12 +58,15 @@ def _finite(name: str, value: Any) -> float:
     return value
 
 
-class GECO(Schedule):
+@BETA_SCHEDULES.register("geco")
+class GECO(BetaSchedule):
     """A KL weight ``beta = 1 / lambda`` with ``lambda`` the Lagrange multiplier of the
     constraint ``reconstruction <= target`` (module docstring). Pass it as ``beta=`` to
     :func:`~pyro_lvae.fit` (``pyro-lvae train --geco TARGET``), which feeds it; in a loop of
     your own, call :meth:`update` with each step's reconstruction loss (forgetting it is an
-    error, not a silent beta of 1: :meth:`__call__`).
+    error, not a silent beta of 1: :meth:`__call__`). Its :meth:`spec` is
+    ``geco:TARGET:RATE:SMOOTHING:MIN_BETA:MAX_BETA``, which :func:`~pyro_lvae.parse_schedule`
+    reads back (a new multiplier: the state is the run's, see :meth:`restore`).
 
     :param float target: the reconstruction loss to reach, ``-log p(x|z)`` per data point in
         nats (with a learned sigma it can be negative)
@@ -177,9 +180,6 @@ class GECO(Schedule):
         self.reset()
         if len(history):
             self.observe({"reconstruction": history["reconstruction"]})
-
-    def spec(self) -> str:
-        return f"geco:{self.target!r}:{self.rate!r}:{self.smoothing!r}"
 
     def __repr__(self) -> str:
         return (f"GECO(target={self.target:g}, rate={self.rate:g}, "

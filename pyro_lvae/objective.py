@@ -10,7 +10,7 @@ and scales are the ELBO's own):
   ``TraceMeanField_ELBO`` uses it
 
 so that ``loss = reconstruction + beta * kl`` is the ELBO's loss under
-:func:`~pyro_lvae.annealed` / :func:`~pyro_lvae.scale_latents` ``(beta)``. Sums run over the batch
+:func:`~pyro_lvae.annealed` / :func:`~pyro_lvae.weight_latents` ``(beta)``. Sums run over the batch
 and every dimension (the full log-density, constants and ``log sigma`` included); scales set by
 handlers outside (``poutine.scale``) are part of both terms.
 

@@ -2,7 +2,7 @@
 
 A prior is a :class:`~pyro.nn.PyroModule` that returns a distribution over one latent code
 (event shape ``(latent_dim,)``, batch shape ``()``); the VAE's model draws ``z`` from it inside
-the plate ``"data"``, so it works under every ELBO, ``Predictive``, :func:`~pyro_lvae.scale_latents`
+the plate ``"data"``, so it works under any ELBO, ``Predictive``, :func:`~pyro_lvae.weight_latents`
 / :func:`~pyro_lvae.annealed` and :func:`~pyro_lvae.fit`. Its learned parameters are module
 parameters of the model (``PyroParam``\\ s and plain ``nn.Module`` weights, registered in Pyro's
 param store under the model's name when the model runs), so they train on every path that
@@ -42,7 +42,6 @@ and otherwise falls back, site by site, to the one-draw estimate ``log q(z|x) - 
 
 from __future__ import annotations
 
-import inspect
 import itertools
 from collections.abc import Callable
 from typing import Any
@@ -57,12 +56,13 @@ from torch import nn
 
 from .errors import ConfigError, check_positive, check_positive_int
 from .names import IndependentCopies, registered_by_pyro_module
+from .registry import Registry
 
 __all__ = ["Prior", "StandardNormal", "MixturePrior", "VampPrior", "FlowPrior", "PRIORS",
            "build", "settings_of", "prior_from_config", "FLOW_TRANSFORMS"]
 
 #: every prior by its command-line name (filled as the classes are defined)
-PRIORS: dict[str, type[Prior]] = {}
+PRIORS = Registry("prior")
 
 _instances = itertools.count()
 
@@ -459,12 +459,6 @@ class FlowPrior(Prior):
                 "hidden": self.hidden, "bins": self.bins}
 
 
-def _registered(kind: Any) -> type[Prior]:
-    if not isinstance(kind, str) or kind not in PRIORS:
-        raise ConfigError(f"unknown prior {kind!r}; expected one of {', '.join(PRIORS)}")
-    return PRIORS[kind]
-
-
 def settings_of(kind: str) -> tuple[str, ...]:
     """The keyword settings :func:`build` accepts for the prior ``kind``.
 
@@ -474,8 +468,7 @@ def settings_of(kind: str) -> tuple[str, ...]:
         >>> priors.settings_of("flow")
         ('transform', 'layers', 'hidden', 'bins')
     """
-    params = list(inspect.signature(_registered(kind).__init__).parameters.values())[1:]
-    return tuple(p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD))
+    return PRIORS.settings_of(kind)
 
 
 def build(kind: str, **settings: Any) -> Prior:
@@ -488,13 +481,7 @@ def build(kind: str, **settings: Any) -> Prior:
         >>> priors.build("mixture", components=3).config()
         {'kind': 'mixture', 'components': 3, 'min_scale': 0.001}
     """
-    cls = _registered(kind)
-    takes = settings_of(kind)
-    unknown = sorted(set(settings) - set(takes))
-    if unknown:
-        raise ConfigError(f"the prior {kind!r} ({cls.__name__}) does not take "
-                          f"{', '.join(unknown)}; it takes {', '.join(takes) or 'no settings'}")
-    return cls(**settings)
+    return PRIORS.build(kind, **settings)
 
 
 def prior_from_config(config: dict[str, Any] | None) -> Prior:

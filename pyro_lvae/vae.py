@@ -19,7 +19,7 @@ Example::
     >>> vae = lv.mlp_vae(2, 1, lv.LearnedScalarScale(), hidden=16, blocks=1)
     >>> svi = pyro.infer.SVI(vae.model, vae.guide, pyro.optim.Adam({"lr": 1e-3}),
     ...                      pyro.infer.Trace_ELBO())
-    >>> with lv.scale_latents(0.5):
+    >>> with lv.weight_latents(0.5):
     ...     loss = svi.step(torch.randn(8, 2))
     >>> vae.sample(4).shape
     torch.Size([4, 2])

@@ -1,4 +1,4 @@
-"""scale_latents: scales latent sites in model and guide, never observed ones; schedules."""
+"""weight_latents: weights latent sites in model and guide, never observed ones; schedules."""
 
 import math
 
@@ -32,7 +32,7 @@ def plain_guide(x):
 
 def test_annealing_leaves_observed_site_unscaled_and_scales_latents_on_both_sides():
     x = torch.randn(5)
-    with lv.scale_latents(0.3):
+    with lv.weight_latents(0.3):
         guide_tr = poutine.trace(plain_guide).get_trace(x)
         model_tr = poutine.trace(poutine.replay(plain_model, trace=guide_tr)).get_trace(x)
     assert model_tr.nodes["obs"]["scale"] == 1.0
@@ -47,7 +47,7 @@ def test_hand_written_svi_step_changes_only_the_latent_contribution():
 
     def parts(beta):
         pyro.set_rng_seed(1)
-        with lv.scale_latents(beta):
+        with lv.weight_latents(beta):
             total = elbo.loss(plain_model, plain_guide, x)
         pyro.set_rng_seed(1)
         guide_tr = poutine.trace(plain_guide).get_trace(x)
@@ -65,15 +65,15 @@ def test_hand_written_svi_step_changes_only_the_latent_contribution():
     assert zero == pytest.approx(obs1, rel=1e-5)
 
 
-def test_with_scale_latents_around_svi_step_uses_the_scaled_objective():
+def test_with_weight_latents_around_svi_step_uses_the_weighted_objective():
     x = torch.randn(5)
     svi = SVI(plain_model, plain_guide, pyro.optim.SGD({"lr": 0.0}), Trace_ELBO())
     svi.step(x)  # create params
     pyro.set_rng_seed(3)
-    with lv.scale_latents(0.25):
+    with lv.weight_latents(0.25):
         stepped = svi.step(x)
     pyro.set_rng_seed(3)
-    with lv.scale_latents(0.25):
+    with lv.weight_latents(0.25):
         direct = Trace_ELBO().loss(plain_model, plain_guide, x)
     assert stepped == pytest.approx(direct)
 
@@ -88,10 +88,10 @@ def test_trace_elbo_and_meanfield_agree_under_beta(beta):
     x = torch.randn(6, 3)
     b = float(beta)
     pyro.set_rng_seed(4)
-    with lv.scale_latents(beta):
+    with lv.weight_latents(beta):
         trace = Trace_ELBO().differentiable_loss(vae.model, vae.guide, x)
     pyro.set_rng_seed(4)
-    with lv.scale_latents(beta):
+    with lv.weight_latents(beta):
         meanfield = TraceMeanField_ELBO().differentiable_loss(vae.model, vae.guide, x)
     # same z draws: they differ only by beta * (Monte Carlo KL - analytic KL)
     pyro.set_rng_seed(4)
@@ -106,7 +106,7 @@ def test_trace_elbo_and_meanfield_agree_under_beta(beta):
     many = {}
     for name, elbo in (("trace", Trace_ELBO), ("meanfield", TraceMeanField_ELBO)):
         pyro.set_rng_seed(5)
-        with lv.scale_latents(beta):
+        with lv.weight_latents(beta):
             many[name] = elbo(num_particles=4000, vectorize_particles=True).loss(
                 vae.model, vae.guide, x)
     assert many["trace"] == pytest.approx(many["meanfield"], abs=0.15)
@@ -126,7 +126,7 @@ def test_beta_equals_sigma_times_sqrt_beta_for_a_fixed_sigma_model():
     def loss_and_grads(v, scale, b):
         pyro.set_rng_seed(7)
         v.zero_grad()
-        with lv.scale_latents(b):
+        with lv.weight_latents(b):
             loss = scale * Trace_ELBO().differentiable_loss(v.model, v.guide, x)
         loss.backward()
         return float(loss.detach()), [p.grad.clone() for p in v.parameters()]
@@ -144,7 +144,7 @@ def test_beta_equals_sigma_times_sqrt_beta_for_a_fixed_sigma_model():
 def test_beta_zero_has_its_own_path_and_stays_finite():
     vae = tiny_vae()
     x = torch.randn(4, 3)
-    with lv.scale_latents(0.0):
+    with lv.weight_latents(0.0):
         loss = Trace_ELBO().differentiable_loss(vae.model, vae.guide, x)
     loss.backward()
     assert torch.isfinite(loss)
@@ -155,24 +155,25 @@ def test_beta_zero_has_its_own_path_and_stays_finite():
 @pytest.mark.parametrize("bad", [-0.1, float("nan"), float("inf"), "x", torch.ones(2)])
 def test_bad_beta_is_refused(bad):
     with pytest.raises(lv.ConfigError, match="beta"):
-        lv.scale_latents(bad)
+        lv.weight_latents(bad)
 
 
 def test_schedules_values():
-    assert lv.Constant(0.4)(10) == 0.4
+    assert lv.ConstantBeta(0.4)(10) == 0.4
     warm = lv.LinearWarmup(100)
     assert [warm(s) for s in (0, 50, 100, 500)] == pytest.approx([0.0, 0.5, 1.0, 1.0])
     half = lv.LinearWarmup(100, 0.5, 1.0)
     assert half(50) == pytest.approx(0.75)
-    sig = lv.Sigmoid(600)
+    sig = lv.SigmoidWarmup(600)
     assert sig(0) < 0.01 and sig(600) == pytest.approx(0.5) and sig(1200) > 0.99
-    cyc = lv.Cyclical(100, ramp=0.5)
+    cyc = lv.CyclicalWarmup(100, ramp=0.5)
     assert [cyc(s) for s in (0, 25, 50, 99, 100, 125)] == pytest.approx(
         [0.0, 0.5, 1.0, 1.0, 0.0, 0.5])
 
 
-@pytest.mark.parametrize("schedule", [lv.Constant(0.5), lv.LinearWarmup(1000, 0.2, 1.0),
-                                      lv.Sigmoid(300, 40.0), lv.Cyclical(200, 0.25, 0.9)])
+@pytest.mark.parametrize("schedule", [
+    lv.ConstantBeta(0.5), lv.LinearWarmup(1000, 0.2, 1.0), lv.SigmoidWarmup(300, 40.0),
+    lv.CyclicalWarmup(200, 0.25, 0.9)])
 def test_schedule_spec_round_trips_through_the_parser(schedule):
     again = parse_schedule(schedule.spec())
     assert [again(s) for s in range(0, 2000, 37)] == pytest.approx(

@@ -57,7 +57,7 @@ API_CASES = {
     "floor above the initial scale": (lambda: lv.LearnedScalarScale(init_scale=1.0, min_scale=2.0),
                                       lv.ConfigError, "init_scale > min_scale"),
     "schedule with a zero": (lambda: lv.ScheduledScale([1.0, 0.0]), lv.ConfigError, "positive"),
-    "negative beta": (lambda: lv.scale_latents(-0.5), lv.ConfigError, "beta >= 0"),
+    "negative beta": (lambda: lv.weight_latents(-0.5), lv.ConfigError, "beta >= 0"),
     "unknown beta schedule": (lambda: lv.parse_schedule("warmup:10"), lv.ConfigError,
                               "unknown beta schedule"),
     "zero latent dimension": (lambda: lv.mlp_vae(2, 0, lv.FixedScale(1.0)), lv.ConfigError,

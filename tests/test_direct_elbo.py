@@ -73,7 +73,7 @@ def test_svi_with_direct_elbo_takes_trace_elbos_steps():
         x = lv.datasets.manifold2d(32, torch.Generator().manual_seed(1))
         vae.initialize(x)
         svi = SVI(vae.model, vae.guide, pyro.optim.Adam({"lr": 1e-2}), elbo)
-        with lv.scale_latents(0.5):
+        with lv.weight_latents(0.5):
             losses = [svi.step(x) for _ in range(4)]
         runs.append((losses, [p.detach().clone() for p in vae.parameters()]))
     assert runs[1][0] == pytest.approx(runs[0][0], rel=1e-5)
@@ -92,12 +92,12 @@ def test_elbo_module_and_several_particles_match_trace_elbo():
     assert float(got) == pytest.approx(float(want), rel=1e-5)
 
 
-def test_beta_zero_masks_the_latent_term_as_scale_latents_does():
+def test_beta_zero_masks_the_latent_term_as_weight_latents_does():
     vae = lv.mlp_vae(2, 2, lv.FixedScale(0.3), hidden=8, blocks=1)
     x = lv.datasets.manifold2d(16, torch.Generator().manual_seed(1))
     pyro.set_rng_seed(2)
     terms = direct_elbo_terms(vae, x, beta=0.0)
-    with lv.scale_latents(0.0):
+    with lv.weight_latents(0.0):
         pyro.set_rng_seed(2)
         want = Trace_ELBO().loss(vae.model, vae.guide, x)
     assert float(terms.loss) == pytest.approx(want, rel=1e-6)
@@ -174,7 +174,7 @@ def test_the_pyro_handler_stack_it_reads_is_pyros():
     from pyro.poutine.trace_messenger import TraceMessenger
 
     assert _PYRO_STACK == []
-    with poutine.scale(scale=2.0) as outer, lv.scale_latents(0.5) as inner:
+    with poutine.scale(scale=2.0) as outer, lv.weight_latents(0.5) as inner:
         assert _PYRO_STACK == [outer, inner]
     with poutine.trace(param_only=True) as capture:
         assert isinstance(capture, TraceMessenger) and capture.param_only

@@ -16,7 +16,7 @@ import torch
 import pyro_lvae as lv
 from pyro_lvae import evaluate
 from pyro_lvae.cli import main
-from pyro_lvae.datasets import Scale, bits_per_dim
+from pyro_lvae.datasets import UnitLevels, bits_per_dim
 from pyro_lvae.observations.discrete import LEVELS, Discretized
 
 FAMILIES = {"normal": dist.Normal, "logistic": dist.Logistic}
@@ -157,8 +157,8 @@ def test_draws_of_a_mixture_follow_its_masses():
 def test_the_models_refuse_data_off_the_8_bit_grid(kind):
     obs = lv.observations.build(kind, init_scale=0.1)
     images = torch.randint(0, 256, (4, 1, 3, 3), dtype=torch.uint8)
-    obs.check_support(Scale()(images))
-    with pytest.raises(lv.DataError, match="--pixels scale"):
+    obs.check_support(UnitLevels()(images))
+    with pytest.raises(lv.DataError, match="--pixels unit-levels"):
         obs.check_support(lv.datasets.Dequantize()(images))
     with pytest.raises(lv.DataError, match="k/255"):
         obs.check_support(torch.full((2, 3), 1.5))
@@ -180,7 +180,7 @@ def test_mixture_decoder_outputs_are_logits_locations_and_scales_per_component()
 
 
 def test_bits_per_dim_of_a_discrete_model_have_no_dequantisation_offset():
-    assert bits_per_dim(784 * math.log(2), 784, "scale", discrete=True) == pytest.approx(1.0)
+    assert bits_per_dim(784 * math.log(2), 784, "unit-levels", discrete=True) == pytest.approx(1.0)
     assert bits_per_dim(784 * math.log(2), 784, "dequantize") == pytest.approx(9.0)
     assert math.isnan(bits_per_dim(1.0, 784, "scale"))
     assert math.isnan(bits_per_dim(1.0, 784, "dequantize", discrete=True))
@@ -194,12 +194,12 @@ def test_the_negative_elbo_of_8_bit_images_is_a_code_length(kind):
     even on constant pixels: bits/dim stay positive, unlike a density's."""
     torch.manual_seed(0)
     vae = lv.conv_vae((1, 8, 8), 2, lv.observations.build(kind), width=4, convs=2, blocks=0)
-    x = Scale()(torch.randint(0, 256, (16, 1, 8, 8), dtype=torch.uint8))
+    x = UnitLevels()(torch.randint(0, 256, (16, 1, 8, 8), dtype=torch.uint8))
     x[:, :, :2] = 0  # constant background, where a continuous per-pixel density is unbounded
     lv.fit(vae, x, steps=30, batch_size=16, lr=1e-2, seed=0, progress=False)
-    result = evaluate.elbo(vae, x)
+    result = evaluate.elbo_parts(vae, x)
     assert result["reconstruction"] >= 0
-    assert bits_per_dim(-result["elbo"], 64, "scale", discrete=True) > 0
+    assert bits_per_dim(-result["elbo"], 64, "unit-levels", discrete=True) > 0
 
 
 TINY = ["--width", "4", "--blocks", "1", "--latent-dim", "4", "--steps", "2", "--eval-images",
@@ -225,8 +225,8 @@ def test_the_command_line_trains_a_discretised_model_on_8_bit_images(tmp_path, c
     run = tmp_path / "run"
     argv = ["train", "--dataset", "fashion-mnist", "--data-root", str(root), "--obs",
             "discretized-logistic", "--out", str(run), *TINY]
-    assert main(argv) == 0  # a discretised model's default: pixels k/255 (--pixels scale)
-    assert json.loads((run / "config.json").read_text())["pixels"] == "scale"
+    assert main(argv) == 0  # a discretised model's default: pixels k/255 (--pixels unit-levels)
+    assert json.loads((run / "config.json").read_text())["pixels"] == "unit-levels"
     summary = json.loads((run / "summary.json").read_text())
     # a code length of the 8-bit images: bits/dim without a dequantisation offset
     assert summary["elbo_bits_per_dim"] == pytest.approx(
@@ -235,4 +235,4 @@ def test_the_command_line_trains_a_discretised_model_on_8_bit_images(tmp_path, c
     # dequantised pixels are refused, naming the fix
     argv[argv.index("--out") + 1] = str(tmp_path / "run2")
     assert main(argv + ["--pixels", "dequantize", "--quiet"]) != 0
-    assert "--pixels scale" in capsys.readouterr().err
+    assert "--pixels unit-levels" in capsys.readouterr().err

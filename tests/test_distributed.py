@@ -108,7 +108,7 @@ def _observation_cases():
     mixed = [["continuous"], ["binary"], ["categorical", 3]]
     return {
         "learned-scalar": (lambda: lv.LearnedScalarScale(init_scale=1.0), 2, _data()),
-        "mixed": (lambda: lv.MixedObservation(mixed, "learned-column"), 3, _mixed_data()),
+        "mixed": (lambda: lv.MixedObservation(mixed, "learned-channel"), 3, _mixed_data()),
         "data-start": (lv.LearnedVectorScale, 2, _data()),  # the start: not a weight
     }
 

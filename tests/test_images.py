@@ -11,7 +11,14 @@ import torch.distributions as td
 
 import pyro_lvae as lv
 from pyro_lvae.cli import main
-from pyro_lvae.datasets import Binarize, CelebAFolder, Dequantize, Scale, bits_per_dim, load_images
+from pyro_lvae.datasets import (
+    Binarize,
+    CelebAFolder,
+    Dequantize,
+    UnitLevels,
+    bits_per_dim,
+    load_images,
+)
 
 SHAPE = (2, 8, 8)
 
@@ -96,7 +103,7 @@ def test_transforms_and_bits_per_dim():
     g = torch.Generator().manual_seed(0)
     d = Dequantize()(k, g)
     assert ((d >= k.float() / 256) & (d < (k.float() + 1) / 256)).all()
-    assert Scale()(k)[0].tolist() == pytest.approx([0.0, 1 / 255, 128 / 255, 1.0])
+    assert UnitLevels()(k)[0].tolist() == pytest.approx([0.0, 1 / 255, 128 / 255, 1.0])
     assert Binarize()(k).tolist() == [[0.0, 0.0, 1.0, 1.0]]
     stochastic = Binarize(stochastic=True)(torch.full((20000,), 64, dtype=torch.uint8), g)
     assert stochastic.mean().item() == pytest.approx(64 / 255, abs=0.01)

@@ -43,7 +43,7 @@ def _data(kind, shape):
 @pytest.mark.parametrize("kind", list(OBSERVATIONS))
 @pytest.mark.parametrize("beta", [1.0, 0.3, 0.0])
 def test_elbo_terms_have_trace_elbo_loss_and_gradients(kind, image, beta, path):
-    """Both ways of computing the terms equal Trace_ELBO's loss under scale_latents(beta), and
+    """Both ways of computing the terms equal Trace_ELBO's loss under weight_latents(beta), and
     its gradients, with parts that add up."""
     if image:
         shape = (2, 8, 8)
@@ -63,7 +63,7 @@ def test_elbo_terms_have_trace_elbo_loss_and_gradients(kind, image, beta, path):
     ours = [p.grad.clone() for p in vae.parameters()]
     vae.zero_grad()
     pyro.set_rng_seed(21)
-    with lv.scale_latents(beta):
+    with lv.weight_latents(beta):
         ref = Trace_ELBO().differentiable_loss(vae.model, vae.guide, x)
     ref.backward()
     assert float(terms.loss.detach()) == pytest.approx(float(ref.detach()), rel=1e-6, abs=1e-5)
@@ -198,7 +198,7 @@ def test_model_only_latent_site_trains_on_trace_elbo():
 
 @pytest.mark.parametrize("handler, factor, objective", [
     (lambda: pyro.poutine.scale(scale=0.5), 0.5, "pyro Trace_ELBO"),
-    (lambda: lv.scale_latents(0.5), None, DIRECT),
+    (lambda: lv.weight_latents(0.5), None, DIRECT),
 ], ids=["scale", "latents"])
 def test_a_handler_around_fit_is_honoured(handler, factor, objective):
     vae = lv.mlp_vae(2, 2, lv.LearnedScalarScale(), hidden=8, blocks=1)

@@ -24,7 +24,7 @@ FACTORIES = {
     "bernoulli": lambda: lv.BernoulliObservation(),
     "continuous-bernoulli": lambda: lv.ContinuousBernoulliObservation(),
     "mixed": lambda: lv.MixedObservation([["continuous"], ["binary"], ["categorical", 3]],
-                                         "learned-column"),
+                                         "learned-channel"),
 }
 VARIANTS = list(FACTORIES)
 NORMAL = {"fixed", "learned-scalar", "learned-channel", "learned-vector", "scheduled"}

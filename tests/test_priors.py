@@ -142,7 +142,7 @@ def test_annealed_trace_elbo_is_reconstruction_plus_beta_kl(case):
     pyro.set_rng_seed(2)
     terms = elbo_terms(vae.model, vae.guide, x, beta=0.3)
     assert loss == pytest.approx(float(terms.loss.detach()), rel=1e-5)
-    with lv.scale_latents(0.3):
+    with lv.weight_latents(0.3):
         pyro.set_rng_seed(2)
         assert Trace_ELBO().loss(vae.model, vae.guide, x) == pytest.approx(loss, rel=1e-5)
 

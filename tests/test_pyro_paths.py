@@ -154,7 +154,7 @@ def test_a_prior_on_its_own_keeps_registering_itself():
 @pytest.mark.parametrize("validate", [True, False])
 def test_a_discretised_distribution_refuses_values_off_its_grid(obs, validate):
     pixels = torch.randint(0, 256, (4, 6), generator=torch.Generator().manual_seed(0))
-    on_grid = lv.datasets.Scale()(pixels.to(torch.uint8))  # k / 255, float32
+    on_grid = lv.datasets.UnitLevels()(pixels.to(torch.uint8))  # k / 255, float32
     dequantised = lv.datasets.Dequantize()(pixels.to(torch.uint8),
                                            torch.Generator().manual_seed(1))
     p = obs(torch.zeros(4, obs.outputs_per_channel * 6), event_dim=1)
@@ -187,7 +187,7 @@ def test_a_discretised_likelihood_in_ones_own_model_refuses_dequantised_data():
         with pyro.validation_enabled(validate), \
                 pytest.raises(ValueError, match=r"site 'x'(.|\n)*lv\.datasets\.Scale"):
             Trace_ELBO().loss(model, guide, x)
-    on_grid = lv.datasets.Scale()(pixels.to(torch.uint8))
+    on_grid = lv.datasets.UnitLevels()(pixels.to(torch.uint8))
     assert math.isfinite(Trace_ELBO().loss(model, guide, on_grid))
 
 
@@ -254,7 +254,7 @@ def _ss_vae():
 
 
 @pytest.mark.parametrize("beta", [0.3, 0.0])
-def test_scale_latents_anneals_a_latent_enumerated_in_the_guide_exactly(beta):
+def test_weight_latents_anneals_a_latent_enumerated_in_the_guide_exactly(beta):
     ss, x = _ss_vae()
     elbo = TraceEnum_ELBO(max_plate_nesting=1)
     guide = config_enumerate(ss.guide, "parallel", expand=True)
@@ -265,7 +265,7 @@ def test_scale_latents_anneals_a_latent_enumerated_in_the_guide_exactly(beta):
     want = elbo.differentiable_loss(ss.model, guide, x, hand_beta)
     assert float(want) < float(plain) - 1.0  # beta changes the loss here
     pyro.set_rng_seed(5)
-    with lv.scale_latents(beta):  # was the loss at beta 1
+    with lv.weight_latents(beta):  # was the loss at beta 1
         got = elbo.differentiable_loss(ss.model, guide, x)
     assert float(got) == pytest.approx(float(want), rel=1e-6, abs=1e-5)
     pyro.set_rng_seed(5)  # the programs' own form, with the enumeration inside or outside it
@@ -282,7 +282,7 @@ def test_scale_latents_anneals_a_latent_enumerated_in_the_guide_exactly(beta):
     want_grads = torch.autograd.grad(elbo.differentiable_loss(ss.model, guide, x, hand_beta),
                                      params)
     pyro.set_rng_seed(5)
-    with lv.scale_latents(beta):
+    with lv.weight_latents(beta):
         got_grads = torch.autograd.grad(elbo.differentiable_loss(ss.model, guide, x), params)
     for g, w in zip(got_grads, want_grads, strict=True):
         assert torch.allclose(g, w, rtol=1e-5, atol=1e-5)
@@ -336,7 +336,7 @@ def test_geco_in_a_plain_svi_loop_follows_its_updates():
     betas, recs = [], []
     for step in range(5):
         betas.append(geco(step))
-        with lv.scale_latents(betas[-1]):
+        with lv.weight_latents(betas[-1]):
             svi.step(x)
         recs.append(_reconstruction(model, guide, x))
         geco.update(recs[-1])  # the documented hook

@@ -53,7 +53,7 @@ def test_annealed_programs_are_exact_under_jit_at_every_beta(jit_cls, ref_cls):
 
 def test_a_handler_around_a_jit_elbo_is_refused_with_the_remedy():
     vae = tiny(lv.LearnedScalarScale(init_scale=0.5))
-    with lv.scale_latents(0.5), pytest.raises(ConfigError, match="lv.annealed"):
+    with lv.weight_latents(0.5), pytest.raises(ConfigError, match="lv.annealed"):
         JitTrace_ELBO(ignore_jit_warnings=True).differentiable_loss(vae.model, vae.guide, data())
 
 
@@ -63,12 +63,12 @@ def test_annealed_equals_the_handler_around_both_programs_under_trace_elbo():
     pyro.set_rng_seed(3)
     got = Trace_ELBO().loss(lv.annealed(vae.model), lv.annealed(vae.guide), 0.25, x)
     pyro.set_rng_seed(3)
-    with lv.scale_latents(0.25):
+    with lv.weight_latents(0.25):
         want = Trace_ELBO().loss(vae.model, vae.guide, x)
     assert got == pytest.approx(want, rel=1e-6)
     # wrapping the model alone is another objective (documented): the guide's log q unscaled
     pyro.set_rng_seed(3)
-    model_only = Trace_ELBO().loss(lv.scale_latents(0.25)(vae.model), vae.guide, x)
+    model_only = Trace_ELBO().loss(lv.weight_latents(0.25)(vae.model), vae.guide, x)
     assert model_only != pytest.approx(want, rel=1e-3)
 
 
@@ -86,11 +86,11 @@ def test_a_site_enumerated_in_the_model_refuses_a_kl_weight():
 
     elbo = TraceEnum_ELBO(max_plate_nesting=1)
     plain = elbo.loss(model, guide, x)
-    with lv.scale_latents(1.0):  # beta = 1 changes nothing
+    with lv.weight_latents(1.0):  # beta = 1 changes nothing
         assert elbo.loss(model, guide, x) == pytest.approx(plain)
     # summed out in the model: no weight on it is a KL weight (never a silent beta of 1)
     with pytest.raises(ConfigError, match="enumerated in the model only"), \
-            lv.scale_latents(0.3):
+            lv.weight_latents(0.3):
         elbo.loss(model, guide, x)
 
 
@@ -103,7 +103,7 @@ def test_global_latents_are_scaled_too():
 
     pyro.set_rng_seed(0)
     full = TraceMeanField_ELBO().loss(model, guide)
-    with lv.scale_latents(0.2):
+    with lv.weight_latents(0.2):
         pyro.set_rng_seed(0)
         assert TraceMeanField_ELBO().loss(model, guide) == pytest.approx(0.2 * full, rel=1e-6)
 
@@ -240,7 +240,7 @@ def test_an_observation_built_inside_the_model_is_refused():
 
     with pytest.raises(ConfigError, match="outside the model function"):
         Trace_ELBO().loss(model, lambda x: None, data())
-    with lv.scale_latents(0.5), pyro.plate("p", 3):  # handlers alone do not run a program
+    with lv.weight_latents(0.5), pyro.plate("p", 3):  # handlers alone do not run a program
         assert lv.LearnedScalarScale(init_scale=1.0) is not None
 
 

@@ -93,7 +93,7 @@ def test_unseen_category_missing_column_and_wrong_type_are_named():
 
 def test_mixed_log_density_is_the_sum_of_column_densities():
     schema = [["continuous"], ["binary"], ["categorical", 3], ["continuous"]]
-    obs = lv.MixedObservation(schema, "decoder", min_scale=0.01)
+    obs = lv.MixedObservation(schema, "learned-vector", min_scale=0.01)
     assert obs.output_shape((4,)) == (2 + 2 + 1 + 3,)
     out = torch.randn(5, 8)
     x = torch.stack([torch.randn(5), torch.tensor([0.0, 1, 1, 0, 1]),
@@ -148,7 +148,7 @@ def test_sigma_modes():
 def test_tabular_model_fits_samples_saves_and_loads(tmp_path):
     df = table(120)
     model = TabularModel.fit(df, categorical=["grade"], steps=60, hidden=16, blocks=1, seed=0,
-                             sigma_mode="decoder")
+                             sigma_mode="learned-vector")
     synth = model.sample(50, seed=1)
     assert list(synth.columns) == list(df.columns)
     assert (synth.dtypes == df.dtypes).all()

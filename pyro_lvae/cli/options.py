@@ -11,6 +11,8 @@ import argparse
 from collections.abc import Mapping
 from typing import Any
 
+from ..annealing import BETA_SCHEDULES
+
 #: default KL weight of the command line: a mild warm-up from 0.5 to 1 over 1000 steps. With a
 #: learned sigma that starts at the data's own scale, the collapsed solution (KL = 0, sigma =
 #: data std) is exactly marginal when the coordinates are uncorrelated; any beta < 1 makes it
@@ -20,8 +22,7 @@ from typing import Any
 DEFAULT_BETA = "linear:1000:0.5:1"
 
 #: the forms --beta-schedule accepts (pyro_lvae.annealing.parse_schedule)
-BETA_FORMS = ("a number, constant:B, linear:STEPS[:START[:END]], sigmoid:MID[:WIDTH[:END]], "
-              "cyclical:PERIOD[:RAMP[:END]]")
+BETA_FORMS = "a number, " + BETA_SCHEDULES.forms()
 
 #: what --device accepts (pyro_lvae.training.resolve_device)
 DEVICE_HELP = "auto, cpu, cuda or cuda:N (default auto)"

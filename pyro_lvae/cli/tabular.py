@@ -57,10 +57,12 @@ def _add_fit_parser(tsub: argparse._SubParsersAction) -> None:
     tf.add_argument("--missing", choices=("error", "drop"), default="error",
                     help="missing values: refuse them (default) or drop their rows")
     obs = tf.add_argument_group("observation model")
-    obs.add_argument("--sigma-mode", choices=SIGMA_MODES, default="learned-column",
-                     help="sigma of continuous columns: fixed, learned-scalar, learned-column "
-                          "(default), decoder (per row and column, the LV-VAE of tables) or "
-                          "tvae (per column, clamped to [0.01, 1])")
+    obs.add_argument("--sigma-mode", choices=SIGMA_MODES, default="learned-channel",
+                     metavar="{" + ",".join(SIGMA_MODES) + "}",
+                     help="sigma of continuous columns: fixed, learned-scalar, learned-channel "
+                          "(one per column, the default), learned-vector (per row and column "
+                          "from the decoder, the LV-VAE of tables) or tvae (per column, "
+                          "clamped to [0.01, 1]); learned-column and decoder are former names")
     add_observation_options(tf, group=obs, min_scale=1e-3, sigma_text="fixed sigma, or the "
                             "initial sigma of learned modes (default 1; 0.1 for tvae)")
     add_network_options(tf, hidden=128, blocks=2, latent_dim=8)
@@ -116,7 +118,7 @@ def cmd_tabular_fit(args: argparse.Namespace) -> int:
     x = model.transformer.transform(table, missing=args.missing).to(model.vae.device)
     summary = {"rows": len(x), "columns": {c.name: c.kind for c in model.transformer.columns},
                "integer_columns": model.transformer.integer_columns,
-               **evaluate.elbo(model.vae, x, num_particles=4),
+               **evaluate.elbo_parts(model.vae, x, num_particles=4),
                "active_units": evaluate.active_units(model.vae, x)[0],
                "latent_dim": args.latent_dim, "sigma_mode": args.sigma_mode,
                "final_sigma": float(model.history["sigma"][-1]),

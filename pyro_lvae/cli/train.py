@@ -16,6 +16,7 @@ import torch.distributed as dist
 
 from .. import __version__
 from ..annealing import parse_schedule
+from ..datasets import PIXEL_TRANSFORMS
 from ..errors import CheckpointError, ConfigError
 from ..experiments.tasks import TASKS, build_observation
 from ..geco import GECO
@@ -150,17 +151,20 @@ def _add_fit_flags(train: argparse.ArgumentParser) -> None:
 
 
 def _default_pixels(variant: Any) -> str:
-    """binarize for binary models, scale (k/255) for models of 8-bit levels, else dequantize."""
+    """binarize for binary models, unit-levels (k/255) for models of 8-bit levels, else
+    dequantize."""
     if variant.binary:
         return "binarize"
-    return "scale" if variant.discrete else "dequantize"
+    return "unit-levels" if variant.discrete else "dequantize"
 
 
 def _add_image_flags(train: argparse.ArgumentParser) -> None:
     images = train.add_argument_group("images")
-    images.add_argument("--pixels", choices=("dequantize", "scale", "binarize"), default=None,
+    images.add_argument("--pixels", choices=PIXEL_TRANSFORMS, default=None,
+                        metavar="{" + ",".join(PIXEL_TRANSFORMS) + "}",
                         help="how pixels become data: dequantize ((k + u)/256, the default), "
-                             "scale (k/255, no noise; default for the discretised models), "
+                             "unit-levels (the 8-bit levels k/255, no noise; default for the "
+                             "discretised models; its former name scale still works), "
                              "binarize (default for bernoulli)")
     images.add_argument("--data-root", default="data",
                         help="folder holding MNIST/, FashionMNIST/ or celeba/ (default ./data)")
@@ -404,7 +408,8 @@ def _train_settings(args: argparse.Namespace, task) -> dict[str, Any]:
     else:
         s.update(width=args.width, convs=given(args.convs, "convs"),
                  epochs=given(args.epochs, "epochs"),
-                 pixels=args.pixels or _default_pixels(describe(args.obs)),
+                 pixels=PIXEL_TRANSFORMS.resolve(args.pixels or
+                                                 _default_pixels(describe(args.obs))),
                  data_root=args.data_root, download=args.download,
                  num_workers=args.num_workers, eval_images=args.eval_images,
                  iwae_images=args.iwae_images, iwae_samples=args.iwae_samples)
@@ -503,10 +508,7 @@ def _beta(settings: dict[str, Any]) -> Any:
     """The run's KL weight: its GECO (a new one; fit restores its state on resume) or its
     schedule."""
     spec = settings.get("geco")
-    if spec is not None:
-        target, rate, smoothing = (float(v) for v in spec.split(":")[1:])
-        return GECO(target, rate=rate, smoothing=smoothing)
-    return parse_schedule(settings["beta_schedule"])
+    return parse_schedule(spec if spec is not None else settings["beta_schedule"])
 
 
 def _data_scaled_start(task, settings: dict[str, Any], say: bool) -> float:

@@ -7,13 +7,18 @@ Pixels are converted per batch by an explicit transform (``fit(..., transform=..
                               continuous data in [0, 1), for Normal and continuous Bernoulli
                               models. The reported ``bits/dim`` then bound the discrete data's
                               negative log-likelihood (see :func:`bits_per_dim`).
-:class:`Scale`                ``k / 255``: grey levels in [0, 1] without noise. A continuous
-                              density on these values is not a likelihood of the discrete
-                              images: constant pixels (image borders) let a learned per-pixel
-                              sigma fall to its floor and the log-density grow without bound.
+:class:`UnitLevels`           ``k / 255``: the 8-bit levels in [0, 1], without noise. A
+                              continuous density on these values is not a likelihood of the
+                              discrete images: constant pixels (image borders) let a learned
+                              per-pixel sigma fall to its floor and the log-density grow
+                              without bound.
 :class:`Binarize`             ``k / 255 > 0.5`` (or drawn with probability ``k / 255``): binary
                               data for the Bernoulli model.
 ============================  ==============================================================
+
+Each has a command-line name (``--pixels``): :data:`PIXEL_TRANSFORMS`. ``Scale`` and
+``"scale"``, the former names of :class:`UnitLevels` and ``"unit-levels"``, still work (with a
+``DeprecationWarning``).
 
 Files are never downloaded unless asked (``download=True``, ``--download`` on the command
 line); missing files raise :class:`~pyro_lvae.errors.DataError` naming the folder expected.
@@ -23,14 +28,14 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from ..errors import ConfigError, DataError
+from ..registry import Registry, deprecated_aliases
 
-__all__ = ["IMAGE_DATASETS", "load_images", "CelebAFolder", "Dequantize", "Scale", "Binarize",
-           "bits_per_dim", "PIXEL_TRANSFORMS"]
+__all__ = ["IMAGE_DATASETS", "load_images", "CelebAFolder", "Dequantize", "UnitLevels",
+           "Binarize", "bits_per_dim", "PIXEL_TRANSFORMS"]
 
 #: command-line name -> (torchvision class name, folder torchvision expects under the root,
 #: image shape)
@@ -144,6 +149,12 @@ def _noise(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     return torch.rand(x.shape, device=x.device)  # the device's own (seeded) generator
 
 
+#: how ``uint8`` pixels become data, by command-line name (``--pixels``): :class:`Dequantize`,
+#: :class:`UnitLevels` (former name ``scale``) and :class:`Binarize`
+PIXEL_TRANSFORMS = Registry("pixel transform")
+
+
+@PIXEL_TRANSFORMS.register("dequantize")
 class Dequantize:
     """``uint8`` pixels -> ``(k + u) / levels``, ``u ~ U(0, 1)``: continuous data in [0, 1)."""
 
@@ -156,15 +167,18 @@ class Dequantize:
         return (x.float() + _noise(x, generator)) / self.levels
 
 
-class Scale:
-    """``uint8`` pixels -> ``k / 255`` in [0, 1], without noise."""
+@PIXEL_TRANSFORMS.register("unit-levels", aliases=("scale",))
+class UnitLevels:
+    """``uint8`` pixels -> their 8-bit levels ``k / 255`` in [0, 1], without noise (the grid of
+    the discretised observation models)."""
 
-    name = "scale"
+    name = "unit-levels"
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         return x.float() / 255.0
 
 
+@PIXEL_TRANSFORMS.register("binarize")
 class Binarize:
     """``uint8`` pixels -> 0 or 1: ``k / 255 > threshold``, or, with ``stochastic=True``, 1 with
     probability ``k / 255`` (drawn anew per batch)."""
@@ -181,33 +195,32 @@ class Binarize:
         return (p > self.threshold).float()
 
 
-#: command-line name -> how ``uint8`` pixels become data (:class:`Dequantize`, :class:`Scale`,
-#: :class:`Binarize`)
-PIXEL_TRANSFORMS: dict[str, Any] = {"dequantize": Dequantize, "scale": Scale,
-                                    "binarize": Binarize}
-
-
 def bits_per_dim(nll_nats: float, dims: int, pixels: str = "dequantize",
                  levels: int = 256, discrete: bool = False) -> float:
     """Bits per dimension of a negative log-likelihood (or bound) in nats per image.
 
     For dequantised data in [0, 1) the density is rescaled to the discrete pixel values, which
     adds ``log2(levels)`` bits per dimension: the result bounds the discrete images' code
-    length. For binary data it is ``nll / (dims ln 2)``. For noise-free scaled grey levels it is
-    not defined (NaN): a density on discrete values is not a likelihood, unless the model is a
-    probability mass on the levels (``discrete``, the discretised observation models of
-    :mod:`pyro_lvae.observations.discrete` on ``k / 255``): then it is ``nll / (dims ln 2)``,
-    with no dequantisation offset.
+    length. For binary data it is ``nll / (dims ln 2)``. For the noise-free levels ``k / 255``
+    (``unit-levels``) it is not defined (NaN): a density on discrete values is not a likelihood,
+    unless the model is a probability mass on the levels (``discrete``, the discretised
+    observation models of :mod:`pyro_lvae.observations.discrete`): then it is
+    ``nll / (dims ln 2)``, with no dequantisation offset.
 
     :param float nll_nats: the negative log-likelihood (or bound) per image, in nats
     :param int dims: the values per image (``C H W``)
-    :param str pixels: how pixels became data (:data:`PIXEL_TRANSFORMS`)
+    :param str pixels: how pixels became data (a name of :data:`PIXEL_TRANSFORMS`)
     :param int levels: the pixel levels (256 for 8 bits)
     :param bool discrete: the model's likelihood is a probability mass on the levels
         (:attr:`pyro_lvae.observations.Observation.discrete`)
     """
-    if pixels == "binarize" or (discrete and pixels == "scale"):
+    pixels = PIXEL_TRANSFORMS.resolve(pixels)
+    if pixels == "binarize" or (discrete and pixels == "unit-levels"):
         return nll_nats / (dims * math.log(2))
     if pixels == "dequantize" and not discrete:
         return nll_nats / (dims * math.log(2)) + math.log2(levels)
     return float("nan")
+
+
+#: the former name, kept for one release (a ``DeprecationWarning`` names the new one)
+__getattr__ = deprecated_aliases(__name__, {"Scale": "UnitLevels"}, globals())

@@ -38,7 +38,7 @@ def summarize(vae: VAE, x: torch.Tensor, region: torch.Tensor,
     (:func:`~pyro_lvae.evaluate.latent_diagnostics`: active units, mutual information,
     marginal KL, the prior's hole mass), and sigma overall and per noise region."""
     x, region = x.to(vae.device), region.to(vae.device)
-    summary: dict[str, Any] = dict(evaluate.elbo(vae, x, num_particles=num_particles))
+    summary: dict[str, Any] = dict(evaluate.elbo_parts(vae, x, num_particles=num_particles))
     summary.update(evaluate.latent_diagnostics(vae, x))
     sigma = _sigma_at_data(vae, x)
     if sigma is not None:

@@ -153,8 +153,14 @@ class ImageTask:
     def channels(self, s: dict[str, Any]) -> int:
         return self.shape[0]
 
+    @staticmethod
+    def _pixels(s: dict[str, Any]) -> str:
+        """The run's pixel transform by its current name (a run saved with a former name, such
+        as ``scale``, is read without a warning)."""
+        return PIXEL_TRANSFORMS.resolve(s["pixels"], warn=False)
+
     def _transform(self, s: dict[str, Any]):
-        return PIXEL_TRANSFORMS[s["pixels"]]()
+        return PIXEL_TRANSFORMS.build(self._pixels(s))
 
     def data(self, s: dict[str, Any]):
         """``(data, transform, steps, steps per epoch)``."""
@@ -201,9 +207,9 @@ class ImageTask:
     def evaluate(self, vae: VAE, s: dict[str, Any]) -> dict[str, Any]:
         """The summary's held-out ELBO of ``vae`` (another model of the run: averaged)."""
         _, x = self._test_images(s, vae.device)
-        elbo = evaluate.elbo(vae, x, batch_size=250)
+        elbo = evaluate.elbo_parts(vae, x, batch_size=250)
         out: dict[str, Any] = {f"{k}_nats": v for k, v in elbo.items()}
-        out["elbo_bits_per_dim"] = bits_per_dim(-elbo["elbo"], x[0].numel(), s["pixels"])
+        out["elbo_bits_per_dim"] = bits_per_dim(-elbo["elbo"], x[0].numel(), self._pixels(s))
         return out
 
     def _test_images(self, s: dict[str, Any], device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -216,17 +222,17 @@ class ImageTask:
     def report(self, vae: VAE, history: History, run: Path, s: dict[str, Any]) -> dict[str, Any]:
         raw, x = self._test_images(s, vae.device)
         dims = x[0].numel()
-        out: dict[str, Any] = {"images": len(x), "pixels": s["pixels"]}
-        elbo = evaluate.elbo(vae, x, batch_size=250)
+        out: dict[str, Any] = {"images": len(x), "pixels": self._pixels(s)}
+        elbo = evaluate.elbo_parts(vae, x, batch_size=250)
         out.update({f"{k}_nats": v for k, v in elbo.items()})
         discrete = observations.describe(s["obs"]).discrete
-        out["elbo_bits_per_dim"] = bits_per_dim(-elbo["elbo"], dims, s["pixels"],
+        out["elbo_bits_per_dim"] = bits_per_dim(-elbo["elbo"], dims, self._pixels(s),
                                                 discrete=discrete)
         m = min(len(x), s["iwae_images"])
         iwae = evaluate.iwae(vae, x[:m], num_samples=s["iwae_samples"], batch_size=32,
                              chunk_size=min(s["iwae_samples"], 50))
         out["iwae_nats"] = iwae
-        out["iwae_bits_per_dim"] = bits_per_dim(-iwae, dims, s["pixels"], discrete=discrete)
+        out["iwae_bits_per_dim"] = bits_per_dim(-iwae, dims, self._pixels(s), discrete=discrete)
         out["iwae_images"], out["iwae_samples"] = m, s["iwae_samples"]
         out.update(evaluate.latent_diagnostics(vae, x))
         # generation: means of p(x|z) beside draws, and how far draws lie from their means

@@ -61,13 +61,11 @@ The discretised models need none: a pixel's probability is at most 1.
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from ..errors import ConfigError
 from .base import OBSERVATIONS, Observation
 from .binary import BernoulliObservation, ContinuousBernoulliObservation
 from .calibrated import CalibratedScale
@@ -83,6 +81,7 @@ from .normal import (
     initial_scale,
 )
 from .student import StudentTObservation
+from .table import SIGMA_MODES, MixedColumns, MixedObservation
 
 __all__ = [
     "Observation",
@@ -99,6 +98,9 @@ __all__ = [
     "CalibratedScale",
     "StudentTObservation",
     "LowRankNormal",
+    "MixedObservation",
+    "MixedColumns",
+    "SIGMA_MODES",
     "BetaNLLNormal",
     "observation_from_config",
     "OBSERVATIONS",
@@ -108,22 +110,6 @@ __all__ = [
     "Variant",
     "initial_scale",
 ]
-
-
-def _registered(kind: Any) -> type[Observation]:
-    """The class registered as ``kind``, or a :class:`ConfigError` listing the kinds."""
-    from .. import tabular  # noqa: F401  (registers the table model, "mixed")
-
-    if not isinstance(kind, str) or kind not in OBSERVATIONS:
-        raise ConfigError(
-            f"unknown observation model {kind!r}; expected one of {', '.join(OBSERVATIONS)}"
-        )
-    return OBSERVATIONS[kind]
-
-
-def _parameters(cls: type[Observation]) -> list[inspect.Parameter]:
-    params = list(inspect.signature(cls.__init__).parameters.values())[1:]  # without self
-    return [p for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
 
 
 def settings_of(kind: str) -> tuple[str, ...]:
@@ -137,14 +123,15 @@ def settings_of(kind: str) -> tuple[str, ...]:
         >>> observations.settings_of("learned-channel")
         ('channels', 'init_scale', 'min_scale')
     """
-    return tuple(p.name for p in _parameters(_registered(kind)))
+    return OBSERVATIONS.settings_of(kind)
 
 
 def build(kind: str, **settings: Any) -> Observation:
     """The observation model registered as ``kind``, made from keyword settings.
 
     This is the one place where a variant's name becomes its model: the command line, the
-    studies and the benchmarks all call it. Each class takes only its own settings
+    studies and the benchmarks all call it (:meth:`OBSERVATIONS.build
+    <pyro_lvae.registry.Registry.build>`). Each class takes only its own settings
     (:func:`settings_of`): ``scale`` (``fixed``), ``init_scale`` and ``min_scale`` (the learned
     kinds), ``channels`` (``learned-channel``), ``schedule`` (``scheduled``).
 
@@ -160,18 +147,7 @@ def build(kind: str, **settings: Any) -> Observation:
         >>> type(obs).__name__, obs.config()["init_scale"]
         ('LearnedScalarScale', 0.5)
     """
-    cls = _registered(kind)
-    params = _parameters(cls)
-    takes = ", ".join(p.name for p in params) or "no settings"
-    unknown = sorted(set(settings) - {p.name for p in params})
-    if unknown:
-        raise ConfigError(f"the observation model {kind!r} ({cls.__name__}) does not take "
-                          f"{', '.join(unknown)}; it takes {takes}")
-    missing = [p.name for p in params if p.default is p.empty and p.name not in settings]
-    if missing:
-        raise ConfigError(f"the observation model {kind!r} ({cls.__name__}) needs "
-                          f"{', '.join(missing)}; it takes {takes}")
-    return cls(**settings)
+    return OBSERVATIONS.build(kind, **settings)
 
 
 @dataclass(frozen=True)
@@ -187,7 +163,7 @@ class Variant:
         :class:`ScheduledScale` can replay
     :param bool binary: the model needs binary data (0 or 1)
     :param bool discrete: the model is a probability mass on the 8-bit levels ``k / 255``
-        (images as :class:`pyro_lvae.datasets.Scale` makes them); its negative log-likelihood
+        (images as :class:`pyro_lvae.datasets.UnitLevels` makes them); its negative log-likelihood
         is a code length, so bits/dim need no dequantisation offset
     """
 
@@ -200,6 +176,14 @@ class Variant:
     discrete: bool = False
 
 
+def _variant(kind: str, cls: type[Observation]) -> Variant:
+    return Variant(kind, cls.label or cls.__name__, learned=cls.learned, constant=cls.constant,
+                   shared=cls.shared, binary=cls.binary, discrete=cls.discrete)
+
+
+OBSERVATIONS.display = _variant
+
+
 def describe(kind: str) -> Variant:
     """The display properties of the observation model registered as ``kind``.
 
@@ -210,17 +194,16 @@ def describe(kind: str) -> Variant:
         >>> v.label, v.learned, v.shared
         ('LV-VAE', True, False)
     """
-    cls = _registered(kind)
-    return Variant(kind, cls.label or cls.__name__, learned=cls.learned, constant=cls.constant,
-                   shared=cls.shared, binary=cls.binary,
-                   discrete=cls.discrete)
+    return OBSERVATIONS.describe(kind)
 
 
 def observation_from_config(config: dict[str, Any]) -> Observation:
     """Rebuild an observation model from :meth:`Observation.config` (weights not included)."""
     config = dict(config)
-    kind = config.pop("kind", None)
-    _registered(kind)
+    kind = OBSERVATIONS.resolve(config.pop("kind", None))
+    from_config = getattr(OBSERVATIONS[kind], "from_config", None)
+    if from_config is not None:  # a model whose saved form is not its keyword settings
+        return from_config(config)
     if kind == "scheduled":  # the schedule itself is a buffer, restored with the weights
         return build(kind, schedule=torch.ones(int(config["length"])))
     return build(kind, **config)

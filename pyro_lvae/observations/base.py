@@ -14,11 +14,13 @@ from pyro.poutine.trace_messenger import TraceMessenger
 
 from ..errors import ConfigError, check_positive
 from ..names import IndependentCopies
+from ..registry import Registry
 
 __all__ = ["Observation", "OBSERVATIONS"]
 
-#: every observation model by its command-line name (filled as the classes are defined)
-OBSERVATIONS: dict[str, type[Observation]] = {}
+#: every observation model by its command-line name (filled as the classes are defined; its
+#: display properties are :func:`pyro_lvae.observations.describe`'s)
+OBSERVATIONS = Registry("observation model")
 
 
 _instances = itertools.count()

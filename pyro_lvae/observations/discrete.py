@@ -2,18 +2,18 @@
 of the 256 bins of a pixel value.
 
 **Data convention.** The package keeps images as ``uint8`` and converts them per batch; these
-models take the noise-free grey levels of :class:`pyro_lvae.datasets.Scale` (``pixels="scale"``,
-``--pixels scale``): a pixel ``k`` in ``0..255`` is the value ``x = k / 255`` in ``[0, 1]``.
-Bin ``k`` is ``(x - 1/510, x + 1/510]`` (width ``1/255``, centred on ``k / 255``); the edge bins
-are open, bin 0 is ``(-inf, 1/510]`` and bin 255 is ``(254.5/255, inf)``, so that the 256
-masses sum to 1 for any location and scale. Dequantised data (``(k + u) / 256``) are not on
-this grid and are refused: by the distribution itself (:meth:`Discretized.log_prob`, whatever
-Pyro's validation setting, in a program of your own too; its ``support`` is the grid,
-:data:`eight_bit_levels`), with a :class:`~pyro_lvae.errors.DataError` that names the fix. A
-value counts as the level ``k`` when ``255 x`` lies within :data:`LEVEL_TOLERANCE` of ``k``
-(float32 keeps ``k / 255`` within about ``2e-5`` of it; a dequantised value lands that close
-to a level with probability about ``2e-3`` per pixel, so an image of dequantised pixels is
-refused).
+models take the noise-free levels of :class:`pyro_lvae.datasets.UnitLevels`
+(``pixels="unit-levels"``, ``--pixels unit-levels``): a pixel ``k`` in ``0..255`` is the value
+``x = k / 255`` in ``[0, 1]``. Bin ``k`` is ``(x - 1/510, x + 1/510]`` (width ``1/255``, centred
+on ``k / 255``); the edge bins are open, bin 0 is ``(-inf, 1/510]`` and bin 255 is
+``(254.5/255, inf)``, so that the 256 masses sum to 1 for any location and scale. Dequantised
+data (``(k + u) / 256``) are not on this grid and are refused: by the distribution itself
+(:meth:`Discretized.log_prob`, whatever Pyro's validation setting, in a program of your own
+too; its ``support`` is the grid, :data:`eight_bit_levels`), with a
+:class:`~pyro_lvae.errors.DataError` that names the fix. A value counts as the level ``k`` when
+``255 x`` lies within :data:`LEVEL_TOLERANCE` of ``k`` (float32 keeps ``k / 255`` within about
+``2e-5`` of it; a dequantised value lands that close to a level with probability about
+``2e-3`` per pixel, so an image of dequantised pixels is refused).
 
 For a continuous family with CDF ``F``, location ``mu`` and scale ``s`` (both from the decoder,
 per pixel), ``P(k) = F((x + h - mu) / s) - F((x - h - mu) / s)`` with ``h = 1/510``, computed in
@@ -103,9 +103,9 @@ def _levels_error(value: torch.Tensor, on_grid: torch.Tensor, who: str) -> DataE
         f"{who} models 8-bit values k/255 in [0, 1], but {bad.numel()} of {value.numel()} "
         f"values are off that grid (e.g. {float(bad.reshape(-1)[0]):.6g}; the values span "
         f"[{float(value.min()):.4g}, {float(value.max()):.4g}]). Feed it the levels k/255: "
-        f"lv.datasets.Scale() turns uint8 pixels k into k/255 without noise (pixels='scale', "
-        f"--pixels scale); dequantised data ((k + u)/256, lv.datasets.Dequantize) need a "
-        f"continuous model (e.g. lv.LearnedVectorScale)"
+        f"lv.datasets.UnitLevels() turns uint8 pixels k into k/255 without noise "
+        f"(pixels='unit-levels', --pixels unit-levels); dequantised data ((k + u)/256, "
+        f"lv.datasets.Dequantize) need a continuous model (e.g. lv.LearnedVectorScale)"
     )
 
 

@@ -5,9 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pyro
 import torch
 
 from ..errors import CheckpointError, check_positive_int
+from ..observations.table import MixedObservation
+from ..training import ProgressBar
+from ..training import fit as train
+from ..vae import VAE, mlp_vae
 from .encoding import TableTransformer
 
 __all__ = ["TabularModel"]
@@ -36,7 +41,7 @@ class TabularModel:
     @classmethod
     def fit(cls, table: Any, *, categorical=(), numeric=(), continuous: str = "standard",
             integers: str = "discrete", missing: str = "error",
-            sigma_mode: str = "learned-column", sigma: float | None = None,
+            sigma_mode: str = "learned-channel", sigma: float | None = None,
             min_scale: float = 1e-3, latent_dim: int = 8, hidden: int = 128, blocks: int = 2,
             steps: int = 3000, batch_size: int = 128, lr: float = 1e-3, beta: Any = 1.0,
             seed: int | None = 0, device: str = "auto", progress: bool | None = None,
@@ -45,13 +50,6 @@ class TabularModel:
         :class:`~pyro_lvae.tabular.MixedObservation` on it (see
         :class:`TableTransformer` and :func:`pyro_lvae.fit` for the arguments; ``integers``:
         integer-valued columns on their lattice, ``"discrete"``, or as continuous)."""
-        import pyro
-
-        from ..training import ProgressBar
-        from ..training import fit as train
-        from ..vae import mlp_vae
-        from .observation import MixedObservation
-
         transformer = TableTransformer.fit(table, categorical=categorical, numeric=numeric,
                                            continuous=continuous, missing=missing,
                                            integers=integers)
@@ -96,8 +94,6 @@ class TabularModel:
     @classmethod
     def load(cls, folder: str | Path, map_location: Any = None) -> TabularModel:
         """Read a model written by :meth:`save`; ``map_location`` as in :func:`torch.load`."""
-        from ..vae import VAE
-
         folder = Path(folder)
         if not folder.is_dir():
             raise CheckpointError(f"no such folder: {folder}")

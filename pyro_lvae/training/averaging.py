@@ -28,10 +28,16 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn, get_swa_m
 
 from ..errors import CheckpointError, ConfigError
 from ..io import safe_load
+from ..registry import Registry
 from ..vae import VAE
 from .tools import Tool
 
-__all__ = ["WeightAverage", "parse_average", "Averager", "AveragedWeights", "load_averaged"]
+__all__ = ["WeightAverage", "parse_average", "Averager", "AveragedWeights", "load_averaged",
+           "AVERAGES"]
+
+#: the weight averagings by command-line name (``--average``): ``NAME[:ARG...]``
+#: (:mod:`pyro_lvae.registry`); ``none`` is no averaging
+AVERAGES = Registry("weight averaging")
 
 
 class WeightAverage:
@@ -64,10 +70,9 @@ class WeightAverage:
         self.kind, self.decay, self.start, self.every = kind, float(decay), start, every
 
     def spec(self) -> str:
-        """The command-line form, ``ema:DECAY:START:EVERY`` or ``swa:START:EVERY``."""
-        if self.kind == "ema":
-            return f"ema:{self.decay:g}:{self.start}:{self.every}"
-        return f"swa:{self.start}:{self.every}"
+        """The command-line form, ``ema:DECAY:START:EVERY`` or ``swa:START:EVERY``
+        (:data:`AVERAGES`)."""
+        return AVERAGES.spec(self)
 
     def wrap(self, vae: VAE) -> AveragedModel:
         """torch's ``AveragedModel`` of an independent copy of ``vae``."""
@@ -82,9 +87,27 @@ class WeightAverage:
         return f"WeightAverage({self.spec()!r})"
 
 
+@AVERAGES.register("ema")
+def _ema(decay: float = 0.999, start: int = 0, every: int = 1) -> WeightAverage:
+    """An exponential moving average of the weights."""
+    return WeightAverage("ema", decay, start, every)
+
+
+@AVERAGES.register("swa")
+def _swa(start: int = 0, every: int = 1) -> WeightAverage:
+    """The mean of the weights since ``start`` (stochastic weight averaging)."""
+    return WeightAverage("swa", start=start, every=every)
+
+
+@AVERAGES.register("none")
+def _none() -> None:
+    """No averaging."""
+    return None
+
+
 def parse_average(text: str | WeightAverage | None) -> WeightAverage | None:
     """An averaging from its command-line form: ``ema[:DECAY[:START[:EVERY]]]`` or
-    ``swa[:START[:EVERY]]`` (``none`` or ``None``: no averaging).
+    ``swa[:START[:EVERY]]`` (``none`` or ``None``: no averaging); one of :data:`AVERAGES`.
 
     Example::
 
@@ -94,19 +117,7 @@ def parse_average(text: str | WeightAverage | None) -> WeightAverage | None:
     """
     if text is None or isinstance(text, WeightAverage):
         return text
-    name, *args = str(text).strip().split(":")
-    if name == "none" and not args:
-        return None
-    forms = "ema[:DECAY[:START[:EVERY]]], swa[:START[:EVERY]] or none"
-    if name not in ("ema", "swa") or len(args) > (3 if name == "ema" else 2):
-        raise ConfigError(f"unknown weight averaging {text!r}; expected {forms}")
-    try:
-        decay = [float(args.pop(0))] if name == "ema" and args else [0.999]
-        numbers = decay + [int(a) for a in args]
-    except ValueError:
-        raise ConfigError(f"weight averaging {text!r}: expected {forms} with an integer START "
-                          f"and EVERY") from None
-    return WeightAverage(name, *numbers)
+    return AVERAGES.parse(str(text))
 
 
 class Averager:

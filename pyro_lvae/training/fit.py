@@ -34,7 +34,7 @@ import pyro
 import pyro.optim
 import torch
 
-from ..annealing import Constant, Schedule, scale_latents
+from ..annealing import BetaSchedule, ConstantBeta, weight_latents
 from ..direct_elbo import DirectELBO
 from ..errors import ConfigError, check_positive_int
 from ..objective import scale_stats
@@ -116,7 +116,7 @@ def _make_optimizer(optimizer: Any, vae: VAE, lr: float) -> Any:
 
 
 def _check_arguments(vae: Any, steps: Any, batch_size: Any, lr: Any, beta: Any, resume: bool,
-                     out: Any) -> Schedule | Callable[[int], float]:
+                     out: Any) -> BetaSchedule | Callable[[int], float]:
     """Refuse bad settings before anything runs; return beta as a schedule."""
     for name, value in (("steps", steps), ("batch_size", batch_size)):
         check_positive_int(name, value)
@@ -125,10 +125,10 @@ def _check_arguments(vae: Any, steps: Any, batch_size: Any, lr: Any, beta: Any, 
     if not isinstance(vae, VAE):
         raise ConfigError(f"Expected a pyro_lvae.VAE but got {type(vae).__name__}")
     if not callable(beta):
-        scale_latents(beta)  # validates the number
+        weight_latents(beta)  # validates the number
     if resume and out is None:
         raise ConfigError("resume=True needs out= (the run folder holding checkpoint.pt)")
-    return beta if callable(beta) else Constant(beta)
+    return beta if callable(beta) else ConstantBeta(beta)
 
 
 def _check_combination(optimizer: Any, elbo: Any, world: int) -> None:
@@ -413,7 +413,7 @@ def fit(
     lr: float = 1e-3,
     optimizer: Any = None,
     elbo: Any = None,
-    beta: float | Schedule | Callable[[int], float] = 1.0,
+    beta: float | BetaSchedule | Callable[[int], float] = 1.0,
     transform: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
     tools: Sequence[Tool] = (),
     device: str | torch.device | None = "auto",
@@ -437,7 +437,7 @@ def fit(
         where it does not apply; :attr:`History.objective` says which) or a Pyro ELBO
         instance (``TraceMeanField_ELBO``, ``JitTrace_ELBO``, ``RenyiELBO``, ``DirectELBO()``)
     :param beta: weight of the latent term: a number or a function of the step (a
-        :class:`~pyro_lvae.annealing.Schedule`), or :class:`~pyro_lvae.GECO` (a weight that
+        :class:`~pyro_lvae.BetaSchedule`), or :class:`~pyro_lvae.GECO` (a weight that
         follows a reconstruction constraint: fit gives it the rows of every check and, on
         resume, the history)
     :param transform: applied to every batch on the device before the step, with the data
@@ -497,7 +497,7 @@ def fit(
         if run.start >= steps:
             return _finish(run.history, run)
     settings = {"steps": steps, "batch_size": batch_size, "lr": lr,
-                "beta": schedule.spec() if isinstance(schedule, Schedule) else repr(schedule)}
+                "beta": schedule.spec() if isinstance(schedule, BetaSchedule) else repr(schedule)}
     for tool in tools:
         settings.update(tool.settings())
 

@@ -1,7 +1,7 @@
 """The held-out ELBO of :func:`pyro_lvae.fit` and its best checkpoint.
 
 Every ``every`` steps (and at the last one), the model's ELBO per point on a fixed held-out
-set is computed with :func:`pyro_lvae.evaluate.elbo` under a fixed seed, inside
+set is computed with :func:`pyro_lvae.evaluate.elbo_parts` under a fixed seed, inside
 :func:`torch.random.fork_rng`: the value is a function of the weights alone, and training draws
 the same numbers with or without it. The value goes into the :class:`History`
 (``heldout_elbo``, and ``heldout_elbo_averaged`` for the averaged model); when it is the best so
@@ -71,7 +71,7 @@ class HeldOut:
         devices = [vae.device] if vae.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(self.seed)
-            value = evaluate.elbo(vae, self.data, batch_size=self.batch_size)["elbo"]
+            value = evaluate.elbo_parts(vae, self.data, batch_size=self.batch_size)["elbo"]
         return float(gather_objects(value)[0])
 
     def improved(self, elbo: float, step: int) -> bool:

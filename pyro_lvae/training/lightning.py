@@ -42,7 +42,7 @@ import torch
 from pyro.infer import Trace_ELBO
 from torch import nn
 
-from ..annealing import Constant, Schedule, scale_latents
+from ..annealing import BetaSchedule, ConstantBeta, weight_latents
 from ..errors import ConfigError
 from ..objective import ELBOTerms, scale_stats
 from ..vae import VAE
@@ -60,7 +60,7 @@ class PyroLVAEModule(pl.LightningModule):
         ``PyroModule``) whose parameters are its own
     :param guide: the guide (an ``nn.Module``) of a model/guide pair; ``None`` for a VAE
     :param elbo: a Pyro ELBO instance (default ``Trace_ELBO()``)
-    :param beta: the KL weight: a number, a :class:`~pyro_lvae.annealing.Schedule` or a
+    :param beta: the KL weight: a number, a :class:`~pyro_lvae.annealing.BetaSchedule` or a
         function of the global step
     :param float lr: the learning rate of the default Adam optimiser
     :param optimizer: ``None`` (Adam) or a function ``params -> torch optimiser``
@@ -74,7 +74,7 @@ class PyroLVAEModule(pl.LightningModule):
     """
 
     def __init__(self, model: Any, guide: nn.Module | None = None, *, elbo: Any = None,
-                 beta: float | Schedule | Callable[[int], float] = 1.0, lr: float = 1e-3,
+                 beta: float | BetaSchedule | Callable[[int], float] = 1.0, lr: float = 1e-3,
                  optimizer: Callable | None = None, lr_schedule: Any = None,
                  lr_warmup: int = 0) -> None:
         super().__init__()
@@ -91,11 +91,11 @@ class PyroLVAEModule(pl.LightningModule):
             self.pair = nn.ModuleDict({"model": model, "guide": guide})
             pair = SimpleNamespace(model=model, guide=guide)
         if not callable(beta):
-            scale_latents(beta)  # validates the number
+            weight_latents(beta)  # validates the number
         if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
             raise ConfigError(f"Expected lr > 0 but got {lr!r}")
         self.elbo = elbo if elbo is not None else Trace_ELBO()
-        self.beta = beta if callable(beta) else Constant(beta)
+        self.beta = beta if callable(beta) else ConstantBeta(beta)
         self.lr, self.optimizer_factory = lr, optimizer
         self.lr_schedule, self.lr_warmup = lr_schedule, lr_warmup
         self._checked = False

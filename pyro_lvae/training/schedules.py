@@ -3,10 +3,11 @@
 checkpoint.
 
 A schedule is given by name (``"constant"``, ``"cosine[:FINAL]"``, ``"step:EVERY[:GAMMA]"``;
-the command line's ``--lr-schedule``), as a scheduler built on fit's optimiser, or as a function
-``optimizer -> scheduler``. ``warmup=STEPS`` puts a linear warm-up in front of any of them
-(:class:`~torch.optim.lr_scheduler.LinearLR` then the schedule, joined by
-:class:`~torch.optim.lr_scheduler.SequentialLR`).
+the command line's ``--lr-schedule``; :data:`LR_SCHEDULES`) or as the object the name stands
+for (:class:`ConstantRate`, :class:`CosineDecay`, :class:`StepDecay`), as a scheduler built on
+fit's optimiser, or as a function ``optimizer -> scheduler``. ``warmup=STEPS`` puts a linear
+warm-up in front of any of them (:class:`~torch.optim.lr_scheduler.LinearLR` then the schedule,
+joined by :class:`~torch.optim.lr_scheduler.SequentialLR`).
 
 Example::
 
@@ -33,39 +34,88 @@ import torch
 from torch.optim import lr_scheduler
 
 from ..errors import ConfigError
+from ..registry import Registry
 from .tools import Tool
 
-__all__ = ["LR_SCHEDULES", "make_scheduler", "check_schedule", "LRSchedule"]
+__all__ = ["LR_SCHEDULES", "RateSchedule", "ConstantRate", "CosineDecay", "StepDecay",
+           "make_scheduler", "check_schedule", "LRSchedule"]
 
-#: the named schedules (``--lr-schedule``) and what their arguments mean
-LR_SCHEDULES = {
-    "constant": "the learning rate stays at --lr",
-    "cosine": "cosine[:FINAL]: cosine decay from --lr to FINAL x --lr (default 0) at the last "
-              "step",
-    "step": "step:EVERY[:GAMMA]: multiply the learning rate by GAMMA (default 0.5) every EVERY "
-            "steps",
-}
+#: the named schedules (``--lr-schedule``): ``NAME[:ARG...]`` (:mod:`pyro_lvae.registry`)
+LR_SCHEDULES = Registry("learning-rate schedule")
 
 
-def _parse(text: str) -> tuple[str, list[float]]:
-    name, *args = str(text).strip().split(":")
-    if name not in LR_SCHEDULES:
-        raise ConfigError(f"unknown learning-rate schedule {text!r}; expected one of "
-                          f"constant, cosine[:FINAL], step:EVERY[:GAMMA]")
+def _number(name: str, value: Any) -> float:
     try:
-        values = [float(a) for a in args]
-    except ValueError:
-        raise ConfigError(f"learning-rate schedule {text!r} has a non-numeric argument") from None
-    most = {"constant": 0, "cosine": 1, "step": 2}[name]
-    if len(values) > most or (name == "step" and not values):
-        raise ConfigError(f"learning-rate schedule {text!r}: {LR_SCHEDULES[name]}")
-    if name == "cosine" and values and not 0 <= values[0] <= 1:
-        raise ConfigError(f"Expected the final factor of {text!r} in [0, 1] but got {values[0]}")
-    if name == "step" and (values[0] < 1 or values[0] != int(values[0])
-                           or (len(values) > 1 and not 0 < values[1] <= 1)):
-        raise ConfigError(f"Expected step:EVERY[:GAMMA] with an integer EVERY >= 1 and GAMMA "
-                          f"in (0, 1] but got {text!r}")
-    return name, values
+        return float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"Expected {name} to be a number but got {value!r}") from None
+
+
+class RateSchedule:
+    """A named learning-rate schedule: it makes the torch scheduler of a run (one of
+    :data:`LR_SCHEDULES`; its :meth:`spec` is its command-line form)."""
+
+    def scheduler(self, optimizer: torch.optim.Optimizer,
+                  steps: int) -> lr_scheduler.LRScheduler:
+        """The torch scheduler of ``steps`` steps on ``optimizer``."""
+        raise NotImplementedError
+
+    def spec(self) -> str:
+        """The command-line form, ``NAME:ARG:...``, read back by :data:`LR_SCHEDULES`."""
+        return LR_SCHEDULES.spec(self)
+
+    def __repr__(self) -> str:
+        name = LR_SCHEDULES.name_of(self)
+        args = ", ".join(f"{n}={getattr(self, n)!r}" for n in LR_SCHEDULES.settings_of(name))
+        return f"{type(self).__name__}({args})"
+
+
+@LR_SCHEDULES.register("constant")
+class ConstantRate(RateSchedule):
+    """``constant``: the learning rate stays at its start (``--lr``)."""
+
+    def scheduler(self, optimizer: torch.optim.Optimizer,
+                  steps: int) -> lr_scheduler.LRScheduler:
+        return lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+
+
+@LR_SCHEDULES.register("cosine")
+class CosineDecay(RateSchedule):
+    """``cosine[:FINAL]``: cosine decay from the learning rate to ``final`` times it at the
+    last step.
+
+    :param float final: the last step's factor, in ``[0, 1]``
+    """
+
+    def __init__(self, final: float = 0.0) -> None:
+        self.final = _number("the final factor FINAL of cosine[:FINAL]", final)
+        if not 0 <= self.final <= 1:
+            raise ConfigError(f"Expected the final factor FINAL of cosine[:FINAL] in [0, 1] "
+                              f"but got {final}")
+
+    def scheduler(self, optimizer: torch.optim.Optimizer,
+                  steps: int) -> lr_scheduler.LRScheduler:
+        return lr_scheduler.LambdaLR(optimizer, _Cosine(max(steps, 1), self.final))
+
+
+@LR_SCHEDULES.register("step")
+class StepDecay(RateSchedule):
+    """``step:EVERY[:GAMMA]``: the learning rate times ``gamma`` every ``every`` steps.
+
+    :param int every: steps between decays, an integer ``>= 1``
+    :param float gamma: the factor, in ``(0, 1]``
+    """
+
+    def __init__(self, every: int, gamma: float = 0.5) -> None:
+        every_, self.gamma = _number("EVERY", every), _number("GAMMA", gamma)
+        if every_ < 1 or every_ != int(every_) or not 0 < self.gamma <= 1:
+            raise ConfigError(f"Expected step:EVERY[:GAMMA] with an integer EVERY >= 1 and "
+                              f"GAMMA in (0, 1] but got EVERY={every}, GAMMA={gamma}")
+        self.every = int(every_)
+
+    def scheduler(self, optimizer: torch.optim.Optimizer,
+                  steps: int) -> lr_scheduler.LRScheduler:
+        return lr_scheduler.StepLR(optimizer, self.every, self.gamma)
 
 
 def check_schedule(schedule: Any, warmup: Any) -> None:
@@ -73,26 +123,15 @@ def check_schedule(schedule: Any, warmup: Any) -> None:
     if not (isinstance(warmup, int) and not isinstance(warmup, bool) and warmup >= 0):
         raise ConfigError(f"Expected lr_warmup to be an integer >= 0 but got {warmup!r}")
     if isinstance(schedule, str):
-        _parse(schedule)
+        LR_SCHEDULES.parse(schedule)
     elif isinstance(schedule, lr_scheduler.ReduceLROnPlateau):
         raise ConfigError("ReduceLROnPlateau needs a metric at every step; fit steps its "
                           "schedule without one: use a step-based torch scheduler")
-    elif not (schedule is None or isinstance(schedule, lr_scheduler.LRScheduler)
+    elif not (schedule is None or isinstance(schedule, (RateSchedule, lr_scheduler.LRScheduler))
               or callable(schedule)):
-        raise ConfigError(f"Expected lr_schedule to be None, a name (constant, cosine, step), "
-                          f"a torch LRScheduler or a function optimizer -> scheduler but got "
-                          f"{schedule!r}")
-
-
-def _named(name: str, values: list[float], optimizer: torch.optim.Optimizer,
-           steps: int) -> lr_scheduler.LRScheduler:
-    if name == "cosine":
-        final = values[0] if values else 0.0
-        return lr_scheduler.LambdaLR(optimizer, _Cosine(max(steps, 1), final))
-    if name == "step":
-        return lr_scheduler.StepLR(optimizer, int(values[0]), values[1] if len(values) > 1
-                                   else 0.5)
-    return lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+        raise ConfigError(f"Expected lr_schedule to be None, a name ({LR_SCHEDULES.forms()}), "
+                          f"a RateSchedule, a torch LRScheduler or a function optimizer -> "
+                          f"scheduler but got {schedule!r}")
 
 
 class _Cosine:
@@ -112,8 +151,9 @@ def make_scheduler(schedule: str | Callable | lr_scheduler.LRScheduler | None,
                    warmup: int = 0) -> lr_scheduler.LRScheduler | None:
     """The scheduler of a run of ``steps`` steps, stepped after every optimiser step.
 
-    :param schedule: ``None`` (none, unless ``warmup``), a name (:data:`LR_SCHEDULES`), a torch
-        scheduler built on ``optimizer``, or a function ``optimizer -> scheduler``
+    :param schedule: ``None`` (none, unless ``warmup``), a name (:data:`LR_SCHEDULES`) or its
+        :class:`RateSchedule`, a torch scheduler built on ``optimizer``, or a function
+        ``optimizer -> scheduler``
     :param optimizer: the run's torch optimiser
     :param int steps: the run's total number of steps (a named schedule spans those after
         the warm-up)
@@ -123,11 +163,13 @@ def make_scheduler(schedule: str | Callable | lr_scheduler.LRScheduler | None,
     if schedule is None and not warmup:
         return None
     if isinstance(schedule, str):
-        main = _named(*_parse(schedule), optimizer, steps - warmup)
+        schedule = LR_SCHEDULES.parse(schedule)
+    if isinstance(schedule, RateSchedule):
+        main = schedule.scheduler(optimizer, steps - warmup)
     elif isinstance(schedule, lr_scheduler.LRScheduler):
         main = schedule
     elif schedule is None:
-        main = _named("constant", [], optimizer, steps)
+        main = ConstantRate().scheduler(optimizer, steps)
     else:
         main = schedule(optimizer)
         if not isinstance(main, lr_scheduler.LRScheduler) or isinstance(
@@ -151,8 +193,9 @@ class LRSchedule(Tool):
     ``SVI`` step a ``pyro.optim`` scheduler in your own loop).
 
     :param schedule: a name (``"constant"``, ``"cosine[:FINAL]"``, ``"step:EVERY[:GAMMA]"``;
-        :data:`LR_SCHEDULES`), a torch scheduler built on fit's optimiser, a function
-        ``optimizer -> scheduler``, or ``None`` (the warm-up alone)
+        :data:`LR_SCHEDULES`) or its :class:`RateSchedule` object (``CosineDecay(0.1)``), a
+        torch scheduler built on fit's optimiser, a function ``optimizer -> scheduler``, or
+        ``None`` (the warm-up alone)
     :param int warmup: steps of linear warm-up from ``lr / (warmup + 1)`` to ``lr`` first
     """
 
@@ -191,6 +234,7 @@ class LRSchedule(Tool):
 
     def settings(self) -> dict[str, Any]:
         name = (self.schedule if self.schedule is None or isinstance(self.schedule, str)
+                else self.schedule.spec() if isinstance(self.schedule, RateSchedule)
                 else repr(self.schedule))
         return {k: v for k, v in (("lr_schedule", name), ("lr_warmup", self.warmup or None))
                 if v is not None}

@@ -109,7 +109,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
                   optimizer=fused_adam(job["lr"] * lr_factor), beta=parse_schedule(beta),
                   device=job["device"], seed=job["seed"], tools=[ProgressBar(False)])
     x = sampler(3000, generator=torch.Generator().manual_seed(EVAL_SEED)).to(vae.device)
-    held_out = evaluate.elbo(vae, x, num_particles=2)
+    held_out = evaluate.elbo_parts(vae, x, num_particles=2)
     units, _ = evaluate.active_units(vae, x)
     kl = smooth(history["kl"], 100)
     open_steps = np.nonzero(kl >= KL_COLLAPSED)[0]

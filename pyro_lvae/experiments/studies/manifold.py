@@ -152,7 +152,7 @@ def _held_out_probe(every: int, points: int = 2000):
             return
         cuda = [vae.device] if vae.device.type == "cuda" else []
         with torch.random.fork_rng(devices=cuda), torch.no_grad():
-            record.append((step, evaluate.elbo(vae, x.to(vae.device))["elbo"]))
+            record.append((step, evaluate.elbo_parts(vae, x.to(vae.device))["elbo"]))
 
     return callback, record
 
@@ -164,7 +164,7 @@ def _measure(vae, job: dict[str, Any]) -> dict[str, Any]:
     x, region = x.to(vae.device), region.to(vae.device)
     out = evaluate.summary(vae, x, iwae_samples=1, groups=region)
     out["iwae"] = evaluate.iwae(vae, x[: job["iwae_points"]], num_samples=job["iwae_samples"])
-    out["elbo_on_iwae_points"] = evaluate.elbo(vae, x[: job["iwae_points"]],
+    out["elbo_on_iwae_points"] = evaluate.elbo_parts(vae, x[: job["iwae_points"]],
                                                num_particles=4)["elbo"]
     rec = vae.reconstruct(x)
     rec_dist, data_dist = distance_to_curve(rec), distance_to_curve(x)
@@ -220,7 +220,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         result["elbo_trace"] = record
     if history.averaged is not None:  # measured on the averaged model; the last weights too
         x = manifold2d(job["eval_points"], torch.Generator().manual_seed(EVAL_SEED))
-        result["last_weights_elbo"] = evaluate.elbo(vae, x.to(vae.device))["elbo"]
+        result["last_weights_elbo"] = evaluate.elbo_parts(vae, x.to(vae.device))["elbo"]
         vae = history.averaged
     result.update(_measure(vae, job))
     result["final_sigma"] = float(history["sigma"][-1])

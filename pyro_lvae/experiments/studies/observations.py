@@ -239,13 +239,13 @@ def _measure(vae, job: dict[str, Any]) -> dict[str, Any]:
     source = DATASETS[job["dataset"]][0]
     x = source(job["eval_points"], torch.Generator().manual_seed(EVAL_SEED)).to(vae.device)
     out: dict[str, Any] = {}
-    out["elbo"] = evaluate.elbo(vae, x, num_particles=4)["elbo"]
+    out["elbo"] = evaluate.elbo_parts(vae, x, num_particles=4)["elbo"]
     out["iwae"] = evaluate.iwae(vae, x[: job["iwae_points"]], num_samples=job["iwae_samples"])
     if job["dataset"] == "outliers":
         _, outlier = with_outliers(job["eval_points"], torch.Generator().manual_seed(EVAL_SEED),
                                    return_outlier=True)
         clean = x[~outlier.to(vae.device)]
-        out["elbo_clean"] = evaluate.elbo(vae, clean, num_particles=4)["elbo"]
+        out["elbo_clean"] = evaluate.elbo_parts(vae, clean, num_particles=4)["elbo"]
     gen = torch.Generator().manual_seed(EVAL_SEED + 7)
     z = torch.randn(2000, vae.latent_dim, generator=gen).to(vae.device)
     samples = vae.likelihood(z).sample()
@@ -264,11 +264,11 @@ def _pixels(x: torch.Tensor) -> np.ndarray:
 def _measure_images(vae, job: dict[str, Any], x: torch.Tensor, kind: str,
                     shape: tuple[int, int, int]) -> dict[str, Any]:
     x = x.to(vae.device)
-    out: dict[str, Any] = {"elbo": evaluate.elbo(vae, x, num_particles=4)["elbo"]}
+    out: dict[str, Any] = {"elbo": evaluate.elbo_parts(vae, x, num_particles=4)["elbo"]}
     out["iwae"] = evaluate.iwae(vae, x[: job["iwae_points"]], num_samples=job["iwae_samples"])
     discrete = observations.describe(kind).discrete
     for key in ("elbo", "iwae"):
-        out[f"bits_{key}"] = (bits_per_dim(-out[key], x.shape[-1], "scale", discrete=True)
+        out[f"bits_{key}"] = (bits_per_dim(-out[key], x.shape[-1], "unit-levels", discrete=True)
                               if discrete else math.nan)
     rec = vae.reconstruct(x)
     out["rec_rmse"] = float((rec - x).pow(2).mean().sqrt())

@@ -239,7 +239,7 @@ def _geco_target(job: dict[str, Any]) -> float:
 def _measure(vae, job: dict[str, Any]) -> dict[str, Any]:
     x = CURVES[job["curve"]](job["eval_points"],
                              torch.Generator().manual_seed(EVAL_SEED)).to(vae.device)
-    out: dict[str, Any] = dict(evaluate.elbo(vae, x, num_particles=4))
+    out: dict[str, Any] = dict(evaluate.elbo_parts(vae, x, num_particles=4))
     out["iwae"] = evaluate.iwae(vae, x[: job["iwae_points"]], num_samples=job["iwae_samples"])
     out.update(evaluate.latent_diagnostics(vae, x))
     pyro.set_rng_seed(EVAL_SEED + 7)  # the same prior draws for every run of a seed's jobs
@@ -360,7 +360,7 @@ def _measure_images(vae, job: dict[str, Any], split: ImageSplit,
                     classifier: FeatureClassifier) -> dict[str, Any]:
     noise = torch.Generator().manual_seed(EVAL_SEED)
     x = Dequantize()(levels(split.test[: job["eval_points"]]), noise).to(vae.device)
-    out: dict[str, Any] = dict(evaluate.elbo(vae, x, num_particles=4))
+    out: dict[str, Any] = dict(evaluate.elbo_parts(vae, x, num_particles=4))
     out["iwae"] = evaluate.iwae(vae, x[: job["iwae_points"]], num_samples=job["iwae_samples"])
     out.update(evaluate.latent_diagnostics(vae, x))
     pyro.set_rng_seed(EVAL_SEED + 7)  # the same prior draws for every run of a seed's jobs

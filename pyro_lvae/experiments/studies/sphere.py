@@ -103,7 +103,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     sigma = float(history["sigma"][-1])
     prior_radius, prior_spread, rec_radius = _radii(vae, d, radius)
     x = sphere(4000, d, radius, generator=torch.Generator().manual_seed(EVAL_SEED + 1))
-    held_out = evaluate.elbo(vae, x, num_particles=2)
+    held_out = evaluate.elbo_parts(vae, x, num_particles=2)
     r_star = float(theory.optimal_radius(sigma, radius, d))
     every = max(1, len(history) // 400)
     return {

@@ -41,8 +41,8 @@ DATASETS = {
 SETTINGS = {
     "fixed sigma 0.1": ("fixed", 0.1, "sample"),
     "learned scalar": ("learned-scalar", 1.0, "sample"),
-    "learned per column": ("learned-column", 1.0, "sample"),
-    "decoder output": ("decoder", 1.0, "sample"),
+    "learned per column": ("learned-channel", 1.0, "sample"),
+    "decoder output": ("learned-vector", 1.0, "sample"),
     "TVAE-like": ("tvae", None, "argmax"),  # CTGAN's start, 0.1
 }
 #: the learned settings started at 0.5, half the spread of standardised columns (the start
@@ -108,7 +108,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     x_test = model.transformer.transform(test).to(model.vae.device)
     metrics.pop("per_column")
     return {**{k: job[k] for k in ("dataset", "setting", "annealing", "seed")}, **metrics,
-            "elbo": evaluate.elbo(model.vae, x_test, num_particles=8)["elbo"],
+            "elbo": evaluate.elbo_parts(model.vae, x_test, num_particles=8)["elbo"],
             "active_units": evaluate.active_units(model.vae, x_test)[0],
             "final_sigma": float(model.history["sigma"][-1])}
 

@@ -1,4 +1,8 @@
-"""``p(x | z)`` for rows of a table of mixed columns: Normal, Bernoulli and Categorical terms."""
+"""``p(x | z)`` for rows of a table of mixed columns: Normal, Bernoulli and Categorical terms.
+
+An observation model like the others of :mod:`pyro_lvae.observations` (registered as ``mixed``);
+the encoding of a table into such rows, the table VAE and the metrics are in
+:mod:`pyro_lvae.tabular`, which re-exports :class:`MixedObservation`."""
 
 from __future__ import annotations
 
@@ -12,14 +16,10 @@ from pyro.distributions import constraints
 from pyro.distributions.torch_distribution import TorchDistribution
 
 from ..errors import ConfigError, DataError, check_positive
-from ..observations import (
-    FixedScale,
-    LearnedChannelScale,
-    LearnedScalarScale,
-    LearnedVectorScale,
-    Observation,
-)
-from ..observations.discrete import lattice_normal_log_prob
+from ..registry import Registry
+from .base import OBSERVATIONS, Observation
+from .discrete import lattice_normal_log_prob
+from .normal import FixedScale, LearnedChannelScale, LearnedScalarScale, LearnedVectorScale
 
 __all__ = ["MixedObservation", "MixedColumns", "SIGMA_MODES"]
 
@@ -49,31 +49,39 @@ class _ClampedColumnScale(Observation):
 class _SigmaMode:
     """How a sigma mode models the continuous columns.
 
-    ``build(columns, sigma, min_scale, max_scale)`` makes the Normal observation model;
-    ``sigma``: the default start; ``bounds``: a clamp that replaces ``min_scale`` and
-    ``max_scale``; ``keys``: the names the model's state had in the table model's own state
-    before it was composed (a key not listed kept its name)."""
+    ``make(columns, sigma, min_scale, max_scale)`` makes the Normal observation model (calling
+    the mode does); ``sigma``: the default start; ``bounds``: a clamp that replaces
+    ``min_scale`` and ``max_scale``; ``keys``: the names the model's state had in the table
+    model's own state before it was composed (a key not listed kept its name)."""
 
-    build: Callable[[int, float, float, float], Observation]
+    make: Callable[[int, float, float, float], Observation]
     sigma: float = 1.0
     bounds: tuple[float, float] | None = None
     keys: dict[str, str] = field(default_factory=dict)
 
+    def __call__(self, columns: int, sigma: float, min_scale: float,
+                 max_scale: float) -> Observation:
+        return self.make(columns, sigma, min_scale, max_scale)
 
-#: sigma mode -> how the continuous columns get their sigma
-_MODES = {
-    "fixed": _SigmaMode(lambda n, s, lo, hi: FixedScale(scale=s), keys={"scale": "fixed_scale"}),
-    "learned-scalar": _SigmaMode(
-        lambda n, s, lo, hi: LearnedScalarScale(init_scale=s, min_scale=lo)),
-    "learned-column": _SigmaMode(
-        lambda n, s, lo, hi: LearnedChannelScale(n, init_scale=s, min_scale=lo)),
-    "decoder": _SigmaMode(lambda n, s, lo, hi: LearnedVectorScale(init_scale=s, min_scale=lo)),
-    "tvae": _SigmaMode(lambda n, s, lo, hi: _ClampedColumnScale(n, init_scale=s, min_scale=lo,
-                                                                max_scale=hi),
-                       sigma=0.1, bounds=(0.01, 1.0)),
-}
-#: how a mixed table's continuous columns get their sigma
-SIGMA_MODES = tuple(_MODES)
+
+#: how a mixed table's continuous columns get their sigma: the observation models of the same
+#: names (``fixed``, ``learned-scalar``, ``learned-channel``: one per column, ``learned-vector``:
+#: output by the decoder per row and column) and ``tvae`` (one per column, clamped to
+#: [0.01, 1] as in CTGAN's TVAE). ``learned-column`` and ``decoder``, the former names of
+#: ``learned-channel`` and ``learned-vector``, are deprecated aliases.
+SIGMA_MODES = Registry("sigma mode")
+SIGMA_MODES.add("fixed", _SigmaMode(lambda n, s, lo, hi: FixedScale(scale=s),
+                                    keys={"scale": "fixed_scale"}))
+SIGMA_MODES.add("learned-scalar", _SigmaMode(
+    lambda n, s, lo, hi: LearnedScalarScale(init_scale=s, min_scale=lo)))
+SIGMA_MODES.add("learned-channel", _SigmaMode(
+    lambda n, s, lo, hi: LearnedChannelScale(n, init_scale=s, min_scale=lo)),
+    aliases=("learned-column",))
+SIGMA_MODES.add("learned-vector", _SigmaMode(
+    lambda n, s, lo, hi: LearnedVectorScale(init_scale=s, min_scale=lo)), aliases=("decoder",))
+SIGMA_MODES.add("tvae", _SigmaMode(
+    lambda n, s, lo, hi: _ClampedColumnScale(n, init_scale=s, min_scale=lo, max_scale=hi),
+    sigma=0.1, bounds=(0.01, 1.0)))
 
 
 class MixedColumns(TorchDistribution):
@@ -185,9 +193,11 @@ class MixedObservation(Observation):
     column (bounded: a learned sigma cannot sink to its floor on the lattice as a density's
     does), a Bernoulli term per binary column and a Categorical term per categorical column.
     The continuous and integer columns' sigma is ``fixed``, ``learned-scalar`` (one for all
-    columns), ``learned-column`` (one per column, not depending
-    on z), ``decoder`` (output by the decoder per column and row: the LV-VAE of tables) or
-    ``tvae`` (one per column, clamped to [0.01, 1], as in CTGAN's TVAE). The Normal terms come
+    columns), ``learned-channel`` (one per column, not depending on z), ``learned-vector``
+    (output by the decoder per column and row: the LV-VAE of tables) or ``tvae`` (one per
+    column, clamped to [0.01, 1], as in CTGAN's TVAE): :data:`SIGMA_MODES`, named as the
+    observation models they use (the former names ``learned-column`` and ``decoder`` still
+    work, with a ``DeprecationWarning``). The Normal terms come
     from an observation model of :mod:`pyro_lvae.observations` (:class:`FixedScale`,
     :class:`LearnedScalarScale`, :class:`LearnedChannelScale`, :class:`LearnedVectorScale`),
     the attribute ``continuous``.
@@ -208,18 +218,15 @@ class MixedObservation(Observation):
     kind = "mixed"
     label = "mixed columns"  # its sigma depends on the sigma mode
 
-    def __init__(self, schema: list[list[Any]], sigma_mode: str = "learned-column",
+    def __init__(self, schema: list[list[Any]], sigma_mode: str = "learned-channel",
                  sigma: float | None = None, min_scale: float = 1e-3,
                  max_scale: float = 1.0) -> None:
         super().__init__()
-        if sigma_mode not in _MODES:
-            raise ConfigError(f"unknown sigma mode {sigma_mode!r}; expected one of "
-                              f"{', '.join(SIGMA_MODES)}")
+        self.sigma_mode = SIGMA_MODES.resolve(sigma_mode)
         self.schema = [list(c) for c in schema]
         self.layout = _layout(self.schema)
         cont = self.layout["cont"]
-        self.sigma_mode = sigma_mode
-        mode = _MODES[sigma_mode]
+        mode = SIGMA_MODES[self.sigma_mode]
         if sigma is None:
             sigma = mode.sigma
         if mode.bounds is not None:
@@ -232,8 +239,8 @@ class MixedObservation(Observation):
         self.min_scale = check_positive("min_scale", min_scale)
         self.max_scale = check_positive("max_scale", max_scale)
         self._keys = mode.keys
-        self.continuous = mode.build(max(len(cont), 1), self.init_scale, self.min_scale,
-                                     self.max_scale)
+        self.continuous = mode(max(len(cont), 1), self.init_scale, self.min_scale,
+                               self.max_scale)
         self._register_state_dict_hook(_flatten_state)
 
     @property
@@ -302,6 +309,15 @@ class MixedObservation(Observation):
         return {"kind": self.kind, "schema": self.schema, "sigma_mode": self.sigma_mode,
                 "sigma": self.init_scale, "min_scale": self.min_scale,
                 "max_scale": self.max_scale}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> MixedObservation:
+        """The model of :meth:`config` (without its ``kind``); a file saved with a former sigma
+        mode name (``learned-column``, ``decoder``) loads as the mode's current name."""
+        config = dict(config)
+        if "sigma_mode" in config:
+            config["sigma_mode"] = SIGMA_MODES.resolve(config["sigma_mode"], warn=False)
+        return OBSERVATIONS.build(cls.kind, **config)
 
     def extra_repr(self) -> str:
         lay = self.layout
