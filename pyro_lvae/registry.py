@@ -1,6 +1,6 @@
 """Registries: one way to map a name to what it makes, and one text form for all of them.
 
-Observation models (:data:`pyro_lvae.observations.OBSERVATIONS`), priors
+Observation models (:data:`~pyro_lvae.observations.base.OBSERVATIONS`), priors
 (:data:`pyro_lvae.priors.PRIORS`), beta schedules (:data:`pyro_lvae.annealing.BETA_SCHEDULES`),
 learning-rate schedules (:data:`pyro_lvae.training.schedules.LR_SCHEDULES`), weight averaging
 (:data:`pyro_lvae.training.averaging.AVERAGES`) and the sigma modes of the table model

@@ -41,6 +41,8 @@ autodoc_mock_imports = [name for name in ("lightning", "tensorboard", "pandas", 
 # inventory is fetched, and so do private base classes shown after "Bases:".
 nitpicky = True
 nitpick_ignore_regex = [(r"py:.*", r"(?!pyro_lvae\.).*"), (r"py:.*", r"pyro_lvae\.(.*\.)?_.*")]
+# type variables in signatures are not documented objects
+nitpick_ignore = [("py:class", "pyro_lvae.registry.F")]
 
 html_theme = "alabaster"
 html_title = f"pyro-lvae {release} API reference"

@@ -24,7 +24,7 @@ binary); numbers are continuous unless named in ``categorical``. Missing values 
 the columns and counts named, or dropped with ``missing="drop"``. Round trip: for the training
 table, ``inverse_transform(transform(t))`` equals ``t`` exactly (tested).
 
-:class:`~pyro_lvae.tabular.MixedObservation` is ``p(x | z)`` for such rows (its
+:class:`~pyro_lvae.observations.MixedObservation` is ``p(x | z)`` for such rows (its
 ``schema`` comes from :meth:`TableTransformer.schema`).
 """
 

@@ -47,7 +47,7 @@ class TabularModel:
             seed: int | None = 0, device: str = "auto", progress: bool | None = None,
             out: str | Path | None = None) -> TabularModel:
         """Encode ``table`` and train a residual-MLP VAE with a
-        :class:`~pyro_lvae.tabular.MixedObservation` on it (see
+        :class:`~pyro_lvae.observations.MixedObservation` on it (see
         :class:`TableTransformer` and :func:`pyro_lvae.fit` for the arguments; ``integers``:
         integer-valued columns on their lattice, ``"discrete"``, or as continuous)."""
         transformer = TableTransformer.fit(table, categorical=categorical, numeric=numeric,

@@ -89,7 +89,7 @@ def save_checkpoint(path: Path, step: int, vae: VAE, optimizer: Any, history: Hi
                     rank: int = 0, world: int = 1, tools: dict[str, Any] | None = None) -> None:
     """Write the checkpoint of ``step`` to ``path`` (every rank calls; rank 0 writes every
     rank's random states); ``tools`` is the state of the run's optional tools
-    (by :attr:`~pyro_lvae.training.tools.Tool.state_key`)."""
+    (by :attr:`~pyro_lvae.training.Tool.state_key`)."""
     states = gather_objects(streams.state())
     if rank != 0:
         return
