@@ -13,8 +13,9 @@ two terms; a learned sigma (Berger & Sebag) is the paper's.
 The update (their Algorithm 1): ``C_ma <- smoothing * C_ma + (1 - smoothing) * C_t`` (``C_ma``
 starts at the first step's ``C``), then ``lambda <- lambda * exp(rate * C_ma)``; beta is kept in
 ``[min_beta, max_beta]`` (and the multiplier with it, so it does not wind up). ``fit`` reads the
-losses every ``check_every`` steps: the multiplier takes every step's constraint, in order, at
-each check, and beta holds between checks (``check_every=1`` is the paper's per-step update).
+losses at every check (:class:`~pyro_lvae.training.Checks`): the multiplier takes every step's
+constraint, in order, at each check, and beta holds between checks (``Checks(every=1)`` is the
+paper's per-step update).
 Its state is a function of the run's history, so a resumed run continues exactly
 (:meth:`GECO.restore`).
 
@@ -76,8 +77,8 @@ class GECO(BetaSchedule):
     :param float min_beta: the smallest KL weight (the largest multiplier)
     :param float max_beta: the largest KL weight
     :param int patience: how many steps past the last one it was given (by :meth:`update`)
-        it gives a weight for; ``fit`` gives it the steps at every check, so this must be at
-        least its ``check_every`` (default 100)
+        it gives a weight for; ``fit`` gives it the steps at every check and raises it to the
+        checks' ``every`` where it is lower
 
     Example::
 
