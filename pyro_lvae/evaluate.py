@@ -18,7 +18,10 @@
   (the FID of Heusel et al. in whatever features are given).
 
 Every ELBO number comes from ``vae.model`` and ``vae.guide`` through Pyro's ``trace``/``replay``
-handlers, the log-density used in training (constants and ``log sigma`` included).
+handlers, the log-density used in training (constants and ``log sigma`` included). Every function
+needs an initialized VAE (:attr:`~pyro_lvae.VAE.initialized`; training, or
+``vae.initialize(x)`` with training data): held-out data never give a model its data start, and a
+VAE with one pending is refused with :class:`~pyro_lvae.errors.NotInitialized`.
 
 **The aggregated posterior.** Of ``N`` held-out points ``x_1..x_N``: the mixture
 ``q_N(z) = (1/N) sum_n q(z | x_n)``, evaluated exactly (every ``z`` against every point, in
