@@ -22,7 +22,14 @@ from .annealing import (
     weight_latents,
 )
 from .direct_elbo import DirectELBO
-from .errors import CheckpointError, ConfigError, DataError, LVAEError, TrainingDiverged
+from .errors import (
+    CheckpointError,
+    ConfigError,
+    DataError,
+    LVAEError,
+    NotInitialized,
+    TrainingDiverged,
+)
 from .geco import GECO
 from .nets import GaussianEncoder, ResidualMLP
 from .observations import (
@@ -69,6 +76,7 @@ __all__ = [
     "parse_schedule", "GECO", "fit", "fused_adam", "History", "GaussianEncoder", "ResidualMLP",
     "DirectELBO", "datasets", "evaluate", "objective", "theory",
     "LVAEError", "ConfigError", "DataError", "CheckpointError", "TrainingDiverged",
+    "NotInitialized",
 ]
 
 #: the former names, kept for one release (a ``DeprecationWarning`` names the new one)

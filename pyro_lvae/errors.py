@@ -18,6 +18,13 @@ class ConfigError(LVAEError, ValueError):
     """An argument or setting is invalid (a negative scale, an unknown variant, ...)."""
 
 
+class NotInitialized(ConfigError):
+    """A query on a VAE whose data-dependent state (a learned sigma's data start, a VampPrior's
+    pseudo-inputs, standardising layers) has not been measured yet: call
+    ``vae.initialize(x)`` with a batch of training data first (training does it at its first
+    batch)."""
+
+
 class DataError(LVAEError, ValueError):
     """Data have the wrong shape, type or values (NaN, Inf, empty, outside the support)."""
 

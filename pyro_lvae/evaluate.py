@@ -19,7 +19,10 @@
   (the FID of Heusel et al. in whatever features are given).
 
 Every ELBO number comes from ``vae.model`` and ``vae.guide`` through Pyro's ``trace``/``replay``
-handlers, the log-density used in training (constants and ``log sigma`` included).
+handlers, the log-density used in training (constants and ``log sigma`` included). Every function
+needs an initialized VAE (:attr:`~pyro_lvae.VAE.initialized`; training, or
+``vae.initialize(x)`` with training data): held-out data never give a model its data start, and a
+VAE with one pending is refused with :class:`~pyro_lvae.errors.NotInitialized`.
 
 **The aggregated posterior.** Of ``N`` held-out points ``x_1..x_N``: the mixture
 ``q_N(z) = (1/N) sum_n q(z | x_n)``, evaluated exactly (every ``z`` against every point, in
@@ -70,10 +73,13 @@ def _batches(x: torch.Tensor, batch_size: int):
         yield x[i: i + batch_size]
 
 
-def _prepare(vae: Any, x: torch.Tensor) -> torch.Tensor:
+def _prepare(vae: Any, x: torch.Tensor, query: str) -> torch.Tensor:
+    """``x`` on the VAE's device, checked; a VAE whose data-dependent state is pending is
+    refused (held-out data never give a model its start: call ``vae.initialize`` with
+    training data, as training does)."""
     x = x.to(vae.device)
     vae.model.check_data(x, finite=True)
-    vae.initialize(x)  # an untrained model takes its start from the first data
+    vae.check_initialized(f"evaluate.{query}")
     return x
 
 
@@ -87,7 +93,7 @@ def elbo_parts(
     """
     check_positive_int("num_particles", num_particles)
     check_positive_int("batch_size", batch_size)
-    x = _prepare(vae, x)
+    x = _prepare(vae, x, "elbo")
     rec = kl = 0.0
     with poutine.block():
         for _ in range(num_particles):
@@ -135,7 +141,7 @@ def iwae(
     for name, value in (("num_samples", num_samples), ("batch_size", batch_size),
                         ("chunk_size", chunk_size)):
         check_positive_int(name, value)
-    x = _prepare(vae, x)
+    x = _prepare(vae, x, "iwae")
     out = []
     with poutine.block():
         for xb in _batches(x, batch_size):
@@ -168,7 +174,7 @@ def active_units(
 ) -> tuple[int, torch.Tensor]:
     """``(count, variance per latent dimension)`` of the posterior mean over the data; a
     dimension is active when its variance exceeds ``threshold``."""
-    x = _prepare(vae, x)
+    x = _prepare(vae, x, "active_units")
     loc, _ = _posterior(vae, x, batch_size)
     var = loc.var(dim=0) if loc.shape[0] > 1 else torch.zeros(loc.shape[-1], device=loc.device)
     return int((var > threshold).sum()), var
@@ -184,7 +190,7 @@ def kl_per_dim(vae: Any, x: torch.Tensor, batch_size: int = 1000) -> torch.Tenso
     if marginals is None:
         raise ConfigError(f"the KL of a {type(vae.prior).__name__} does not split by latent "
                           f"dimension; use evaluate.latent_surgery for its parts")
-    x = _prepare(vae, x)
+    x = _prepare(vae, x, "kl_per_dim")
     loc, scale = _posterior(vae, x, batch_size)
     kl = torch.distributions.kl_divergence(torch.distributions.Normal(loc, scale), marginals)
     return kl.mean(dim=0)
@@ -253,7 +259,7 @@ def latent_surgery(vae: Any, x: torch.Tensor, draws: int = 1, batch_size: int = 
         nats per data point
     """
     check_positive_int("draws", draws)
-    x = _prepare(vae, x)
+    x = _prepare(vae, x, "latent_surgery")
     if x.shape[0] < 2:
         raise ConfigError("the aggregated posterior needs at least two held-out points")
     loc, scale = _posterior(vae, x, batch_size)
@@ -300,7 +306,7 @@ def prior_hole(vae: Any, x: torch.Tensor, quantile: float = 0.05,
     """
     if not 0 < float(quantile) < 1:
         raise ConfigError(f"Expected 0 < quantile < 1 but got {quantile!r}")
-    x = _prepare(vae, x)
+    x = _prepare(vae, x, "prior_hole")
     if x.shape[0] < 2:
         raise ConfigError("the aggregated posterior needs at least two held-out points")
     loc, scale = _posterior(vae, x, batch_size)
@@ -343,7 +349,7 @@ def scale_summary(
     the noise region of :func:`pyro_lvae.datasets.manifold2d`). With ``floor`` (a learned
     sigma's ``min_scale``), also ``share_at_floor``: the share of (point, dimension) sigmas
     below 1.1 times it. ``None`` for models without a scale."""
-    x = _prepare(vae, x)
+    x = _prepare(vae, x, "scale_summary")
     scales = []
     with poutine.block():
         for xb in _batches(x, batch_size):

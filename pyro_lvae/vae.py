@@ -13,14 +13,23 @@ any :class:`~pyro_lvae.priors.Prior`), the observed site is ``"x"`` (event dims 
 both inside the plate ``"data"``. Queries (:meth:`VAE.reconstruct`,
 :meth:`VAE.sample`) are built from poutine handlers, not from a parallel code path.
 
+What a VAE measures on data (a learned sigma's data start, a VampPrior's pseudo-inputs,
+standardising layers) is measured by :meth:`VAE.initialize`, which training makes on its first
+batch (in a plain ``SVI`` loop, the programs' first observed batch does); queries refuse to run
+before it (:class:`~pyro_lvae.errors.NotInitialized`).
+
 Example::
 
     >>> import torch, pyro, pyro_lvae as lv
     >>> vae = lv.mlp_vae(2, 1, lv.LearnedScalarScale(), hidden=16, blocks=1)
     >>> svi = pyro.infer.SVI(vae.model, vae.guide, pyro.optim.Adam({"lr": 1e-3}),
     ...                      pyro.infer.Trace_ELBO())
+    >>> vae.initialized   # sigma and the standardising layers start from the data
+    False
     >>> with lv.weight_latents(0.5):
-    ...     loss = svi.step(torch.randn(8, 2))
+    ...     loss = svi.step(torch.randn(8, 2))   # the first batch measures them
+    >>> vae.initialized
+    True
     >>> vae.sample(4).shape
     torch.Size([4, 2])
 """
@@ -45,7 +54,7 @@ from pyro.nn import PyroModule
 from pyro.poutine.runtime import am_i_wrapped
 from torch import nn
 
-from .errors import CheckpointError, ConfigError, DataError, check_positive_int
+from .errors import CheckpointError, ConfigError, DataError, NotInitialized, check_positive_int
 from .io import atomic_save, safe_load
 from .names import IndependentCopies, fresh_index, rename
 from .nets import (
@@ -143,6 +152,22 @@ def _flat_apply(net: Callable, inputs: torch.Tensor, event_dim: int):
     return out.reshape(batch + out.shape[1:])
 
 
+def _part_started(part: Any) -> bool:
+    """Whether a part of a VAE has nothing data-dependent pending: its ``initialized`` flag
+    (observation models), else its ``started`` flag (a VampPrior's pseudo-inputs, a
+    :class:`~pyro_lvae.nets.Standardize` layer); a part with neither measures nothing."""
+    flag = getattr(part, "initialized", None)
+    if flag is None:
+        flag = getattr(part, "started", True)
+    return bool(flag)
+
+
+def _pending_layers(net: nn.Module, where: str) -> list[str]:
+    """The :class:`~pyro_lvae.nets.Standardize` layers of ``net`` that have not measured."""
+    return [f"the Standardize layer {where}.{name}" for name, m in net.named_modules()
+            if isinstance(m, Standardize) and not m.started]
+
+
 class _DataChecks:
     """Data checks shared by the model and the guide."""
 
@@ -226,17 +251,29 @@ class Model(IndependentCopies, _DataChecks, PyroModule):
         self._remember_root()
 
     def initialize(self, x: torch.Tensor) -> None:
-        """Take what this program measures on data from the batch ``x``, once: the observation
-        model's data-scaled start, the prior's (a VampPrior's pseudo-inputs) and the decoder's
-        :class:`~pyro_lvae.nets.Standardize` layers. :meth:`forward` calls it at every observed
-        batch."""
+        """Measure on the batch ``x`` what this program takes from data, where pending: the
+        observation model's data-scaled start, the prior's (a VampPrior's pseudo-inputs) and
+        the decoder's :class:`~pyro_lvae.nets.Standardize` layers; what is measured (or given,
+        or loaded) is never measured again. :meth:`forward` calls it at every observed batch,
+        so that the first batch of a plain ``SVI`` loop makes the start (then it is a no-op);
+        :meth:`pyro_lvae.VAE.initialize` is the explicit call."""
+        if self._measured:
+            return
         self.observation.initialize(x)
         self.prior.initialize(x)
-        if not self._measured:
-            initialize_from_data(self.decoder, x)
-            self._measured = True
+        initialize_from_data(self.decoder, x)
+        self._measured = True
+
+    def pending(self) -> list[str]:
+        """The parts whose data-dependent state is not measured yet (empty once started)."""
+        out = [] if _part_started(self.observation) else [
+            f"the data start of {type(self.observation).__name__}"]
+        if not _part_started(self.prior):
+            out.append(f"the data start of {type(self.prior).__name__}")
+        return out + _pending_layers(self.decoder, "decoder")
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        self._measured = False  # what is pending is read again from the loaded parts
         # files saved before priors were modules hold the standard Normal's buffers as
         # prior_loc / prior_scale (torch loads a parent before its children)
         for old, new in _OLD_PRIOR_KEYS.items():
@@ -246,6 +283,18 @@ class Model(IndependentCopies, _DataChecks, PyroModule):
 
     def likelihood(self, z: torch.Tensor) -> dist.TorchDistribution:
         """``p(x | z)`` for a batch of latent codes ``z`` (any batch shape)."""
+        # .forward, not __call__: inside the model's trace the observation shares the model's
+        # Pyro context (its PyroParams are still pyro.param statements); outside, this skips
+        # activating that context (a param-store round trip per parameter read)
+        return self.observation.forward(self._decode(z), self.event_dim)
+
+    def spread(self, z: torch.Tensor) -> torch.Tensor:
+        """The standard deviation of ``p(x | z)`` per data dimension
+        (:meth:`~pyro_lvae.observations.Observation.spread`), ``z.shape[:-1] + data shape``."""
+        return self.observation.spread(self._decode(z), self.event_dim)
+
+    def _decode(self, z: torch.Tensor) -> torch.Tensor:
+        """The decoder's output for ``z``, checked against the observation model's shape."""
         out = _flat_apply(self.decoder, z, 1)
         if self.data_shape is not None:
             want = self.observation.output_shape(self.data_shape)
@@ -256,10 +305,7 @@ class Model(IndependentCopies, _DataChecks, PyroModule):
                     f"needs {want} for data of shape {self.data_shape} "
                     f"({self.observation.outputs_per_channel} output(s) per channel)"
                 )
-        # .forward, not __call__: inside the model's trace the observation shares the model's
-        # Pyro context (its PyroParams are still pyro.param statements); outside, this skips
-        # activating that context (a param-store round trip per parameter read)
-        return self.observation.forward(out, self.event_dim)
+        return out
 
     def forward(self, x: torch.Tensor | None = None, batch_size: int | None = None):
         if not self._store_checked and am_i_wrapped():
@@ -302,11 +348,21 @@ class Guide(IndependentCopies, _DataChecks, PyroModule):
         self._remember_root()
 
     def initialize(self, x: torch.Tensor) -> None:
-        """Measure the batch ``x`` in the encoder's :class:`~pyro_lvae.nets.Standardize` layers,
-        once; :meth:`forward` calls it at every batch."""
-        if not self._measured:
-            initialize_from_data(self.encoder, x)
-            self._measured = True
+        """Measure the batch ``x`` in the encoder's :class:`~pyro_lvae.nets.Standardize` layers
+        that have not measured; :meth:`forward` calls it at every batch (a no-op once
+        measured)."""
+        if self._measured:
+            return
+        initialize_from_data(self.encoder, x)
+        self._measured = True
+
+    def pending(self) -> list[str]:
+        """The encoder's layers whose data-dependent state is not measured yet."""
+        return _pending_layers(self.encoder, "encoder")
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        self._measured = False  # what is pending is read again from the loaded layers
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(loc, scale)`` of ``q(z | x)``."""
@@ -345,6 +401,22 @@ class VAE(nn.Module):
     :param Prior prior: p(z): :class:`~pyro_lvae.priors.StandardNormal` (default),
         :class:`~pyro_lvae.priors.MixturePrior`, :class:`~pyro_lvae.priors.VampPrior` (which
         uses this VAE's encoder), :class:`~pyro_lvae.priors.FlowPrior`
+
+    **Data-dependent state.** Some parts take their start from data: a learned sigma with
+    ``init_scale=None`` (half the data's spread), a VampPrior's pseudo-inputs, the
+    :class:`~pyro_lvae.nets.Standardize` layers of ``mlp_vae(..., standardize=True)``. They are
+    measured by one explicit call, :meth:`initialize` ``(x)`` with a batch of training data,
+    which :func:`pyro_lvae.fit`, ``pyro-lvae train`` and the Lightning module make on their
+    first batch. In a plain ``SVI`` loop the model's and the guide's first observed batch make
+    it (``svi.step(x)`` the first time), so such a loop needs no extra line. Nothing else
+    measures: a query (:meth:`reconstruct`, :meth:`sample`, :meth:`encode`, :meth:`sigma`,
+    :meth:`spread`, :meth:`kl_per_point`, :meth:`likelihood`, :mod:`pyro_lvae.evaluate`) on a
+    VAE with a start pending raises :class:`~pyro_lvae.errors.NotInitialized` instead of taking
+    the start from the data it is asked about. :attr:`initialized` says whether anything is
+    pending; a VAE with nothing data-dependent (a fixed sigma, ``standardize=False``, a
+    standard Normal prior) is initialized from the start, and one loaded from a file
+    (:func:`pyro_lvae.load`, :meth:`load_state`, a checkpoint) or copied (``copy.deepcopy``)
+    is initialized where the saved one was.
     """
 
     def __init__(
@@ -409,36 +481,108 @@ class VAE(nn.Module):
         return next(itertools.chain(self.parameters(), self.buffers())).dtype
 
     def initialize(self, x: torch.Tensor) -> None:
-        """Take what the model and the guide measure on data (a learned sigma's start,
-        :class:`~pyro_lvae.nets.Standardize` layers) from the batch ``x``, where not yet taken.
-        Training does it at the first batch; queries on an untrained VAE do it on their data."""
+        """Measure the VAE's data-dependent state on the batch ``x`` of training data, where
+        pending: a learned sigma's data start (half the spread of ``x``), a VampPrior's
+        pseudo-inputs (the first points of ``x``), the :class:`~pyro_lvae.nets.Standardize`
+        layers (the mean and standard deviation of each feature of ``x``). What is measured,
+        given or loaded is never measured again (a second call is a no-op). :func:`pyro_lvae.fit`,
+        ``pyro-lvae train`` and the Lightning module call it on their first batch, the model's
+        and the guide's programs on their first observed batch; queries never do.
+
+        :param torch.Tensor x: a batch of training data, ``(N, ...)`` (``N >= 2`` where a
+            spread is measured)
+        """
+        if self.model._measured and self.guide._measured:
+            return  # measured since built or loaded: a no-op
+        self.model.check_data(x, finite=True)
+        self.observation.check_support(x)
         self.model.initialize(x)
         self.guide.initialize(x)
+
+    @property
+    def initialized(self) -> bool:
+        """Whether nothing data-dependent is pending (see :meth:`initialize`): queries need it.
+        True from the start for a VAE that measures nothing on data, and for one loaded from a
+        file whose saved state was started."""
+        return not self.model.pending() and not self.guide.pending()
+
+    def check_initialized(self, query: str = "this query") -> None:
+        """Raise :class:`~pyro_lvae.errors.NotInitialized`, naming ``query`` and the pending
+        parts, unless :attr:`initialized`.
+
+        :param str query: what needs the state, for the message (e.g. ``"vae.sample"``)
+        """
+        pending = self.model.pending() + self.guide.pending()
+        if pending:
+            raise NotInitialized(
+                f"{query} needs the VAE's data-dependent state, which is not measured yet "
+                f"({', '.join(pending)}): call vae.initialize(x) with a batch of training data "
+                f"first (fit, pyro-lvae train and the Lightning module do it at their first "
+                f"batch, a plain SVI loop at its first step); a query never measures the data "
+                f"it is given"
+            )
 
     # ---- queries -------------------------------------------------------------------------------
     @torch.no_grad()
     def sigma(self, x: torch.Tensor | None = None) -> torch.Tensor:
-        """The observation model's sigma, for every variant.
+        """The scale parameter of the observation model: the Normal's sigma (F-, LS-, LV-VAE,
+        per-channel, scheduled and calibrated sigmas), which is its standard deviation.
 
         Without data: the sigma that does not depend on ``z`` (a scalar for F-, LS- and
         scheduled models, one per channel for a learned channel scale). With data ``x``: sigma
         at the reconstruction of each point (the posterior mean of ``z``), shape ``x.shape``;
         the only form for LV-VAE, whose decoder outputs sigma per dimension.
+
+        For other families it is the family's scale, not its standard deviation (a Student-t's
+        ``s``, a discretised model's continuous scale, a table's Normal columns), and families
+        without one (Bernoulli, low-rank) raise: read the standard deviation of any family
+        with :meth:`spread`.
         """
+        self.check_initialized("vae.sigma")
         obs = self.observation
         if x is None:
             shared = obs.shared_scale
             if shared is None:
                 raise ConfigError(
                     f"the sigma of {type(obs).__name__} depends on z (or it has none): pass "
-                    f"data, vae.sigma(x), to read it at the reconstructions of x"
+                    f"data, vae.sigma(x), to read it at the reconstructions of x (or "
+                    f"vae.spread(x) for the standard deviation of any observation model)"
                 )
             return shared.detach()
-        self.initialize(x)  # an untrained model takes its start from the first data
         scale = likelihood_scale(self.likelihood(self.encode(x)))
         if scale is None:
-            raise ConfigError(f"{type(obs).__name__} has no sigma (it is not a Normal model)")
+            raise ConfigError(f"{type(obs).__name__} has no sigma (it is not a Normal model); "
+                              f"vae.spread(x) gives its standard deviation per dimension")
         return scale.expand(x.shape).clone()
+
+    @torch.no_grad()
+    def spread(self, x: torch.Tensor | None = None) -> torch.Tensor:
+        """The standard deviation of ``p(x | z)`` per data dimension, for every observation
+        model (:meth:`~pyro_lvae.observations.Observation.spread`): a Normal's sigma, a
+        Student-t's ``s sqrt(df / (df - 2))`` (``inf`` for ``df <= 2``), the square root of a
+        low-rank model's covariance diagonal, the exact standard deviation of a discretised
+        model over the 256 levels, ``sqrt(p (1 - p))`` for a Bernoulli, per column for a table
+        (``nan`` for categorical columns, whose values are codes).
+
+        Without data: the spread that does not depend on ``z`` (the models whose sigma is
+        shared: fixed, learned scalar or per channel, scheduled, calibrated); with data ``x``:
+        the spread at the reconstruction of each point (the posterior mean of ``z``), shape
+        ``x.shape``.
+        """
+        self.check_initialized("vae.spread")
+        obs = self.observation
+        if x is None:
+            shared = obs.shared_scale
+            if shared is None:
+                raise ConfigError(
+                    f"the spread of {type(obs).__name__} depends on z: pass data, "
+                    f"vae.spread(x), to read it at the reconstructions of x"
+                )
+            return shared.detach().clone()
+        z = self.encode(x)
+        with poutine.block():
+            spread = self.model.spread(z)
+        return spread.expand(x.shape).clone()
 
     @torch.no_grad()
     def kl_per_point(self, x: torch.Tensor, num_samples: int = 64) -> float:
@@ -447,7 +591,7 @@ class VAE(nn.Module):
         prior), else the mean of ``log q(z|x) - log p(z)`` over ``num_samples`` draws per point
         (from a generator of its own, so the global random stream is untouched)."""
         self.guide.check_data(x)
-        self.initialize(x)
+        self.check_initialized("vae.kl_per_point")
         with poutine.block():
             loc, scale = self.guide.posterior(x)
             prior = self.model.prior()
@@ -483,7 +627,7 @@ class VAE(nn.Module):
         """Latent codes of ``x``: the posterior mean (``mode="mean"``) or a draw from ``q(z|x)``."""
         _check_mode(mode)
         self.guide.check_data(x)
-        self.initialize(x)
+        self.check_initialized("vae.encode")
         with poutine.block():
             if mode == "mean":
                 return self.guide.posterior(x)[0]
@@ -492,6 +636,7 @@ class VAE(nn.Module):
     @torch.no_grad()
     def likelihood(self, z: torch.Tensor) -> dist.TorchDistribution:
         """``p(x | z)``: the observation model's distribution at latent codes ``z``."""
+        self.check_initialized("vae.likelihood")
         with poutine.block():
             return self.model.likelihood(z)
 
@@ -504,7 +649,7 @@ class VAE(nn.Module):
         """
         _check_mode(mode)
         self.guide.check_data(x)
-        self.initialize(x)  # an untrained model takes its start from the first data
+        self.check_initialized("vae.reconstruct")
         self._warn_if_collapsed(x)
         with poutine.block():
             if mode == "mean":
@@ -522,6 +667,7 @@ class VAE(nn.Module):
         (``mode="mean"``) or a draw from it (``mode="sample"``)."""
         _check_mode(mode)
         check_positive_int("n", n)
+        self.check_initialized("vae.sample")
         with poutine.block():
             trace = poutine.trace(self.model).get_trace(batch_size=n)
         site = trace.nodes["x"]
@@ -716,7 +862,9 @@ _OLD_DEFAULTS: dict[str, dict[str, Any]] = {"mlp_vae": {"standardize": False}}
 
 def rebuild(vae: VAE, observation: Observation) -> VAE:
     """A freshly initialised VAE of the same architecture (and kind of prior) as ``vae`` with
-    another observation model (factory-built VAEs only)."""
+    another observation model (factory-built VAEs only). Like any new VAE, it measures its own
+    data-dependent state (:meth:`VAE.initialize`, or training's first batch) where it has
+    any; it does not take ``vae``'s."""
     if vae.config is None:
         raise ConfigError(
             "this VAE was assembled by hand, so its architecture cannot be rebuilt; build the "
@@ -729,7 +877,9 @@ def rebuild(vae: VAE, observation: Observation) -> VAE:
 
 def fixed_star(vae: VAE) -> VAE:
     """The F*-VAE of a trained LS-VAE: same architecture, fresh weights, sigma fixed at the
-    LS-VAE's final learned value (Berger & Sebag, Section 4.2)."""
+    LS-VAE's final learned value (Berger & Sebag, Section 4.2). A fixed sigma measures nothing;
+    with ``standardize=True`` its standardising layers are measured again on its own first
+    batch (see :func:`rebuild`)."""
     obs = vae.observation
     if not isinstance(obs, LearnedScalarScale):
         raise ConfigError(

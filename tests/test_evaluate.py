@@ -112,21 +112,25 @@ def test_kl_per_dim_is_the_analytic_value():
 def test_scale_summary_per_dimension_and_group():
     vae = lv.mlp_vae(2, 2, lv.LearnedVectorScale(), hidden=8, blocks=1)
     x = torch.randn(50, 2)
+    vae.initialize(x)
     groups = torch.arange(50) % 3
     s = evaluate.scale_summary(vae, x, groups)
     assert s["sigma_per_dim"].shape == (2,)
     assert set(s["sigma_per_group"]) == {0, 1, 2}
-    fixed = evaluate.scale_summary(lv.mlp_vae(2, 2, lv.FixedScale(0.3), hidden=8, blocks=1), x)
+    fixed_vae = lv.mlp_vae(2, 2, lv.FixedScale(0.3), hidden=8, blocks=1)
+    fixed_vae.initialize(x)
+    fixed = evaluate.scale_summary(fixed_vae, x)
     assert fixed["sigma"] == pytest.approx(0.3)
     assert "share_at_floor" not in fixed
-    fixed_vae = lv.mlp_vae(2, 2, lv.FixedScale(0.3), hidden=8, blocks=1)
     assert evaluate.scale_summary(fixed_vae, x, floor=0.28)["share_at_floor"] == 1.0
     assert evaluate.scale_summary(fixed_vae, x, floor=0.1)["share_at_floor"] == 0.0
 
 
 def test_summary_has_every_number():
     vae = lv.mlp_vae(2, 2, lv.LearnedScalarScale(), hidden=8, blocks=1)
-    s = evaluate.summary(vae, torch.randn(40, 2), iwae_samples=20)
+    x = torch.randn(40, 2)
+    vae.initialize(x)
+    s = evaluate.summary(vae, x, iwae_samples=20)
     for key in ("elbo", "reconstruction", "kl", "iwae", "active_units", "kl_per_dim", "sigma"):
         assert key in s
 

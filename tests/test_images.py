@@ -81,6 +81,7 @@ def test_bernoulli_refuses_grey_levels_in_fit():
 def test_conv_vae_shapes_save_load_and_bad_shapes(tmp_path):
     vae = lv.conv_vae((3, 16, 16), 8, lv.LearnedVectorScale(), width=4, convs=3, blocks=1)
     x = torch.rand(4, 3, 16, 16)
+    vae.initialize(x)
     assert vae.reconstruct(x).shape == x.shape and vae.sample(2, "sample").shape == (2, 3, 16, 16)
     vae.save(tmp_path / "c.pt")
     again = lv.load(tmp_path / "c.pt")

@@ -116,7 +116,7 @@ def test_diagnostics_run_for_every_prior_and_leave_the_random_stream_alone():
     for prior in (lv.StandardNormal(), lv.MixturePrior(3), lv.VampPrior(3),
                   lv.FlowPrior(layers=1, hidden=8)):
         vae = lv.mlp_vae(2, 2, lv.FixedScale(0.5), hidden=8, blocks=1, prior=prior)
-        vae.model.prior.initialize(x)
+        vae.initialize(x)
         state = torch.get_rng_state()
         d = evaluate.latent_diagnostics(vae, x)
         assert torch.equal(torch.get_rng_state(), state)

@@ -259,6 +259,7 @@ def _old_file(vae, path):
 
 def test_files_saved_before_priors_were_modules_still_load(tmp_path):
     vae = tiny(None)
+    vae.initialize(data(8))
     state = _old_file(vae, tmp_path / "old.pt")
     assert "model.prior_loc" in state
     loaded = lv.load(tmp_path / "old.pt")

@@ -262,6 +262,7 @@ def test_a_squashed_scale_half_is_reported():
 def test_vae_sigma_reads_every_variant(obs, shared):
     vae = tiny(obs)
     x = data(5)
+    vae.initialize(x)
     at_data = vae.sigma(x)
     assert at_data.shape == x.shape and bool((at_data > 0).all())
     if shared:
@@ -273,6 +274,7 @@ def test_vae_sigma_reads_every_variant(obs, shared):
 
 def test_vae_sigma_refuses_a_model_without_one():
     vae = lv.mlp_vae(2, 2, lv.BernoulliObservation(), hidden=8, blocks=1)
+    vae.initialize(torch.ones(3, 2))
     with pytest.raises(ConfigError, match="no sigma"):
         vae.sigma(torch.ones(3, 2))
 

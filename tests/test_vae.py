@@ -63,6 +63,7 @@ def test_encode_reconstruct_sample_modes():
     torch.manual_seed(0)
     vae = tiny(lv.FixedScale(0.5))
     x = torch.randn(10, 2)
+    vae.initialize(x)  # the standardising layers
     z_mean = vae.encode(x)
     assert torch.equal(z_mean, vae.encode(x))  # posterior mean: deterministic
     assert not torch.equal(vae.encode(x, mode="sample"), z_mean)
@@ -81,6 +82,7 @@ def test_encode_reconstruct_sample_modes():
 def test_save_load_round_trip_weights_only(tmp_path):
     vae = tiny(lv.LearnedVectorScale(min_scale=0.01))
     x = torch.randn(6, 2)
+    vae.initialize(x)
     with torch.no_grad():
         vae.model.decoder[0].out.bias.add_(0.3)
     path = tmp_path / "m.pt"
@@ -141,6 +143,7 @@ def test_fixed_star_builds_a_fresh_fixed_model_at_the_learned_sigma():
 def test_decoder_of_the_wrong_width_is_named():
     enc = lv.GaussianEncoder(torch.nn.Linear(2, 4), 2)
     vae = lv.VAE(enc, torch.nn.Linear(2, 2), 2, lv.LearnedVectorScale(), data_shape=2)
+    vae.initialize(torch.randn(4, 2))
     with pytest.raises(lv.ConfigError, match="2 output"):
         vae.sample(3)
 

@@ -16,7 +16,7 @@ from ..errors import ConfigError, check_positive
 from ..names import IndependentCopies
 from ..registry import Registry
 
-__all__ = ["Observation", "OBSERVATIONS"]
+__all__ = ["Observation", "OBSERVATIONS", "distribution_stddev"]
 
 #: every observation model by its command-line name (filled as the classes are defined; its
 #: display properties are :func:`pyro_lvae.observations.describe`'s)
@@ -35,6 +35,24 @@ def _init_and_floor(init_scale: Any, min_scale: Any) -> tuple[float, float]:
             f"min_scale={min_scale}"
         )
     return init_scale, min_scale
+
+
+def distribution_stddev(distribution: Any) -> torch.Tensor:
+    """The standard deviation of each element of ``distribution``'s value (batch and event
+    shape): its ``stddev``, read through ``Independent`` wrappers (which do not change it).
+
+    :raises ConfigError: for a distribution that has no ``stddev`` (torch's
+        ``NotImplementedError``)
+    """
+    base = distribution
+    while isinstance(base, dist.Independent):
+        base = base.base_dist
+    try:
+        std = base.stddev
+    except NotImplementedError:
+        raise ConfigError(f"{type(base).__name__} does not give its standard deviation; its "
+                          f"observation model must define spread()") from None
+    return std.expand(distribution.batch_shape + distribution.event_shape)
 
 
 class Observation(IndependentCopies, PyroModule):
@@ -133,15 +151,40 @@ class Observation(IndependentCopies, PyroModule):
 
     def initialize(self, x: torch.Tensor) -> None:
         """Take a data-dependent start from a batch of training data ``x`` if this model has
-        one pending (learned scales started from the data); otherwise do nothing.
-        :class:`~pyro_lvae.VAE`'s model calls it at every observed batch (it acts once)."""
+        one pending (learned scales started from the data); otherwise do nothing (a start
+        once taken, given or loaded is never taken again). :meth:`pyro_lvae.VAE.initialize`
+        calls it, and so does the VAE's model at its first observed batch; in your own Pyro
+        program call it yourself before training."""
+
+    @property
+    def initialized(self) -> bool:
+        """Whether nothing data-dependent is pending: ``False`` only for a learned scale that
+        starts from the data and has not taken its start yet (:meth:`initialize`)."""
+        return True
 
     @property
     def shared_scale(self) -> torch.Tensor | None:
         """sigma where it does not depend on ``z`` (a scalar, or one per channel); ``None`` for
         models whose sigma the decoder outputs or that have no sigma. Read any model's sigma
-        with :meth:`pyro_lvae.VAE.sigma`."""
+        with :meth:`pyro_lvae.VAE.sigma`, its standard deviation with
+        :meth:`pyro_lvae.VAE.spread`."""
         return None
+
+    def spread(self, output: torch.Tensor, event_dim: int) -> torch.Tensor:
+        """The standard deviation of ``p(x | z)`` per data dimension, given the decoder output
+        for ``z``: shape ``batch + data shape``.
+
+        By default the ``stddev`` of :meth:`forward`'s distribution (for a Normal, its sigma;
+        for a Bernoulli, ``sqrt(p (1 - p))``; for a continuous Bernoulli, its exact standard
+        deviation), through ``Independent`` wrappers. Families whose standard deviation is not
+        finite report ``inf`` (a Student-t with ``df <= 2``); where a dimension has no standard
+        deviation at all (a categorical column of a table, whose values are codes) it is
+        ``nan``. Each subclass documents what its spread is.
+
+        :param torch.Tensor output: decoder output, shape ``batch + (k * C,) + rest``
+        :param int event_dim: number of event dimensions of one data point
+        """
+        return distribution_stddev(self.forward(output, event_dim))
 
     def set_step(self, step: int) -> None:
         """Tell the observation model the current training step (used by schedules)."""

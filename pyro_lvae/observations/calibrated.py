@@ -54,6 +54,11 @@ class CalibratedNormal(TorchDistribution):
     def mean(self) -> torch.Tensor:
         return self.loc
 
+    @property
+    def variance(self) -> torch.Tensor:
+        """``sigma^2`` (the sigma in force) for every element."""
+        return self.scale.pow(2).expand(self.loc.shape)
+
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         if torch.is_grad_enabled():  # training: sigma is the RMSE of this batch
             sigma = self.owner.calibrate(value, self.loc)

@@ -122,5 +122,11 @@ class LowRankNormal(_DecoderScale):
                                              diag.reshape(batch + (size,)).pow(2))
         return mvn if event_dim == 1 else ReshapedEvent(mvn, tuple(event))
 
+    def spread(self, output: torch.Tensor, event_dim: int) -> torch.Tensor:
+        """The standard deviation of each dimension: the square root of the covariance's
+        diagonal, ``sqrt(sum_j W_ij^2 + d_i^2)`` (the marginal standard deviation; the
+        correlations the factor adds are not in it), shaped like the data."""
+        return super().spread(output, event_dim)
+
     def config(self) -> dict[str, Any]:
         return {**super().config(), "rank": self.rank}

@@ -126,6 +126,11 @@ class _LearnedStart:
         """Whether sigma has its start (given, measured, or loaded)."""
         return self.init_scale is not None
 
+    @property
+    def initialized(self) -> bool:
+        """Whether sigma has its start (:attr:`started`): nothing data-dependent is pending."""
+        return self.started
+
     def initialize(self, x: torch.Tensor) -> None:
         """Start sigma at :func:`initial_scale` ``(x)`` (half the spread of the batch ``x``) if
         no start was given; a no-op once started."""
@@ -150,9 +155,10 @@ class _LearnedStart:
         if not self.started:
             raise ConfigError(
                 f"{type(self).__name__}() starts sigma from the data, but it has not seen any: "
-                f"call .initialize(x) with a batch of training data before training (a "
-                f"pyro_lvae VAE does so at its first batch), or give init_scale "
-                f"(lv.initial_scale(x), or 1.0 for the paper's start)"
+                f"call .initialize(x) with a batch of training data before training "
+                f"(vae.initialize(x) for a pyro_lvae VAE, which fit and the model's first "
+                f"observed batch make), or give init_scale (lv.initial_scale(x), or 1.0 for "
+                f"the paper's start)"
             )
 
     def get_extra_state(self) -> torch.Tensor:

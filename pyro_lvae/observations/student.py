@@ -11,6 +11,7 @@ learned degrees of freedom, for data with outliers.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pyro.distributions as dist
@@ -33,7 +34,9 @@ class StudentTObservation(_DecoderScale):
     As ``df`` grows the model becomes LV-VAE's Normal; a small ``df`` gives outliers a
     log-density that falls like ``-(df + 1) log |x - mu|`` rather than ``-(x - mu)^2``, so they
     pull the mean and the scale far less. The scale is not the standard deviation: that is
-    ``s sqrt(df / (df - 2))`` (finite for ``df > 2``, which the default floor keeps).
+    ``s sqrt(df / (df - 2))`` (finite for ``df > 2``, which the default floor keeps), what
+    :meth:`spread` and :meth:`pyro_lvae.VAE.spread` report; :meth:`pyro_lvae.VAE.sigma`
+    reports the scale ``s``.
 
     :param float init_scale: the scale for a raw decoder output of 0; ``None`` (default): half
         the spread of the first batch of data
@@ -63,6 +66,16 @@ class StudentTObservation(_DecoderScale):
     def forward(self, output: torch.Tensor, event_dim: int) -> dist.TorchDistribution:
         loc, scale = self.loc_and_scale(output, event_dim)
         return dist.StudentT(self.df.to(output.dtype), loc, scale).to_event(event_dim)
+
+    def spread(self, output: torch.Tensor, event_dim: int) -> torch.Tensor:
+        """The standard deviation per dimension, ``s sqrt(df / (df - 2))`` for ``df > 2`` (the
+        default floor keeps it there), ``inf`` for ``df <= 2``, where the variance is not
+        finite (the scale ``s`` itself is what :meth:`pyro_lvae.VAE.sigma` reports)."""
+        _, scale = self.loc_and_scale(output, event_dim)
+        df = self.df.to(output.dtype)
+        ratio = torch.where(df > 2, df / (df - 2).clamp(min=torch.finfo(df.dtype).tiny),
+                            torch.full_like(df, math.inf))
+        return scale * ratio.sqrt()
 
     def config(self) -> dict[str, Any]:
         return {**super().config(), "init_df": self.init_df, "min_df": self.min_df}

@@ -287,6 +287,20 @@ class MixedObservation(Observation):
         cats = list(rest.split(lay["k"], dim=-1)) if lay["k"] else []
         return MixedColumns(lay, loc, scale, bin_logits, cats)
 
+    def spread(self, output: torch.Tensor, event_dim: int) -> torch.Tensor:
+        """The standard deviation per column: a continuous column's sigma; an integer
+        column's sigma of the Normal before its discretisation on the lattice; a binary
+        column's ``sqrt(p (1 - p))``; ``nan`` for a categorical column (its values are codes,
+        which have no standard deviation)."""
+        rows = self.forward(output, event_dim)
+        lay = self.layout
+        out = rows.loc.new_full(rows.batch_shape + (lay["n"],), float("nan"))
+        if lay["cont"]:
+            out[..., lay["cont"]] = rows.scale.expand(rows.loc.shape)
+        if lay["bin"]:
+            out[..., lay["bin"]] = dist.Bernoulli(logits=rows.bin_logits).stddev
+        return out
+
     def check_support(self, x: torch.Tensor) -> None:
         lay = self.layout
         for i, (step, low, _) in zip(lay["int"], lay["lattice"], strict=True):

@@ -46,11 +46,41 @@ from ..annealing import BetaSchedule, ConstantBeta, weight_latents
 from ..errors import ConfigError
 from ..objective import ELBOTerms, scale_stats
 from ..vae import VAE
-from .fit import _start_from_data
+from .distributed import gather_objects, rank_info
 from .schedules import make_scheduler
 from .step import PartsReader
 
-__all__ = ["PyroLVAEModule"]
+__all__ = ["PyroLVAEModule", "initialize_modules"]
+
+
+def initialize_modules(module: nn.Module, x: Any) -> list[str]:
+    """Give ``module`` its data start: call ``initialize(x)`` on ``module`` if it has that
+    method, else on the highest modules inside it that have one (a module with ``initialize``
+    answers for the modules inside it). Returns the names of the modules called (``""``: the
+    module itself).
+
+    This is the protocol by which :class:`PyroLVAEModule` starts a model/guide pair of your
+    own on its first batch: a pyro-lvae observation model or prior held anywhere in your
+    networks (``Observation.initialize``, ``Prior.initialize``), a
+    :class:`~pyro_lvae.nets.Standardize` layer, or a method ``initialize(x)`` of your model or
+    guide module that measures what it needs on a batch of training data.
+
+    :param nn.Module module: the model or the guide
+    :param x: the batch's first argument (the data)
+    """
+    called: list[str] = []
+
+    def visit(name: str, m: nn.Module) -> None:
+        init = getattr(m, "initialize", None)
+        if callable(init):
+            init(x)
+            called.append(name)
+            return
+        for child_name, child in m.named_children():
+            visit(f"{name}.{child_name}" if name else child_name, child)
+
+    visit("", module)
+    return called
 
 
 class PyroLVAEModule(pl.LightningModule):
@@ -69,8 +99,13 @@ class PyroLVAEModule(pl.LightningModule):
     :param int lr_warmup: steps of linear learning-rate warm-up
 
     A VAE takes its batches as ``x`` (or ``(x, y)``, ``y`` dropped); a model/guide pair gets
-    each batch as its arguments (a tuple is spread). A learned sigma that starts from the data
-    takes its start from the first batch (rank 0's, with several processes).
+    each batch as its arguments (a tuple is spread). What starts from data is measured on the
+    first batch (rank 0's, with several processes), before the first step: a VAE's
+    :meth:`~pyro_lvae.VAE.initialize`; for a model/guide pair, :func:`initialize_modules` on
+    the model and on the guide with the batch's first argument, which calls ``initialize(x)``
+    on each of them that has one, else on the highest modules inside them that have one (an
+    observation model with a learned sigma started from the data, a prior, a
+    :class:`~pyro_lvae.nets.Standardize` layer, or your own method).
     """
 
     def __init__(self, model: Any, guide: nn.Module | None = None, *, elbo: Any = None,
@@ -121,14 +156,28 @@ class PyroLVAEModule(pl.LightningModule):
         return self.parts.read(float(beta), args[0].device)._replace(loss=loss)
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        """Give a VAE's observation model its data start (checking the first batch) and the
-        step (scheduled sigmas)."""
-        if self.vae is None:
-            return
+        """On the first batch, measure what starts from data (see the class); at every
+        batch, give a VAE's observation model the step (scheduled sigmas)."""
         if not self._checked:
-            _start_from_data(self.vae, self._args(batch)[0], self.trainer.world_size)
+            self._initialize(self._args(batch)[0])
             self._checked = True
-        self.vae.observation.set_step(self.global_step)
+        if self.vae is not None:
+            self.vae.observation.set_step(self.global_step)
+
+    def _initialize(self, x: Any) -> None:
+        """The data start from the first batch ``x``; with several processes, every rank
+        takes rank 0's batch."""
+        if self.vae is not None:  # this rank's own batch is checked too
+            self.vae.model.check_data(x, finite=True)
+            self.vae.observation.check_support(x)
+        if self.trainer.world_size > 1 and isinstance(x, torch.Tensor):
+            rank, _ = rank_info()
+            x = gather_objects(x.cpu() if rank == 0 else None)[0].to(x.device)
+        if self.vae is not None:
+            self.vae.initialize(x)
+            return
+        for part in (self.pair["model"], self.pair["guide"]):
+            initialize_modules(part, x)
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         """One step's loss (summed over the batch, as :func:`pyro_lvae.fit` and ``SVI``
