@@ -22,7 +22,7 @@ from pyro_lvae.nets import Standardize
 from pyro_lvae.observations.calibrated import CalibratedNormal
 from pyro_lvae.observations.discrete import Discretized
 from pyro_lvae.observations.lowrank import ReshapedEvent
-from pyro_lvae.tabular.observation import MixedColumns
+from pyro_lvae.observations.table import MixedColumns
 from pyro_lvae.training.averaging import load_averaged
 from pyro_lvae.training.lightning import PyroLVAEModule, initialize_modules
 
