@@ -419,3 +419,33 @@ def test_every_tool_stays_identical_on_two_processes(tmp_path):
     assert ranks[0]["best"] == ranks[1]["best"]
     best = torch.load(tmp_path / "run" / BEST_NAME, weights_only=True)
     assert best["step"] == ranks[0]["best"] + 1  # steps done; the best names its row
+
+
+# ---- fit's earlier keyword arguments ----------------------------------------------------------
+def test_earlier_keyword_arguments_build_their_tools_with_a_warning_at_the_caller(tmp_path):
+    """The deprecated form trains exactly like the tools it names, and says so where it is
+    written."""
+    kwargs = {"steps": 20, "batch_size": 32, "seed": 5, "lr": 1e-2}
+    pyro.set_rng_seed(5)
+    with pytest.warns(DeprecationWarning, match="ClipGradNorm") as caught:
+        old = lv.fit(tiny(), lv.datasets.manifold2d, check_every=5, clip_grad_norm=1.0,
+                     average="ema:0.9", heldout=data(60, seed=7), eval_every=10, **kwargs)
+    assert caught[0].filename == __file__
+    pyro.set_rng_seed(5)
+    new = lv.fit(tiny(), lv.datasets.manifold2d, **kwargs,
+                 tools=[Checks(every=5), ClipGradNorm(1.0), AveragedWeights("ema:0.9"),
+                        HeldOutEvaluation(data(60, seed=7), every=10)])
+    assert np.array_equal(old["loss"], new["loss"])
+    assert np.array_equal(old["grad_norm"], new["grad_norm"])
+    assert old.best == new.best
+    with pytest.raises(TypeError, match="unexpected keyword argument 'clip'"):
+        lv.fit(tiny(), lv.datasets.manifold2d, steps=2, clip=1.0)
+
+
+def test_tools_are_refused_when_they_are_not_tools_or_given_twice():
+    with pytest.raises(lv.ConfigError, match="Callback"):
+        lv.fit(tiny(), data(), steps=2, tools=[lambda step, rows, vae: None])
+    with pytest.raises(lv.ConfigError, match="two tools of one kind"):
+        lv.fit(tiny(), data(), steps=2, tools=[ClipGradNorm(1.0), ClipGradNorm(2.0)])
+    with pytest.raises(lv.ConfigError, match="needs out="):
+        lv.fit(tiny(), data(), steps=2, tools=[Checkpoints(10)])

@@ -25,7 +25,6 @@ import logging
 import math
 import os
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -39,7 +38,7 @@ from ..direct_elbo import DirectELBO
 from ..errors import ConfigError, check_positive_int
 from ..objective import scale_stats
 from ..vae import COLLAPSE_NATS, VAE
-from .averaging import AveragedWeights, parse_average
+from .averaging import AveragedWeights
 from .batches import data_seed, make_batches
 from .checkpoint import (
     CHECKPOINT_NAME,
@@ -53,17 +52,14 @@ from .distributed import gather_objects, rank_info, rank_seed, reduce_rows
 from .guard import DivergenceGuard
 from .heldout import HeldOutEvaluation
 from .history import History, PendingRows
-from .schedules import LRSchedule
+from .shorthands import tools_from_shorthands
 from .step import build_step
 from .tools import (
-    Callback,
     Checkpoints,
     Checks,
-    ClipGradNorm,
     ProgressBar,
     Run,
     Tool,
-    Validation,
     check_tools,
 )
 
@@ -138,66 +134,11 @@ def _check_combination(optimizer: Any, elbo: Any, world: int) -> None:
                           "optimiser; other elbo= and pyro.optim optimisers are not supported")
 
 
-#: fit's keyword arguments before the training tools, and the tool each one builds
-_SHORTHANDS = {
-    "progress": "ProgressBar(progress)",
-    "check_every": "Checks(every=..., on_divergence=..., max_rollbacks=...)",
-    "on_divergence": "Checks(every=..., on_divergence=..., max_rollbacks=...)",
-    "max_rollbacks": "Checks(every=..., on_divergence=..., max_rollbacks=...)",
-    "checkpoint_every": "Checkpoints(every)",
-    "validate": "Validation()",
-    "callbacks": "Callback(f) for each function",
-    "clip_grad_norm": "ClipGradNorm(max_norm)",
-    "lr_schedule": "LRSchedule(schedule, warmup=...)",
-    "lr_warmup": "LRSchedule(schedule, warmup=...)",
-    "average": "AveragedWeights(average)",
-    "heldout": "HeldOutEvaluation(data, every=...)",
-    "eval_every": "HeldOutEvaluation(data, every=...)",
-}
-
-
-def _tools_from_shorthands(options: dict[str, Any]) -> list[Tool]:
-    """The tools that fit's earlier keyword arguments name (each a DeprecationWarning)."""
-    unknown = sorted(set(options) - set(_SHORTHANDS))
-    if unknown:
-        raise TypeError(f"fit() got an unexpected keyword argument {unknown[0]!r}")
-    if options:
-        replacements = ", ".join(dict.fromkeys(_SHORTHANDS[k] for k in sorted(options)))
-        warnings.warn(f"fit's keyword arguments {', '.join(sorted(options))} are deprecated: "
-                      f"pass training tools instead, tools=[{replacements}] "
-                      f"(pyro_lvae.training)", DeprecationWarning, stacklevel=4)
-    o = options
-    tools: list[Tool] = []
-    if {"check_every", "on_divergence", "max_rollbacks"} & set(o):
-        tools.append(Checks(o.get("check_every", 100), o.get("on_divergence", "stop"),
-                            o.get("max_rollbacks", 3)))
-    if o.get("progress") is not None:
-        tools.append(ProgressBar(o["progress"]))
-    if o.get("checkpoint_every") is not None:
-        tools.append(Checkpoints(o["checkpoint_every"]))
-    if o.get("validate"):
-        tools.append(Validation())
-    for f in o.get("callbacks") or ():
-        tools.append(f if isinstance(f, Tool) else Callback(f))
-    if o.get("clip_grad_norm") is not None:
-        tools.append(ClipGradNorm(o["clip_grad_norm"]))
-    if o.get("lr_schedule") is not None or o.get("lr_warmup"):
-        tools.append(LRSchedule(o.get("lr_schedule"), o.get("lr_warmup", 0)))
-    average = parse_average(o.get("average"))
-    if average is not None:
-        tools.append(AveragedWeights(average))
-    if o.get("heldout") is not None:
-        tools.append(HeldOutEvaluation(o["heldout"], o.get("eval_every")))
-    elif o.get("eval_every") is not None:
-        raise ConfigError("eval_every needs heldout= (the held-out set to evaluate)")
-    return tools
-
-
 def _run_tools(tools: Any, options: dict[str, Any], schedule: Any, out: Any) -> list[Tool]:
     """The run's tools: the given ones and the shorthands', with the defaults (a
     :class:`Checks`, a :class:`ProgressBar`) where none is given, and a tool that gives a
     weight following the run (GECO) its rows; in the order of their checks."""
-    tools = check_tools(check_tools(tools) + _tools_from_shorthands(options))
+    tools = check_tools(check_tools(tools) + tools_from_shorthands(options))
     if not any(isinstance(t, Checks) for t in tools):
         tools.append(Checks())
     if not any(isinstance(t, ProgressBar) for t in tools):

@@ -327,8 +327,8 @@ class ClipGradNorm(Tool):
 
 
 def check_tools(tools: Any) -> list[Tool]:
-    """The list of tools, checked: each a :class:`Tool`, at most one of each class that
-    keeps state or sets the run's cadence."""
+    """The list of tools, checked: each a :class:`Tool`, at most one of each class (and of
+    each checkpoint key), any number of :class:`Callback` s."""
     if isinstance(tools, Tool) or not isinstance(tools, (list, tuple)):
         raise ConfigError(f"Expected tools to be a list of training tools but got {tools!r}")
     for tool in tools:
@@ -337,10 +337,9 @@ def check_tools(tools: Any) -> list[Tool]:
                               f"{tool!r}; wrap a function f(step, rows, vae) in Callback(f)")
     seen: dict[Any, Tool] = {}
     for tool in tools:
-        key = tool.state_key or (type(tool) if isinstance(tool, (Checks, Checkpoints,
-                                                                 ProgressBar)) else None)
-        if key is None:
+        if isinstance(tool, Callback):  # any number of functions
             continue
+        key = tool.state_key or type(tool)
         if key in seen:
             raise ConfigError(f"two tools of one kind: {seen[key]!r} and {tool!r}; give one")
         seen[key] = tool
