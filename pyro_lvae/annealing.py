@@ -354,7 +354,8 @@ def parse_schedule(text: str) -> BetaSchedule:
     :data:`BETA_SCHEDULES`, read by :meth:`~pyro_lvae.registry.Registry.parse`).
 
     ``constant[:VALUE]``, ``linear:STEPS[:START[:END]]``, ``sigmoid:MIDPOINT[:WIDTH[:END]]``,
-    ``cyclical:PERIOD[:RAMP[:END]]``, ``geco:TARGET[:RATE[:SMOOTHING[:MIN_BETA[:MAX_BETA]]]]``
+    ``cyclical:PERIOD[:RAMP[:END]]``,
+    ``geco:TARGET[:RATE[:SMOOTHING[:MIN_BETA[:MAX_BETA[:PATIENCE]]]]]``
     (:class:`~pyro_lvae.GECO`); a bare number is a constant. Every schedule's :meth:`spec
     <BetaSchedule.spec>` parses back to it.
 

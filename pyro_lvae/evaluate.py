@@ -93,7 +93,7 @@ def elbo_parts(
     """
     check_positive_int("num_particles", num_particles)
     check_positive_int("batch_size", batch_size)
-    x = _prepare(vae, x, "elbo")
+    x = _prepare(vae, x, "elbo_parts")
     rec = kl = 0.0
     with poutine.block():
         for _ in range(num_particles):

@@ -66,8 +66,9 @@ class GECO(BetaSchedule):
     :func:`~pyro_lvae.fit` (``pyro-lvae train --geco TARGET``), which feeds it; in a loop of
     your own, call :meth:`update` with each step's reconstruction loss (forgetting it is an
     error, not a silent beta of 1: :meth:`__call__`). Its :meth:`spec` is
-    ``geco:TARGET:RATE:SMOOTHING:MIN_BETA:MAX_BETA``, which :func:`~pyro_lvae.parse_schedule`
-    reads back (a new multiplier: the state is the run's, see :meth:`restore`).
+    ``geco:TARGET:RATE:SMOOTHING:MIN_BETA:MAX_BETA:PATIENCE``, which
+    :func:`~pyro_lvae.parse_schedule` reads back (a new multiplier: the state is the run's,
+    see :meth:`restore`).
 
     :param float target: the reconstruction loss to reach, ``-log p(x|z)`` per data point in
         nats (with a learned sigma it can be negative)

@@ -80,7 +80,8 @@ def test_train_with_geco_records_it_and_resumes(tmp_path):
                  "--checkpoint-every", "2", "--hidden", "8", "--blocks", "1", "--quiet",
                  "--out", str(run)]) == 0
     config = json.loads((run / "config.json").read_text())
-    assert config["geco"] == "geco:-40:0.01:0.99:0.001:1000" and config["beta_schedule"] is None
+    assert config["geco"] == "geco:-40:0.01:0.99:0.001:1000:1000"
+    assert config["beta_schedule"] is None
     assert main(["train", "--resume", str(run), "--steps", "6", "--quiet"]) == 0
     assert len(History.from_csv(run / "history.csv")) == 6
 

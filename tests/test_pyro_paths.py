@@ -160,7 +160,7 @@ def test_a_discretised_distribution_refuses_values_off_its_grid(obs, validate):
     p = obs(torch.zeros(4, obs.outputs_per_channel * 6), event_dim=1)
     with pyro.validation_enabled(validate):
         assert torch.isfinite(p.log_prob(on_grid)).all()
-        with pytest.raises(DataError, match=r"off that grid.*lv\.datasets\.Scale"):
+        with pytest.raises(DataError, match=r"off that grid.*lv\.datasets\.UnitLevels"):
             p.log_prob(dequantised)  # was rounded to the nearest level, silently
         with pytest.raises(DataError, match="off that grid"):
             p.log_prob(on_grid + 0.3 / 255)
@@ -185,7 +185,7 @@ def test_a_discretised_likelihood_in_ones_own_model_refuses_dequantised_data():
     _, guide = programs(Decoder(None), encoder)
     for validate in (False, True):  # Pyro re-raises it as a ValueError naming the site
         with pyro.validation_enabled(validate), \
-                pytest.raises(ValueError, match=r"site 'x'(.|\n)*lv\.datasets\.Scale"):
+                pytest.raises(ValueError, match=r"site 'x'(.|\n)*lv\.datasets\.UnitLevels"):
             Trace_ELBO().loss(model, guide, x)
     on_grid = lv.datasets.UnitLevels()(pixels.to(torch.uint8))
     assert math.isfinite(Trace_ELBO().loss(model, guide, on_grid))

@@ -397,7 +397,7 @@ def test_every_registered_thing_builds_and_its_spec_or_config_round_trips(kind, 
 
 def test_geco_spec_parses_back_to_the_same_geco():
     geco = lv.GECO(1.0)
-    assert geco.spec() == "geco:1:0.01:0.99:0.001:1000"
+    assert geco.spec() == "geco:1:0.01:0.99:0.001:1000:1000"
     again = lv.parse_schedule(geco.spec())
     assert type(again) is lv.GECO and again.spec() == geco.spec()
     assert lv.parse_schedule("geco:1.0:0.01:0.99").spec() == geco.spec()  # the earlier form
