@@ -62,6 +62,18 @@ def test_a_trainer_trains_sigma_and_anneals_beta(tmp_path):
             float(r["reconstruction"]) + float(r["beta"]) * float(r["kl"]), rel=1e-4)
 
 
+def test_a_geco_weight_follows_each_steps_reconstruction_under_a_trainer(tmp_path):
+    """Lightning feeds GECO every step's reconstruction loss: beta moves off 1 by the
+    multiplier's own update, and no step goes past its patience."""
+    geco = lv.GECO(target=-5.0, rate=0.1, patience=2)  # an unreachable target: beta falls
+    module = PyroLVAEModule(tiny(), beta=geco, lr=1e-2)
+    trainer(tmp_path, 12, enable_checkpointing=False).fit(module, loader())
+    rows = metrics(tmp_path)
+    betas = [float(r["beta"]) for r in rows]
+    assert betas[0] == pytest.approx(1.0) and betas[-1] < betas[1] < 1.0
+    assert geco.steps == 12
+
+
 class _Weights(Callback):
     def on_train_start(self, trainer, module):
         self.state = {k: v.clone() for k, v in module.state_dict().items()}

@@ -90,7 +90,9 @@ class PyroLVAEModule(pl.LightningModule):
         ``PyroModule``) whose parameters are its own
     :param guide: the guide (an ``nn.Module``) of a model/guide pair; ``None`` for a VAE
     :param elbo: a Pyro ELBO instance (default ``Trace_ELBO()``)
-    :param beta: the KL weight: a number, a :class:`~pyro_lvae.annealing.BetaSchedule` or a
+    :param beta: the KL weight: a number, a :class:`~pyro_lvae.BetaSchedule` (a
+        :class:`~pyro_lvae.GECO` is fed each step's reconstruction loss, the mean over
+        processes) or a
         function of the global step
     :param float lr: the learning rate of the default Adam optimiser
     :param optimizer: ``None`` (Adam) or a function ``params -> torch optimiser``
@@ -192,6 +194,12 @@ class PyroLVAEModule(pl.LightningModule):
             logs["sigma"] = stats[0]
         self.log_dict(logs, on_step=True, on_epoch=False, prog_bar=True, batch_size=n,
                       sync_dist=self.trainer.world_size > 1)
+        update = getattr(self.beta, "update", None)  # a weight that follows the run (GECO)
+        if update is not None:
+            reconstruction = terms.reconstruction.detach() / n
+            if self.trainer.world_size > 1:  # every rank's GECO takes the same mean
+                reconstruction = self.trainer.strategy.reduce(reconstruction, reduce_op="mean")
+            update(reconstruction)
         return terms.loss
 
     def configure_optimizers(self) -> Any:
