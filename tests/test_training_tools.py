@@ -449,3 +449,18 @@ def test_tools_are_refused_when_they_are_not_tools_or_given_twice():
         lv.fit(tiny(), data(), steps=2, tools=[ClipGradNorm(1.0), ClipGradNorm(2.0)])
     with pytest.raises(lv.ConfigError, match="needs out="):
         lv.fit(tiny(), data(), steps=2, tools=[Checkpoints(10)])
+
+
+def test_a_tool_used_in_a_second_run_starts_afresh():
+    tools = [AveragedWeights("ema:0.9"), HeldOutEvaluation(data(60, seed=7), every=5),
+             LRSchedule("cosine")]
+    first = lv.fit(tiny(), data(), steps=10, batch_size=50, seed=0, tools=tools)
+    second_vae = tiny()
+    second = lv.fit(second_vae, data(), steps=10, batch_size=50, seed=0, tools=tools)
+    assert second.averaged is not first.averaged
+    moved = [not torch.equal(a, b) for a, b in zip(second.averaged.parameters(),
+                                                    first.averaged.parameters(), strict=True)]
+    assert all(moved)  # the second run averages its own model's weights
+    curve = second.heldout()
+    best = int(np.argmax(curve["heldout_elbo"]))  # its best is its own run's
+    assert second.best == {"step": curve["step"][best], "elbo": curve["heldout_elbo"][best]}

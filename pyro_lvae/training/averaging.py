@@ -210,6 +210,9 @@ class AveragedWeights(Tool):
         """The averaged model, once the run has started."""
         return None if self.averager is None else self.averager.averaged
 
+    def setup(self, run: Any) -> None:
+        self.averager, self._pending = None, None  # a tool used again starts afresh
+
     def on_train_start(self, run: Any) -> None:
         # after the model's data start, so the copy holds the same start
         if self.averager is None:

@@ -137,6 +137,7 @@ class HeldOutEvaluation(Tool):
         return self.evaluator.every
 
     def setup(self, run: Any) -> None:
+        self.evaluator.best_elbo, self.evaluator.best_step = -math.inf, -1  # afresh per run
         self.evaluator.every = self.every_given or 10 * run.check_every
         self.evaluator.attach(run.vae)
 

@@ -217,9 +217,7 @@ class LRSchedule(Tool):
         if checks is not None and checks.on_divergence == "rollback":
             raise ConfigError("on_divergence='rollback' halves the learning rate, which a "
                               "learning-rate schedule would overwrite: use one or the other")
-        if self.scheduler is None:
-            self.scheduler = make_scheduler(self.schedule, run.optimizer, run.steps,
-                                            self.warmup)
+        self.scheduler = make_scheduler(self.schedule, run.optimizer, run.steps, self.warmup)
 
     def on_step_end(self, run: Any, step: int) -> None:
         if self.scheduler is not None:
