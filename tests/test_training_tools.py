@@ -464,3 +464,30 @@ def test_a_tool_used_in_a_second_run_starts_afresh():
     curve = second.heldout()
     best = int(np.argmax(curve["heldout_elbo"]))  # its best is its own run's
     assert second.best == {"step": curve["step"][best], "elbo": curve["heldout_elbo"][best]}
+
+
+# ---- checkpoints of earlier versions --------------------------------------------------------
+DATA = os.path.join(os.path.dirname(__file__), "data")
+
+
+def test_a_checkpoint_written_before_the_tools_resumes_like_the_uninterrupted_run(tmp_path):
+    """tests/data holds step 20 of a 40-step run written by pyro-lvae 0.1.0 (fit's earlier
+    keyword arguments: check_every=5, checkpoint_every=10, clip_grad_norm=1.0, lr_schedule=
+    "cosine", lr_warmup=5, average="ema:0.95", heldout=..., eval_every=10), and the losses of
+    that run uninterrupted. Resumed with the same tools, the run ends where it did."""
+    import shutil
+
+    shutil.copy(os.path.join(DATA, "checkpoint-0.1.0-step20-of-40.pt"),
+                tmp_path / CHECKPOINT_NAME)
+    want = np.load(os.path.join(DATA, "checkpoint-0.1.0-losses-of-40.npy"))
+    val = lv.datasets.manifold2d(60, torch.Generator().manual_seed(7))
+    vae = lv.load(tmp_path / CHECKPOINT_NAME)
+    h = lv.fit(vae, lv.datasets.manifold2d, steps=40, batch_size=32, seed=5, lr=1e-2,
+               out=tmp_path, resume=True,
+               tools=[Checks(every=5), Checkpoints(10), ClipGradNorm(1.0),
+                      LRSchedule("cosine", warmup=5), AveragedWeights("ema:0.95"),
+                      HeldOutEvaluation(val, every=10)])
+    assert len(h) == 40
+    np.testing.assert_allclose(h["loss"], want, rtol=1e-5)
+    assert h.best["step"] in (9, 19, 29, 39)  # a held-out row (the file counted steps done)
+    assert h.averaged is not None
