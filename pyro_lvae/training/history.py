@@ -40,7 +40,7 @@ class History:
     OPTIONAL = ("heldout_elbo", "heldout_elbo_averaged", "grad_norm")
 
     def __init__(self) -> None:
-        #: the loss that trained the run: ``"direct (verified)"`` or ``"pyro <ELBO class>"``
+        #: the loss that trained the run: ``"DirectELBO"`` or ``"pyro <ELBO class>"``
         #: (set by :func:`~pyro_lvae.fit`; not saved with the history)
         self.objective: str | None = None
         #: the averaged model (a :class:`~pyro_lvae.VAE`) of a run with ``average=``, set by

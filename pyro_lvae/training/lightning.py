@@ -25,7 +25,7 @@ Example::
     pl.Trainer(max_steps=5000).fit(module, loader)
 
 ``fit`` and this module compute the same loss on the same batch and draws (tested); ``fit``
-keeps its own extras (the verified direct objective, exact resume of every random stream, the
+keeps its own extras (DirectELBO by default, exact resume of every random stream, the
 divergence guard, averaged weights), Lightning its own (its ``WeightAveraging`` and
 ``StochasticWeightAveraging`` callbacks, ``gradient_clip_val``, its schedulers).
 """
