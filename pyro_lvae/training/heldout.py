@@ -20,6 +20,7 @@ import torch
 from .. import evaluate
 from ..errors import ConfigError, DataError
 from ..vae import VAE
+from .averaging import AveragedWeights
 from .checkpoint import BEST_NAME
 from .distributed import gather_objects
 from .tools import Tool
@@ -149,8 +150,7 @@ class HeldOutEvaluation(Tool):
             return
         elbo = self.evaluator.evaluate(run.vae)
         run.history.record("heldout_elbo", elbo)
-        averaging = next((t for t in run.tools if getattr(t, "state_key", None) == "averaged"),
-                         None)
+        averaging = run.find(AveragedWeights)
         if averaging is not None and averaging.averaged is not None:
             run.history.record("heldout_elbo_averaged",
                                self.evaluator.evaluate(averaging.averaged))

@@ -35,7 +35,7 @@ from torch.optim import lr_scheduler
 
 from ..errors import ConfigError
 from ..registry import Registry
-from .tools import Tool
+from .tools import Checks, Tool
 
 __all__ = ["LR_SCHEDULES", "RateSchedule", "ConstantRate", "CosineDecay", "StepDecay",
            "make_scheduler", "check_schedule", "LRSchedule"]
@@ -213,7 +213,7 @@ class LRSchedule(Tool):
                 "lr_schedule and lr_warmup step a torch scheduler on fit's torch optimiser; "
                 "with SVI use a pyro.optim scheduler (pyro.optim.ExponentialLR, ...) stepped "
                 "by your own loop, or a torch optimiser")
-        checks = next((t for t in run.tools if getattr(t, "on_divergence", None)), None)
+        checks = run.find(Checks)
         if checks is not None and checks.on_divergence == "rollback":
             raise ConfigError("on_divergence='rollback' halves the learning rate, which a "
                               "learning-rate schedule would overwrite: use one or the other")

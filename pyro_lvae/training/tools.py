@@ -43,7 +43,6 @@ Example::
 
 from __future__ import annotations
 
-import logging
 import math
 import sys
 from collections.abc import Callable, Sequence
@@ -60,8 +59,6 @@ from ..errors import ConfigError, check_positive_int
 
 __all__ = ["Tool", "Run", "Checks", "Checkpoints", "ProgressBar", "Callback", "Validation",
            "ClipGradNorm"]
-
-logger = logging.getLogger(__name__)
 
 
 class Run:
