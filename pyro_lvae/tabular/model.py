@@ -78,9 +78,12 @@ class TabularModel:
         than the machine's memory (:mod:`pyro_lvae.limits`) is a
         :class:`~pyro_lvae.errors.ConfigError`, raised before anything is drawn."""
         check_positive_int("n", n)
-        widths = sum(m.out_features for m in self.vae.model.decoder.modules()
-                     if isinstance(m, torch.nn.Linear))
-        per_row = 4 * (self.vae.latent_dim + 2 * widths) + 32 * len(self.transformer.columns)
+        widths = [m.out_features for m in self.vae.model.decoder.modules()
+                  if isinstance(m, torch.nn.Linear)] or [0]
+        # a row's code, two layers of activations alive at once, the decoder's output, and the
+        # table's cells (float64 arrays and the DataFrame's values)
+        per_row = (4 * (self.vae.latent_dim + 2 * max(widths) + widths[-1])
+                   + 32 * len(self.transformer.columns))
         check_memory("n", n, n * per_row, "the rows, drawn at once (latent codes, the decoder's "
                      "activations and the table's cells)")
         if seed is not None:
