@@ -5,7 +5,9 @@ crash or a full disk never leaves a half-written file in place of a good one. A 
 replaces what is not a regular file: through a symbolic link it goes to the link's target (the
 link stays), to a device or a named pipe (``/dev/stdout``, ``/dev/null``, a FIFO) it is written
 straight through, and a folder is refused. Files are read with ``torch.load(weights_only=True)``:
-tensors, numbers, strings, lists and dicts only, never pickled code.
+tensors, numbers, strings, lists and dicts only, never pickled code. A file that holds other
+Python objects (classes, functions: what a pickle needs to run code) is refused as unsafe, with
+the names of the objects; one that is no torch file at all is named corrupt or truncated.
 """
 
 from __future__ import annotations
@@ -14,8 +16,11 @@ import csv
 import io
 import os
 import pickle
+import pickletools
+import re
 import stat
 import tempfile
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -140,24 +145,88 @@ def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 80) -> Path:
     return _atomic_write(path, lambda f: f.write(buffer.getvalue()))
 
 
+#: how torch's weights-only unpickler names an object it refuses
+_REFUSED_GLOBAL = re.compile(r"GLOBAL ([\w.]+) was not an allowed global")
+#: the most of a file that is read to find the objects a plain pickle names
+_SCAN_BYTES = 64 * 2**20
+
+
+def _pickled_objects(path: Path) -> list[str] | None:
+    """The classes and functions (``module.name``) that the pickle stream in ``path`` names, read
+    with :func:`pickletools.genops` (which runs nothing); ``None`` if the file is no pickle."""
+    with open(path, "rb") as f:
+        data = f.read(_SCAN_BYTES)
+    names: list[str] = []
+    strings: list[str] = []
+    try:
+        for op, arg, _ in pickletools.genops(data):
+            if op.name in ("GLOBAL", "INST"):
+                names.append(str(arg).replace(" ", "."))
+            elif op.name == "STACK_GLOBAL":
+                names.append(".".join(strings[-2:]) if len(strings) >= 2 else "an object")
+            elif op.name in ("EXT1", "EXT2", "EXT4"):
+                names.append(f"extension {arg}")
+            elif isinstance(arg, str):
+                strings.append(arg)
+            if op.name == "STOP":
+                break
+    except Exception:  # noqa: BLE001 - any parse failure: not a (complete) pickle
+        return names or None
+    return names
+
+
+def _torch_reason(error: Exception) -> str:
+    """The line of a weights-only unpickling error that says what was refused."""
+    lines = [line.strip() for line in str(error).splitlines()]
+    for i, line in enumerate(lines):
+        if "WeightsUnpickler error:" in line:
+            rest = line.split("WeightsUnpickler error:", 1)[1].strip()
+            return rest or (lines[i + 1] if i + 1 < len(lines) else "")
+    return lines[0] if lines else type(error).__name__
+
+
 def safe_load(path: str | os.PathLike, map_location: Any = None) -> Any:
     """``torch.load(path, weights_only=True)`` with clear errors for missing, corrupt and unsafe
-    files."""
+    files: a :class:`~pyro_lvae.errors.CheckpointError` that names the file and says whether it
+    is missing, a folder, unreadable, corrupt or truncated, or unsafe (it holds Python objects
+    that weights-only loading refuses, named in the message)."""
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"no such file: {path}")
     if path.is_dir():
         raise CheckpointError(f"{path} is a folder; give the path of a .pt file inside it")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # a plain pickle is refused below, with its reason
+            warnings.filterwarnings("ignore", message="Detected pickle protocol",
+                                    category=UserWarning)
+            return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        if not zipfile.is_zipfile(path):  # torch.save has written zip files since torch 1.6
+        names = list(dict.fromkeys(_REFUSED_GLOBAL.findall(str(e))))
+        zipped = zipfile.is_zipfile(path)  # torch.save has written zip files since torch 1.6
+        if not names and not zipped:  # a plain pickle (torch cannot read one) or no pickle
+            names = _pickled_objects(path)
+            if names is None:
+                raise CheckpointError(
+                    f"cannot read {path}: the file is corrupt or truncated (not a torch file)"
+                ) from None
+            if not names:
+                raise CheckpointError(
+                    f"cannot read {path}: it is a plain Python pickle, not a file written by "
+                    f"torch.save (pyro-lvae reads only those)"
+                ) from None
+        if names:
+            shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3
+                                            else "")
             raise CheckpointError(
-                f"cannot read {path}: the file is corrupt or truncated (not a torch file)"
+                f"refusing to load {path}: it holds Python objects ({shown}) that weights-only "
+                f"loading refuses, since unpickling them could run pickled code; pyro-lvae "
+                f"files hold tensors and plain data only, so this one was written by something "
+                f"else or altered"
             ) from None
         raise CheckpointError(
-            f"refusing to load {path}: it holds objects other than tensors and plain data, and "
-            f"loading it would run pickled code (weights-only loading: {str(e).splitlines()[0]})"
+            f"refusing to load {path}: it holds pickled data that weights-only loading "
+            f"refuses ({_torch_reason(e)}), possibly code; pyro-lvae files hold tensors and "
+            f"plain data only"
         ) from None
     except PermissionError:
         raise CheckpointError(f"cannot read {path}: permission denied") from None

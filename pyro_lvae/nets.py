@@ -6,10 +6,15 @@ The paper's networks for the artificial problem are residual MLPs with 4 blocks 
 outputs into a conditional diagonal Normal ``q(z | x)``, floored so that its scale never
 reaches zero. :class:`Standardize` puts a network's inputs (or outputs) in the data's units,
 measured on the first batch, so that the same networks train alike on data of any scale.
+
+The constructors check their sizes before allocating: a network whose parameters would not fit
+in the machine's memory (:mod:`pyro_lvae.limits`) is a :class:`~pyro_lvae.errors.ConfigError`
+naming the size.
 """
 
 from __future__ import annotations
 
+from numbers import Integral
 from typing import Any
 
 import torch
@@ -17,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import ConfigError, DataError
+from .limits import check_parameters
 
 __all__ = ["Standardize", "initialize_from_data", "ResidualBlock", "ResidualMLP",
            "GaussianEncoder", "ConvResidualBlock", "ConvEncoder", "ConvDecoder", "ACTIVATIONS"]
@@ -165,6 +171,12 @@ class ResidualMLP(nn.Module):
                 raise ValueError(f"Expected {name} >= 1 but got {value}")
         if int(blocks) != blocks or blocks < 0:
             raise ValueError(f"Expected blocks >= 0 but got {blocks}")
+        block = 2 * hidden * (hidden + 1)
+        count = hidden * (in_features + 1) + blocks * block + out_features * (hidden + 1)
+        check_parameters("hidden", hidden, hidden * (in_features + out_features) + block,
+                         f"a residual MLP {in_features} -> {out_features}")
+        check_parameters("blocks", blocks, count, f"{blocks} residual blocks of width {hidden}",
+                         modules=blocks)
         self.inp = nn.Linear(in_features, hidden)
         self.blocks = nn.Sequential(*(ResidualBlock(hidden, activation) for _ in range(blocks)))
         self.act = _activation(activation)
@@ -202,11 +214,15 @@ class GaussianEncoder(nn.Module):
 
 
 def _check_image_shape(image_shape: tuple[int, ...], convs: int) -> tuple[int, int, int]:
-    if len(image_shape) != 3 or min(image_shape) < 1:
+    if (len(image_shape) != 3 or not all(isinstance(s, Integral) and not isinstance(s, bool)
+                                         for s in image_shape) or min(image_shape) < 1):
         raise ValueError(f"Expected image_shape (channels, height, width) but got {image_shape}")
-    if convs < 1:
+    if not isinstance(convs, Integral) or convs < 1:
         raise ValueError(f"Expected convs >= 1 but got {convs}")
-    c, h, w = image_shape
+    c, h, w = (int(s) for s in image_shape)
+    if convs > max(h, w).bit_length():
+        raise ValueError(f"Expected at most {max(h, w).bit_length()} convolutions for "
+                         f"{h}x{w} images (each further one halves them) but got convs={convs}")
     factor = 2 ** (convs - 1)
     if h % factor or w % factor:
         raise ValueError(
@@ -214,6 +230,27 @@ def _check_image_shape(image_shape: tuple[int, ...], convs: int) -> tuple[int, i
             f"use fewer convolutions or pad the images"
         )
     return c, h, w
+
+
+def _check_conv_size(image_shape: tuple[int, int, int], ends: int, width: int, convs: int,
+                     blocks: int) -> None:
+    """Refuse a convolutional network whose parameters would not fit in memory: ``ends`` is the
+    size of its linear end (the encoder's outputs, the decoder's latent size)."""
+    c, h, w = image_shape
+    if not isinstance(width, Integral) or width < 1:
+        raise ValueError(f"Expected width >= 1 but got {width}")
+    if not isinstance(blocks, Integral) or blocks < 0:
+        raise ValueError(f"Expected blocks >= 0 but got {blocks}")
+    width, convs = int(width), int(convs)
+    factor = 2 ** (convs - 1)
+    ch = width * factor  # the channels of the smallest feature map
+    convolutions = 9 * c * width + sum(16 * 2 * (width << i) ** 2 for i in range(convs - 1))
+    linear = ch * (h // factor) * (w // factor) * (ends + 1)
+    block = 2 * (9 * ch * ch + ch)
+    check_parameters("width", width, convolutions + linear + block,
+                     f"a convolutional network for {c}x{h}x{w} images")
+    check_parameters("blocks", blocks, convolutions + linear + blocks * block,
+                     f"{blocks} residual blocks of {ch} channels", modules=blocks)
 
 
 class ConvResidualBlock(nn.Module):
@@ -247,6 +284,7 @@ class ConvEncoder(nn.Module):
                  convs: int = 3, blocks: int = 4, activation: str = "silu") -> None:
         super().__init__()
         c, h, w = _check_image_shape(tuple(image_shape), convs)
+        _check_conv_size((c, h, w), out_features, width, convs, blocks)
         layers: list[nn.Module] = [nn.Conv2d(c, width, 3, padding=1)]
         ch = width
         for _ in range(convs - 1):
@@ -278,6 +316,7 @@ class ConvDecoder(nn.Module):
                  activation: str = "silu") -> None:
         super().__init__()
         _, h, w = _check_image_shape(tuple(image_shape), convs)
+        _check_conv_size((out_channels, h, w), latent_dim, width, convs, blocks)
         factor = 2 ** (convs - 1)
         ch = width * factor
         self.shape = (ch, h // factor, w // factor)

@@ -43,6 +43,7 @@ and otherwise falls back, site by site, to the one-draw estimate ``log q(z|x) - 
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -55,6 +56,7 @@ from pyro.poutine.runtime import am_i_wrapped
 from torch import nn
 
 from .errors import ConfigError, check_positive, check_positive_int
+from .limits import check_parameters
 from .names import IndependentCopies, registered_by_pyro_module
 from .registry import Registry
 
@@ -202,7 +204,9 @@ class MixturePrior(Prior):
     means (drawn from ``N(0, I)`` when the VAE is built) and scales (start 1, floored at
     ``min_scale``) are all learned with the networks.
 
-    :param int components: C, the number of Gaussians
+    :param int components: C, the number of Gaussians; its ``C (1 + 2 K)`` parameters must fit
+        in the machine's memory (:mod:`pyro_lvae.limits`), else a
+        :class:`~pyro_lvae.errors.ConfigError`
     :param float min_scale: floor on the components' scales (a component shrinking onto one
         posterior makes the density unbounded)
 
@@ -219,10 +223,14 @@ class MixturePrior(Prior):
     def __init__(self, components: int = 10, min_scale: float = 1e-3) -> None:
         super().__init__()
         self.components = check_positive_int("components", components)
+        # weights, means and scales: at least 3 C parameters whatever the latent size
+        check_parameters("components", components, 3 * components, "the mixture's parameters")
         self.min_scale = check_positive("min_scale", min_scale)
 
     def _build(self, latent_dim: int, data_shape: tuple[int, ...] | None) -> None:
         c = self.components
+        check_parameters("components", c, c * (1 + 2 * latent_dim),
+                         f"the mixture's parameters at latent_dim={latent_dim}")
         self.weights = PyroParam(torch.full((c,), 1.0 / c), constraints.simplex)
         self.locs = nn.Parameter(torch.randn(c, latent_dim))
         self.scales = PyroParam(torch.ones(c, latent_dim),
@@ -262,7 +270,9 @@ class VampPrior(Prior):
     The encoder is registered by your guide (``pyro.module`` or a ``PyroModule``), so it
     trains once per step with the gradients of both terms, as in the VAE.
 
-    :param int components: C, the number of pseudo-inputs (the paper uses 500 on MNIST)
+    :param int components: C, the number of pseudo-inputs (the paper uses 500 on MNIST); C
+        data points must fit in the machine's memory (:mod:`pyro_lvae.limits`), else a
+        :class:`~pyro_lvae.errors.ConfigError`
     :param encoder: the network of ``q(z | x)`` for a program of your own (``None``: the VAE
         connects its guide)
 
@@ -276,6 +286,7 @@ class VampPrior(Prior):
     def __init__(self, components: int = 50, encoder: Callable[..., Any] | None = None) -> None:
         super().__init__()
         self.components = check_positive_int("components", components)
+        check_parameters("components", components, components, "the pseudo-inputs")
         # a list, so that nn.Module does not adopt the guide (or the encoder)
         self._guide: list[Any] = []
         self.started = False
@@ -289,6 +300,9 @@ class VampPrior(Prior):
                               "or, in your own program, call "
                               "prior.setup(latent_dim, data_shape=x.shape[1:])")
         data_shape = tuple(int(s) for s in data_shape)
+        check_parameters("components", self.components,
+                         self.components * math.prod(data_shape),
+                         f"the pseudo-inputs (data points of shape {data_shape})")
         self.pseudo_inputs = nn.Parameter(0.01 * torch.randn((self.components,) + data_shape))
 
     def connect(self, guide: Any) -> None:
@@ -385,6 +399,16 @@ def _spline(latent_dim: int, hidden: int, bins: int) -> nn.Module:
     return T.spline(latent_dim, count_bins=bins)
 
 
+def _flow_layer_size(transform: str, latent_dim: int, hidden: int, bins: int) -> int:
+    """A lower bound on the parameters and masks of one flow layer (Pyro's networks)."""
+    k = latent_dim
+    if transform == "affine-autoregressive":  # weights and masks of K->H->H->2K
+        return 2 * (hidden * hidden + 3 * k * hidden)
+    if transform == "spline-coupling":  # a dense K/2->H->H->(K/2)(4 bins - 1) network
+        return hidden * hidden + hidden * (k // 2) + hidden * (k - k // 2) * (4 * bins - 1)
+    return k * (4 * bins - 1)  # element-wise splines
+
+
 #: the transforms a :class:`FlowPrior` stacks, by name: ``(make, direction)``. ``"sample"``:
 #: the layer maps base draws to ``z`` (its inverse, used by the density, is as cheap);
 #: ``"density"``: the layer maps ``z`` to the base (a masked autoregressive flow: the density
@@ -411,8 +435,12 @@ class FlowPrior(Prior):
 
     :param str transform: one of :data:`FLOW_TRANSFORMS`
     :param int layers: the number of learned layers
-    :param int hidden: units of the two hidden layers of each layer's network
+    :param int hidden: units of the two hidden layers of each layer's network (at least
+        ``latent_dim`` for ``"affine-autoregressive"``)
     :param int bins: spline bins (spline transforms)
+
+    The layers' parameters must fit in the machine's memory (:mod:`pyro_lvae.limits`), else a
+    :class:`~pyro_lvae.errors.ConfigError` names ``layers``, ``hidden`` or ``bins``.
 
     Example::
 
@@ -434,9 +462,27 @@ class FlowPrior(Prior):
         self.layers = check_positive_int("layers", layers)
         self.hidden = check_positive_int("hidden", hidden)
         self.bins = check_positive_int("bins", bins)
+        self._check_size(1)  # the smallest latent size: what any use of the prior needs
+
+    def _check_size(self, latent_dim: int) -> None:
+        """Refuse sizes whose parameters would not fit in the machine's memory."""
+        per_layer = _flow_layer_size(self.transform, latent_dim, self.hidden, self.bins)
+        where = f"{self.transform} layers at latent_dim={latent_dim}"
+        if self.transform != "spline":  # element-wise splines have no hidden units
+            own = _flow_layer_size(self.transform, latent_dim, self.hidden, 1)
+            check_parameters("hidden", self.hidden, own, f"one of the {where}")
+        if self.transform != "affine-autoregressive":  # the others have bins
+            check_parameters("bins", self.bins, per_layer, f"one of the {where}")
+        check_parameters("layers", self.layers, self.layers * per_layer,
+                         f"{self.layers} {where}", modules=self.layers)
 
     def _build(self, latent_dim: int, data_shape: tuple[int, ...] | None) -> None:
         make, _ = FLOW_TRANSFORMS[self.transform]
+        if self.transform == "affine-autoregressive" and self.hidden < latent_dim:
+            raise ConfigError(f"an affine-autoregressive flow needs hidden >= latent_dim (its "
+                              f"masks give each unit one of the latent coordinates), but got "
+                              f"hidden={self.hidden} for latent_dim={latent_dim}")
+        self._check_size(latent_dim)
         self.register_buffer("loc", torch.zeros(latent_dim))
         self.register_buffer("scale", torch.ones(latent_dim))
         self.flows = nn.ModuleList(make(latent_dim, self.hidden, self.bins)

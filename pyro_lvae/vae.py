@@ -56,6 +56,7 @@ from torch import nn
 
 from .errors import CheckpointError, ConfigError, DataError, NotInitialized, check_positive_int
 from .io import atomic_save, safe_load
+from .limits import BudgetExceeded, ElementBudget
 from .names import IndependentCopies, fresh_index, rename
 from .nets import (
     ConvDecoder,
@@ -82,6 +83,20 @@ _FORMAT = "pyro-lvae-model"
 _CHECKPOINT_FORMAT = "pyro-lvae-checkpoint"
 
 
+#: configuration fields that size tensors: each is at most the number of weights in the file
+_SIZE_FIELDS = frozenset({"data_dim", "latent_dim", "hidden", "blocks", "width", "convs",
+                          "image_shape", "channels", "rank", "components", "length", "layers"})
+#: fields that count layers or blocks: each is at most the number of tensors in the file
+_COUNT_FIELDS = frozenset({"blocks", "convs", "layers"})
+#: a VAE rebuilt from a file may create this many times the tensor elements the file holds ...
+_BUILD_FACTOR = 4
+#: ... plus these (the small parts built before any weight is read)
+_BUILD_SLACK = 2**20
+#: what building a VAE from a malformed configuration can raise
+_BUILD_ERRORS = (ValueError, TypeError, KeyError, AttributeError, IndexError, RuntimeError,
+                 OverflowError, RecursionError, MemoryError)
+
+
 def _model_blob(blob: Any, source: str) -> dict[str, Any]:
     """The model part of a saved model or of a training checkpoint."""
     if isinstance(blob, dict) and blob.get("format") == _CHECKPOINT_FORMAT:
@@ -89,6 +104,146 @@ def _model_blob(blob: Any, source: str) -> dict[str, Any]:
     if not isinstance(blob, dict) or blob.get("format") != _FORMAT:
         raise CheckpointError(f"{source} is not a pyro-lvae model or checkpoint")
     return blob
+
+
+def _a(value: Any) -> str:
+    """``"a list"``, ``"an int"``: the type of ``value`` with its article."""
+    name = type(value).__name__
+    return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
+
+
+def _corrupt(source: str, problem: str) -> CheckpointError:
+    return CheckpointError(f"{source}: {problem}; the file is corrupt, was edited or was not "
+                           f"written by pyro-lvae")
+
+
+def _read_config(blob: dict[str, Any], source: str) -> dict[str, Any]:
+    """The configuration of a saved model, checked for the structure :meth:`VAE.to_file_dict`
+    writes (a JSON object with a known ``builder``, ``args``, ``observation`` and ``prior``)."""
+    text = blob.get("config")
+    if text is None:
+        raise CheckpointError(
+            f"{source} was saved from a hand-assembled VAE; build the same VAE and call "
+            f"vae.load_state({source!r})"
+        )
+    if not isinstance(text, str):
+        raise _corrupt(source, f"its configuration is {_a(text)}, not JSON text")
+    try:
+        config = json.loads(text)
+    except (ValueError, RecursionError) as e:  # JSONDecodeError is a ValueError
+        raise _corrupt(source, f"its configuration is not valid JSON ({e})") from None
+    if not isinstance(config, dict):
+        raise _corrupt(source, f"its configuration is a JSON {type(config).__name__}, not an "
+                               f"object")
+    builder = config.get("builder")
+    if not isinstance(builder, str) or builder not in BUILDERS:
+        raise _corrupt(source, f"unknown model builder {builder!r} in its configuration "
+                               f"(expected one of {', '.join(BUILDERS)})")
+    for key, optional in (("args", False), ("observation", False), ("prior", True)):
+        value = config.get(key)
+        if value is None and optional:
+            continue
+        if not isinstance(value, dict):
+            what = "missing" if key not in config else _a(value)
+            raise _corrupt(source, f"the configuration's {key!r} is {what}, not an object")
+        if key != "args" and not isinstance(value.get("kind"), str):
+            raise _corrupt(source, f"the configuration's {key!r} has no kind (got "
+                                   f"{value.get('kind')!r})")
+    return config
+
+
+def _check_state(state: Any, source: str) -> int:
+    """Check the weights of a file before anything is built from them: a dictionary of tensors,
+    each backed by its own storage, free of NaN and Inf (extra states, which are flags, aside).
+    Returns the number of tensor elements the file holds (its storages, each counted once)."""
+    if not isinstance(state, dict):
+        what = "missing" if state is None else _a(state)
+        raise _corrupt(source, f"its state_dict is {what}, not a dictionary of tensors")
+    stored: dict[int, int] = {}
+    for key, tensor in state.items():
+        if not isinstance(key, str) or not isinstance(tensor, torch.Tensor):
+            raise _corrupt(source, f"its state_dict entry {key!r} is {_a(tensor)}, not a "
+                                   f"tensor")
+        storage = tensor.untyped_storage()
+        if tensor.numel() * tensor.element_size() > storage.nbytes():
+            raise _corrupt(source, f"the tensor {key} of shape {tuple(tensor.shape)} repeats "
+                                   f"the {storage.nbytes()} bytes of its storage (an expanded "
+                                   f"tensor, which pyro-lvae never saves)")
+        stored[storage.data_ptr()] = max(stored.get(storage.data_ptr(), 0),
+                                         storage.nbytes() // max(tensor.element_size(), 1))
+    for key, tensor in state.items():
+        if key.endswith("_extra_state") or not (tensor.is_floating_point()
+                                                 or tensor.is_complex()):
+            continue
+        bad = int((~torch.isfinite(tensor)).sum())
+        if bad:
+            raise CheckpointError(
+                f"{source}: the weight {key} holds {bad} NaN or infinite value(s) (of "
+                f"{tensor.numel()}): the model it was saved from had diverged, and pyro-lvae "
+                f"refuses such weights. Use an earlier checkpoint, or read the raw tensors with "
+                f"torch.load(path, weights_only=True) to inspect them"
+            )
+    return sum(stored.values())
+
+
+def _size_fields(config: dict[str, Any]) -> list[tuple[str, Any]]:
+    """``("args.hidden", 200)``, ...: the configuration's sizes of tensors (the flow prior's
+    ``hidden`` where its transform uses it, each categorical column's classes)."""
+    out = []
+    prior = config.get("prior") or {}
+    for part in ("args", "observation", "prior"):
+        for name, value in (config.get(part) or {}).items():
+            if name == "hidden" and part == "prior" and prior.get("transform") == "spline":
+                continue  # element-wise splines have no hidden layers
+            if name == "image_shape" and isinstance(value, list):
+                out += [(f"{part}.{name}[{i}]", v) for i, v in enumerate(value)]
+            elif name in _SIZE_FIELDS:
+                out.append((f"{part}.{name}", value))
+            elif name == "schema" and part == "observation" and isinstance(value, list):
+                out += [(f"observation.schema[{j}] (classes)", c[1]) for j, c in
+                        enumerate(value) if isinstance(c, list) and len(c) == 2
+                        and c[0] == "categorical"]
+    return out
+
+
+def _check_sizes(config: dict[str, Any], tensors: int, stored: int, source: str) -> None:
+    """Refuse a configuration whose sizes the file's weights cannot hold: each size of tensors
+    is at most the weights in the file (a unit of any size has weights of its own), each count
+    of layers or blocks at most its tensors. Values of other types are left to the builders'
+    own checks."""
+    for field, value in _size_fields(config):
+        if not isinstance(value, int) or isinstance(value, bool):
+            continue
+        if value > stored:
+            raise _corrupt(source, f"its configuration says {field}={value}, more than the "
+                                   f"{stored} weights the file holds")
+        if field.rsplit(".", 1)[-1] in _COUNT_FIELDS and value > tensors:
+            raise _corrupt(source, f"its configuration says {field}={value}, more than the "
+                                   f"{tensors} tensors the file holds (each layer or block has "
+                                   f"tensors of its own)")
+
+
+def _build_from_config(config: dict[str, Any], stored: int, source: str) -> VAE:
+    """The VAE a checked configuration describes (fresh weights), built within a budget of
+    tensor elements proportional to the weights the file holds
+    (:class:`~pyro_lvae.limits.ElementBudget`)."""
+    limit = _BUILD_FACTOR * stored + _BUILD_SLACK
+    try:
+        with ElementBudget(limit):
+            args = {**_OLD_DEFAULTS.get(config["builder"], {}), **config["args"]}
+            return BUILDERS[config["builder"]](
+                observation=observation_from_config(config["observation"]),
+                prior=prior_from_config(config.get("prior")), **args)
+    except BudgetExceeded:
+        sizes = ", ".join(f"{part}.{name}={value!r}" for part in ("args", "observation", "prior")
+                          for name, value in (config.get(part) or {}).items()
+                          if name in _SIZE_FIELDS)
+        raise _corrupt(source, f"its configuration ({sizes}) describes a model larger than the "
+                               f"weights it holds: building it would create more than {limit} "
+                               f"tensor elements for {stored} in the file") from None
+    except _BUILD_ERRORS as e:
+        raise _corrupt(source, f"its configuration cannot be built ({type(e).__name__}: "
+                               f"{e})") from None
 
 
 def _check_mode(mode: str) -> None:
@@ -695,21 +850,15 @@ class VAE(nn.Module):
     @classmethod
     def from_file_dict(cls, blob: Any, source: str = "file", map_location: Any = None) -> VAE:
         """Rebuild a VAE from :meth:`to_file_dict`'s dictionary (or a training checkpoint's);
-        ``source`` names it in error messages."""
+        ``source`` names it in error messages. The dictionary is checked as :meth:`load`
+        describes before anything is built."""
         blob = _model_blob(blob, source)
-        if blob.get("config") is None:
-            raise CheckpointError(
-                f"{source} was saved from a hand-assembled VAE; build the same VAE and call "
-                f"vae.load_state({source!r})"
-            )
-        config = json.loads(blob["config"])
-        builder = BUILDERS.get(config.get("builder"))
-        if builder is None:
-            raise CheckpointError(f"{source}: unknown model builder {config.get('builder')!r}")
-        args = {**_OLD_DEFAULTS.get(config["builder"], {}), **config["args"]}
-        vae = builder(observation=observation_from_config(config["observation"]),
-                      prior=prior_from_config(config.get("prior")), **args)
-        vae._load_checked(blob["state_dict"], source)
+        config = _read_config(blob, source)
+        state = blob.get("state_dict")
+        stored = _check_state(state, source)
+        _check_sizes(config, len(state), stored, source)
+        vae = _build_from_config(config, stored, source)
+        vae._load_checked(state, source)
         if map_location is not None:
             vae.to(map_location)
         return vae
@@ -718,13 +867,29 @@ class VAE(nn.Module):
     def load(cls, path: str | os.PathLike, map_location: Any = None) -> VAE:
         """Rebuild a VAE saved by :meth:`save` (or from a training checkpoint of
         :func:`pyro_lvae.fit`). ``map_location`` as in :func:`torch.load`, e.g. ``"cpu"`` for a
-        model trained on a GPU."""
+        model trained on a GPU.
+
+        A file is untrusted until checked, and nothing is built before it is: the file is read
+        with ``torch.load(weights_only=True)`` (Python objects that could run code are refused,
+        :func:`pyro_lvae.io.safe_load`); its configuration must have the structure that
+        :meth:`save` writes; each size in it (``hidden``, ``blocks``, ``width``, ``convs``,
+        ``latent_dim``, the data shape, the prior's ``components``, ``layers`` and ``hidden``,
+        a low-rank ``rank``, a table's classes, ...) must be at most the weights the file
+        holds, and each count of layers or blocks at most its tensors; the model is then built
+        within a budget of 4 times the file's tensor elements (plus 2**20) and its tensors must
+        have the file's shapes. Weights holding NaN or Inf (a diverged model) are refused:
+        read such a file with ``torch.load(path, weights_only=True)`` to inspect it. Each
+        refusal is a :class:`~pyro_lvae.errors.CheckpointError` naming the file and the field,
+        tensor or object at fault."""
         return cls.from_file_dict(safe_load(path, map_location), str(path), map_location)
 
     def load_state(self, path: str | os.PathLike) -> None:
-        """Load weights saved by :meth:`save` into this (same-shaped) VAE."""
+        """Load weights saved by :meth:`save` into this (same-shaped) VAE; weights holding NaN
+        or Inf are refused as in :meth:`load`."""
         blob = _model_blob(safe_load(path, map_location=self.device), str(path))
-        self._load_checked(blob["state_dict"], str(path))
+        state = blob.get("state_dict")
+        _check_state(state, str(path))
+        self._load_checked(state, str(path))
 
     def _load_checked(self, state: dict[str, torch.Tensor], source: str) -> None:
         state = upgrade_state_dict(state, "model.")

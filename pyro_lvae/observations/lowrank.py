@@ -21,7 +21,7 @@ import torch
 from pyro.distributions import constraints
 from pyro.distributions.torch_distribution import TorchDistribution
 
-from ..errors import check_positive_int
+from ..errors import ConfigError, check_positive_int
 from .normal import _DecoderScale
 
 __all__ = ["LowRankNormal", "ReshapedEvent"]
@@ -87,7 +87,9 @@ class LowRankNormal(_DecoderScale):
     capacitance) and draws cost memory ``O(D rank)``, never ``D^2``. A data point of several
     axes is scored through :class:`ReshapedEvent`, so the site ``x`` keeps the data's shape.
 
-    :param int rank: the number of factor columns ``r``
+    :param int rank: the number of factor columns ``r``, at most the data's dimension ``D``
+        (a covariance of ``D`` dimensions has rank at most ``D``): a larger one is a
+        :class:`~pyro_lvae.errors.ConfigError` when the VAE is built (:meth:`output_shape`)
     :param float init_scale: ``d`` for a raw output of 0, and the factor's unit; ``None``
         (default): half the spread of the first batch of data
     :param float min_scale: floor on the diagonal scale ``d``
@@ -109,9 +111,24 @@ class LowRankNormal(_DecoderScale):
         #: mean, diagonal and ``rank`` factor blocks per channel
         self.outputs_per_channel = 2 + self.rank
 
+    def _check_rank(self, dimension: int) -> None:
+        if self.rank > dimension:
+            raise ConfigError(
+                f"LowRankNormal(rank={self.rank}) is beyond the data's dimension D={dimension}: "
+                f"a covariance of D dimensions has rank at most D; use rank <= {dimension}"
+            )
+
+    def output_shape(self, data_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """``(2 + rank) C`` outputs per point for data of shape ``(C, ...)``; a ``rank``
+        beyond the data's dimension ``D`` (the product of ``data_shape``) is a
+        :class:`~pyro_lvae.errors.ConfigError`, raised before any network is built."""
+        self._check_rank(math.prod(data_shape))
+        return super().output_shape(data_shape)
+
     def forward(self, output: torch.Tensor, event_dim: int) -> dist.TorchDistribution:
         axis = output.dim() - event_dim
         channels = output.shape[axis] // self.outputs_per_channel
+        self._check_rank(channels * math.prod(output.shape[axis + 1:]))
         loc, raw, factor = output.split([channels, channels, self.rank * channels], dim=axis)
         diag = self.scale_from_raw(raw)
         batch, event = loc.shape[:axis], loc.shape[axis:]

@@ -9,6 +9,7 @@ import pyro
 import torch
 
 from ..errors import CheckpointError, check_positive_int
+from ..limits import check_memory
 from ..observations.table import MixedObservation
 from ..training import ProgressBar
 from ..training import fit as train
@@ -72,8 +73,19 @@ class TabularModel:
     def sample(self, n: int, continuous: str = "sample", discrete: str = "sample",
                seed: int | None = None):
         """``n`` synthetic rows as a ``DataFrame``: ``z ~ N(0, I)``, then each column drawn
-        (or at its mean / likelier value, see :meth:`MixedColumns.draw`)."""
+        (or at its mean / likelier value, see :meth:`MixedColumns.draw`). The rows are drawn at
+        once: an ``n`` whose latent codes, decoder activations and table cells would need more
+        than the machine's memory (:mod:`pyro_lvae.limits`) is a
+        :class:`~pyro_lvae.errors.ConfigError`, raised before anything is drawn."""
         check_positive_int("n", n)
+        widths = [m.out_features for m in self.vae.model.decoder.modules()
+                  if isinstance(m, torch.nn.Linear)] or [0]
+        # a row's code, two layers of activations alive at once, the decoder's output, and the
+        # table's cells (float64 arrays and the DataFrame's values)
+        per_row = (4 * (self.vae.latent_dim + 2 * max(widths) + widths[-1])
+                   + 32 * len(self.transformer.columns))
+        check_memory("n", n, n * per_row, "the rows, drawn at once (latent codes, the decoder's "
+                     "activations and the table's cells)")
         if seed is not None:
             torch.manual_seed(seed)
         z = torch.randn(n, self.vae.latent_dim, device=self.vae.device)
