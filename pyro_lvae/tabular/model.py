@@ -73,7 +73,7 @@ class TabularModel:
                seed: int | None = None):
         """``n`` synthetic rows as a ``DataFrame``: ``z ~ N(0, I)``, then each column drawn
         (or at its mean / likelier value, see :meth:`MixedColumns.draw`)."""
-        check_positive_int("n", n)
+        n = check_positive_int("n", n)
         if seed is not None:
             torch.manual_seed(seed)
         z = torch.randn(n, self.vae.latent_dim, device=self.vae.device)
