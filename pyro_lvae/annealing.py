@@ -306,7 +306,7 @@ class ConstantBeta(BetaSchedule):
     value: float = 1.0
 
     def __post_init__(self) -> None:
-        _nonneg("beta", self.value)
+        object.__setattr__(self, "value", _nonneg("beta", self.value))
 
     def __call__(self, step: int) -> float:
         return float(self.value)

@@ -104,6 +104,13 @@ def test_schedule_objects_refuse_non_finite_and_non_numbers(make, message):
         make()
 
 
+def test_a_constant_beta_given_as_text_or_numpy_is_a_float():
+    assert lv.ConstantBeta("0.5").spec() == "constant:0.5"
+    assert type(lv.ConstantBeta(np.float32(0.5)).value) is float
+    history = lv.fit(tiny(), data(), steps=2, batch_size=10, beta="0.5", tools=quiet())
+    np.testing.assert_array_equal(history["beta"], [0.5, 0.5])
+
+
 def test_schedules_keep_plain_numbers_for_integral_floats():
     assert lv.LinearWarmup(1e3) == lv.LinearWarmup(1000)
     assert type(lv.LinearWarmup(np.int64(10)).steps) is int
@@ -190,6 +197,11 @@ def test_a_boolean_learning_rate_is_refused_and_a_numpy_one_is_taken():
     with pytest.raises(lv.ConfigError, match="positive number"):
         check_positive("scale", True)
     assert check_positive("scale", torch.tensor(0.5)) == 0.5
+
+
+def test_a_held_out_batch_size_below_one_is_refused_before_the_run():
+    with pytest.raises(lv.ConfigError, match="held-out batch_size to be an integer >= 1"):
+        HeldOutEvaluation(data()[:5], every=2, batch_size=0)
 
 
 def test_an_ema_decay_may_be_a_numpy_float():

@@ -49,6 +49,7 @@ class HeldOut:
             raise DataError(f"Expected heldout data as the model sees them (floats, after any "
                             f"transform) but got {data.dtype}")
         every = check_positive_int("eval_every", every)
+        batch_size = check_positive_int("the held-out batch_size", batch_size)
         self.data, self.every, self.seed, self.batch_size = data, every, seed, batch_size
         self.best_elbo, self.best_step = -math.inf, -1
 
