@@ -50,7 +50,7 @@ from pyro.poutine.messenger import Messenger
 from pyro.poutine.replay_messenger import ReplayMessenger
 from pyro.poutine.runtime import _PYRO_STACK
 
-from .errors import ConfigError
+from .errors import ConfigError, as_integer
 from .registry import Registry, deprecated_aliases
 
 __all__ = [
@@ -257,18 +257,45 @@ class BetaSchedule:
         ``NAME:ARG:...``, the class's parameters in order (:data:`BETA_SCHEDULES`)."""
         return BETA_SCHEDULES.spec(self)
 
+    def unfinished(self, steps: int) -> str | None:
+        """Why this schedule has not reached its end by the end of a run of ``steps`` steps, so
+        that the run's last steps train at a beta below the one it warms up to (a message
+        naming the schedule, the beta of the last step and the fix); ``None`` where it has,
+        or where it warms nothing up (a constant beta, :class:`~pyro_lvae.GECO`).
+        :func:`~pyro_lvae.fit` logs it as a WARNING before training."""
+        return None
 
-def _nonneg(name: str, value: float) -> float:
-    value = float(value)
-    if not math.isfinite(value) or value < 0:
-        raise ConfigError(f"Expected {name} >= 0 but got {value}")
-    return value
+    def _short_of(self, steps: int, end: float, why: str, fix: str) -> str:
+        return (f"the beta schedule {self.spec()} {why}: the run's last step trains at "
+                f"beta = {self(steps - 1):.3g}, not {end:g}; {fix}")
+
+
+def _number(name: str, value: Any) -> float:
+    if isinstance(value, bool):
+        raise ConfigError(f"Expected {name} to be a number but got {value!r}")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"Expected {name} to be a number but got {value!r}") from None
+
+
+def _nonneg(name: str, value: Any) -> float:
+    number = _number(name, value)
+    if not math.isfinite(number) or number < 0:
+        raise ConfigError(f"Expected {name} >= 0 (and finite) but got {value!r}")
+    return number
 
 
 def _steps(name: str, value: Any) -> int:
-    if float(value) != int(float(value)) or int(float(value)) < 1:
-        raise ConfigError(f"Expected {name} to be an integer >= 1 but got {value}")
-    return int(float(value))
+    """A step count: an integer >= 1 (a numpy integer, or a float with an integer value, such
+    as ``1e3``, counts)."""
+    number = as_integer(value)
+    if number is None and not isinstance(value, bool):
+        number = _number(name, value)
+        number = int(number) if math.isfinite(number) and number == int(number) else None
+    if number is None or number < 1:
+        raise ConfigError(f"Expected {name} to be an integer >= 1 but got {value!r}")
+    return number
 
 
 @BETA_SCHEDULES.register("constant")
@@ -279,7 +306,7 @@ class ConstantBeta(BetaSchedule):
     value: float = 1.0
 
     def __post_init__(self) -> None:
-        _nonneg("beta", self.value)
+        object.__setattr__(self, "value", _nonneg("beta", self.value))
 
     def __call__(self, step: int) -> float:
         return float(self.value)
@@ -295,13 +322,23 @@ class LinearWarmup(BetaSchedule):
     end: float = 1.0
 
     def __post_init__(self) -> None:
-        _steps("steps", self.steps)
-        _nonneg("start", self.start)
-        _nonneg("end", self.end)
+        object.__setattr__(self, "steps", _steps("steps", self.steps))
+        object.__setattr__(self, "start", _nonneg("start", self.start))
+        object.__setattr__(self, "end", _nonneg("end", self.end))
 
     def __call__(self, step: int) -> float:
         t = min(max(step / self.steps, 0.0), 1.0)
         return self.start + (self.end - self.start) * t
+
+    def unfinished(self, steps: int) -> str | None:
+        """A warm-up longer than the run (``self.steps > steps``): :meth:`BetaSchedule.unfinished`.
+        """
+        if self.steps <= steps or self.start == self.end:
+            return None
+        fix = LinearWarmup(steps, self.start, self.end).spec()
+        return self._short_of(steps, self.end, f"warms up over {self.steps} steps, more than "
+                              f"the run's {steps}", f"warm up over at most {steps} steps "
+                              f"({fix}) or train for at least {self.steps} steps")
 
 
 @BETA_SCHEDULES.register("sigmoid")
@@ -316,16 +353,34 @@ class SigmoidWarmup(BetaSchedule):
     end: float = 1.0
 
     def __post_init__(self) -> None:
-        _steps("midpoint", self.midpoint)
+        object.__setattr__(self, "midpoint", _steps("midpoint", self.midpoint))
         if self.width is None:
             object.__setattr__(self, "width", self.midpoint / 6)
-        if not float(self.width) > 0:
-            raise ConfigError(f"Expected width > 0 but got {self.width}")
-        _nonneg("end", self.end)
+        width = _number("width", self.width)
+        if not (math.isfinite(width) and width > 0):
+            raise ConfigError(f"Expected width > 0 (and finite) but got {self.width!r}")
+        object.__setattr__(self, "width", width)
+        object.__setattr__(self, "end", _nonneg("end", self.end))
 
     def __call__(self, step: int) -> float:
         u = (step - self.midpoint) / self.width
         return self.end / (1.0 + math.exp(-u)) if u > -700 else 0.0
+
+    def unfinished(self, steps: int) -> str | None:
+        """A warm-up that is not within 1% of ``end`` at the run's end (beta reaches 99% of
+        ``end`` at ``midpoint + width * ln 99``): :meth:`BetaSchedule.unfinished`."""
+        reach = self.midpoint + self.width * math.log(99)
+        if reach <= steps or self.end == 0:
+            return None
+        default = math.isclose(self.width, self.midpoint / 6)
+        latest = math.floor(steps / (1 + math.log(99) / 6) if default
+                            else steps - self.width * math.log(99))
+        fix = f"train for at least {math.ceil(reach)} steps"
+        if latest >= 1:
+            moved = SigmoidWarmup(latest, None if default else self.width, self.end)
+            fix = f"put its midpoint at step {latest} or earlier ({moved.spec()}) or " + fix
+        return self._short_of(steps, self.end, f"reaches 99% of its end at step "
+                              f"{reach:.0f}, after the run's {steps} steps", fix)
 
 
 @BETA_SCHEDULES.register("cyclical")
@@ -339,14 +394,34 @@ class CyclicalWarmup(BetaSchedule):
     end: float = 1.0
 
     def __post_init__(self) -> None:
-        _steps("period", self.period)
-        if not 0 < float(self.ramp) <= 1:
-            raise ConfigError(f"Expected 0 < ramp <= 1 but got {self.ramp}")
-        _nonneg("end", self.end)
+        object.__setattr__(self, "period", _steps("period", self.period))
+        ramp = _number("ramp", self.ramp)
+        if not 0 < ramp <= 1:
+            raise ConfigError(f"Expected 0 < ramp <= 1 but got {self.ramp!r}")
+        object.__setattr__(self, "ramp", ramp)
+        object.__setattr__(self, "end", _nonneg("end", self.end))
 
     def __call__(self, step: int) -> float:
         phase = (step % self.period) / self.period
         return self.end * min(phase / self.ramp, 1.0)
+
+    def unfinished(self, steps: int) -> str | None:
+        """A run that ends within a ramp, before beta is back at ``end`` (a period longer than
+        the run, or a run that stops early in a cycle): :meth:`BetaSchedule.unfinished`."""
+        done = (steps - 1) % self.period + 1  # steps of the last cycle in the run
+        ramp = math.ceil(self.ramp * self.period - 1e-9)  # steps of a cycle's ramp
+        if done >= ramp or self.end == 0:
+            return None
+        runs = [f"{steps - done + ramp} steps (to the end of this ramp)"]
+        if steps > done:
+            runs.insert(0, f"{steps - done} steps (whole periods)")
+        why = (f"has a period of {self.period} steps, more than the run's {steps}, and a ramp "
+               f"of {ramp}" if self.period > steps else
+               f"ends the run {done} steps into a cycle whose ramp lasts {ramp}")
+        fix = f"train for {' or '.join(runs)}"
+        if self.period > steps:
+            fix += f", or use a period of at most {steps} steps"
+        return self._short_of(steps, self.end, why, fix)
 
 
 def parse_schedule(text: str) -> BetaSchedule:

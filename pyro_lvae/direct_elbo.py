@@ -58,7 +58,7 @@ from pyro.poutine.runtime import _PYRO_STACK
 from pyro.poutine.trace_messenger import TraceMessenger
 
 from .annealing import LatentScaleMessenger, annealed_program
-from .errors import ConfigError
+from .errors import ConfigError, check_positive_int
 from .objective import ELBOTerms
 from .observations import OBSERVATIONS
 from .priors import PRIORS
@@ -223,9 +223,7 @@ class DirectELBO(ELBO):
     """
 
     def __init__(self, num_particles: int = 1) -> None:
-        if not (isinstance(num_particles, int) and not isinstance(num_particles, bool)
-                and num_particles >= 1):
-            raise ConfigError(f"Expected num_particles >= 1 but got {num_particles!r}")
+        num_particles = check_positive_int("num_particles", num_particles)
         super().__init__(num_particles=num_particles)
 
     def _get_trace(self, model: Any, guide: Any, args: Any, kwargs: Any) -> Any:

@@ -91,8 +91,8 @@ def elbo_parts(
 
     :returns: ``{"elbo", "reconstruction", "kl"}`` with ``elbo = -(reconstruction + kl)``
     """
-    check_positive_int("num_particles", num_particles)
-    check_positive_int("batch_size", batch_size)
+    num_particles = check_positive_int("num_particles", num_particles)
+    batch_size = check_positive_int("batch_size", batch_size)
     x = _prepare(vae, x, "elbo_parts")
     rec = kl = 0.0
     with poutine.block():
@@ -138,9 +138,8 @@ def iwae(
 
     :param bool return_per_point: return the bound of every point instead of the mean
     """
-    for name, value in (("num_samples", num_samples), ("batch_size", batch_size),
-                        ("chunk_size", chunk_size)):
-        check_positive_int(name, value)
+    num_samples, batch_size, chunk_size = (check_positive_int(name, value) for name, value in (
+        ("num_samples", num_samples), ("batch_size", batch_size), ("chunk_size", chunk_size)))
     x = _prepare(vae, x, "iwae")
     out = []
     with poutine.block():
@@ -258,7 +257,7 @@ def latent_surgery(vae: Any, x: torch.Tensor, draws: int = 1, batch_size: int = 
     :returns: ``{"kl", "mutual_information", "marginal_kl", "mi_bound", "points", "draws"}``,
         nats per data point
     """
-    check_positive_int("draws", draws)
+    draws = check_positive_int("draws", draws)
     x = _prepare(vae, x, "latent_surgery")
     if x.shape[0] < 2:
         raise ConfigError("the aggregated posterior needs at least two held-out points")

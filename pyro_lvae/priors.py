@@ -125,7 +125,7 @@ class Prior(IndependentCopies, PyroModule):
         :param int latent_dim: K
         :param tuple data_shape: shape of one data point (the VampPrior's pseudo-inputs)
         """
-        check_positive_int("latent_dim", latent_dim)
+        latent_dim = check_positive_int("latent_dim", latent_dim)
         if self.latent_dim is not None:
             if self.latent_dim != latent_dim:
                 raise ConfigError(f"this {type(self).__name__} was built for latent_dim "

@@ -14,9 +14,9 @@ the setting and the settings it takes), lists what each name takes
 
     NAME[:ARG[:ARG ...]]
 
-The ARGs are the class's parameters in its own order. Each is a number (an integer where it is
-written as one; ``0`` or ``1`` for a parameter whose default is a boolean) unless the
-parameter's default is a text; an empty ARG takes the default.
+The ARGs are the class's parameters in its own order. Each is a finite number (an integer where
+it is written as one; ``0`` or ``1`` for a parameter whose default is a boolean; ``nan`` and
+``inf`` are refused) unless the parameter's default is a text; an empty ARG takes the default.
 :meth:`~Registry.parse` reads a spec and :meth:`~Registry.spec` writes one that parses back to an
 equal object. A name may have deprecated aliases: they keep working and warn
 (``DeprecationWarning``) with the name to use.
@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 import numbers
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -228,8 +229,8 @@ class Registry(Mapping[str, Callable[..., Any]]):
         """The thing a spec ``NAME[:ARG[:ARG ...]]`` describes (module docstring).
 
         :raises ConfigError: for an unknown name (the message lists the forms), a wrong number
-            of arguments, or a non-numeric one where a number is expected; the class's own
-            checks raise their own errors
+            of arguments, or a non-numeric or non-finite one (``nan``, ``inf``) where a number is
+            expected; the class's own checks raise their own errors
         """
         if not isinstance(text, str):
             raise ConfigError(f"Expected a {self.thing} as text, NAME[:ARG...], but got "
@@ -237,10 +238,13 @@ class Registry(Mapping[str, Callable[..., Any]]):
         text = text.strip()
         if self.number is not None:
             try:
-                float(text)
+                number = float(text)
             except ValueError:
                 pass
             else:
+                if not math.isfinite(number):
+                    raise ConfigError(f"{self.thing} {text!r} is not a finite number; expected "
+                                      f"a finite number or one of {self.forms()}")
                 return self.parse(f"{self.number}:{text}")
         name, *args = text.split(":")
         if name not in self:
@@ -267,10 +271,15 @@ class Registry(Mapping[str, Callable[..., Any]]):
         else:
             return bool(value) if isinstance(param.default, bool) else value
         try:
-            return float(arg)
+            number = float(arg)
         except ValueError:
             raise ConfigError(f"{self.thing} {text!r} has a non-numeric argument {arg!r} for "
                               f"{param.name.upper()}; expected {self.form(name)}") from None
+        if not math.isfinite(number):
+            raise ConfigError(f"{self.thing} {text!r} has a non-finite argument {arg!r} for "
+                              f"{param.name.upper()}; expected a finite number: "
+                              f"{self.form(name)}")
+        return number
 
     def name_of(self, obj: Any) -> str:
         """The name ``obj`` is registered under: its ``kind`` attribute where that names an

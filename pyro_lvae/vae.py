@@ -54,7 +54,14 @@ from pyro.nn import PyroModule
 from pyro.poutine.runtime import am_i_wrapped
 from torch import nn
 
-from .errors import CheckpointError, ConfigError, DataError, NotInitialized, check_positive_int
+from .errors import (
+    CheckpointError,
+    ConfigError,
+    DataError,
+    NotInitialized,
+    check_int,
+    check_positive_int,
+)
 from .io import atomic_save, safe_load
 from .limits import BudgetExceeded, ElementBudget
 from .names import IndependentCopies, fresh_index, rename
@@ -288,12 +295,13 @@ def upgrade_state_dict(state: dict[str, Any], prefix: str = "") -> dict[str, Any
     return renamed
 
 
-def _check_factory(latent_dim: Any, blocks: Any, observation: Any) -> None:
-    """The checks every VAE factory makes before building networks."""
-    check_positive_int("latent_dim", latent_dim)
-    if isinstance(blocks, bool) or not isinstance(blocks, int) or blocks < 0:
-        raise ConfigError(f"Expected blocks to be an integer >= 0 but got {blocks!r}")
+def _check_factory(latent_dim: Any, blocks: Any, observation: Any) -> tuple[int, int]:
+    """The checks every VAE factory makes before building networks; ``latent_dim`` and
+    ``blocks`` as ints."""
+    latent_dim = check_positive_int("latent_dim", latent_dim)
+    blocks = check_int("blocks", blocks, 0)
     _check_observation(observation)
+    return latent_dim, blocks
 
 
 def _flat_apply(net: Callable, inputs: torch.Tensor, event_dim: int):
@@ -586,7 +594,7 @@ class VAE(nn.Module):
         prior: Prior | None = None,
     ) -> None:
         super().__init__()
-        check_positive_int("latent_dim", latent_dim)
+        latent_dim = check_positive_int("latent_dim", latent_dim)
         _check_observation(observation)
         if isinstance(data_shape, int):
             data_shape = (data_shape,)
@@ -821,7 +829,7 @@ class VAE(nn.Module):
         """Generate ``n`` points: ``z ~ p(z)`` (the model's prior), then the mean of ``p(x | z)``
         (``mode="mean"``) or a draw from it (``mode="sample"``)."""
         _check_mode(mode)
-        check_positive_int("n", n)
+        n = check_positive_int("n", n)
         self.check_initialized("vae.sample")
         with poutine.block():
             trace = poutine.trace(self.model).get_trace(batch_size=n)
@@ -940,9 +948,9 @@ def mlp_vae(
         (the studies use it to reproduce the paper)
     :param Prior prior: p(z) (default ``N(0, I)``; see :mod:`pyro_lvae.priors`)
     """
-    check_positive_int("data_dim", data_dim)
-    check_positive_int("hidden", hidden)
-    _check_factory(latent_dim, blocks, observation)
+    data_dim = check_positive_int("data_dim", data_dim)
+    hidden = check_positive_int("hidden", hidden)
+    latent_dim, blocks = _check_factory(latent_dim, blocks, observation)
     try:
         encoder_net = ResidualMLP(data_dim, 2 * latent_dim, hidden, blocks, activation)
         decoder = ResidualMLP(
@@ -996,9 +1004,8 @@ def conv_vae(
     :param Prior prior: p(z) (default ``N(0, I)``; see :mod:`pyro_lvae.priors`)
     """
     image_shape = tuple(image_shape)
-    check_positive_int("width", width)
-    check_positive_int("convs", convs)
-    _check_factory(latent_dim, blocks, observation)
+    width, convs = check_positive_int("width", width), check_positive_int("convs", convs)
+    latent_dim, blocks = _check_factory(latent_dim, blocks, observation)
     try:
         encoder = GaussianEncoder(
             ConvEncoder(image_shape, 2 * latent_dim, width, convs, blocks, activation),

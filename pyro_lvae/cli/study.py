@@ -71,7 +71,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     images.add_argument("--data-root", default=None, metavar="DIR",
                         help="the folder that holds FashionMNIST/raw (never downloaded here)")
     rp.add_argument("--workers", type=int, default=None,
-                    help="parallel processes (default: one per CPU core; 1 on a GPU)")
+                    help="parallel processes, >= 1 (default: one per CPU core; 1 on a GPU)")
     add_device(rp)
     add_out(rp, "output folder (default runs/STUDY)")
     add_quiet(rp, "no line per finished run")
@@ -92,7 +92,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     overrides = _overrides(args)
     overrides["device"] = device
     study = study_cls.quick(**overrides) if args.quick else study_cls(**overrides)
-    workers = args.workers or default_workers(device)
+    workers = default_workers(device) if args.workers is None else args.workers
     out = make_dir(Path(args.out or f"runs/{args.study}"))
     images = getattr(study, "images", ())
     print(f"pyro-lvae reproduce {args.study}: {study.seeds} seed(s), {study.steps} steps per "
@@ -145,8 +145,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     given = (("steps", args.steps), ("seeds", args.seeds), ("hidden", args.hidden),
              ("blocks", args.blocks))
     overrides: dict[str, Any] = {k: v for k, v in given if v is not None}
-    for name, value in overrides.items():
-        if value < 1:
+    for name, value in (*overrides.items(), ("workers", args.workers)):
+        if value is not None and value < 1:
             raise ConfigError(f"Expected --{name} >= 1 but got {value}")
     if args.dims is not None:
         if args.study != "sphere":

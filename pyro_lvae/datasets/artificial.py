@@ -61,7 +61,7 @@ def manifold2d(
         >>> x.shape, region.tolist()
         (torch.Size([5, 2]), [1, 2, 0, 0, 0])
     """
-    check_positive_int("n", n)
+    n = check_positive_int("n", n)
     dtype = dtype or torch.get_default_dtype()
     s = torch.rand(n, generator=generator, dtype=dtype)
     eps = torch.randn(n, 2, generator=generator, dtype=dtype)
@@ -93,7 +93,7 @@ def spiral2d(n: int, generator: torch.Generator | None = None,
     ``s ~ U(0, 1)``, angle ``4 pi s``, radius ``0.15 + 0.6 s``, with isotropic noise of standard
     deviation 0.02. Each coordinate has a standard deviation of about 0.34, a third of the usual
     initial sigma, so a learned sigma starts far above the collapsed solution's own scale."""
-    check_positive_int("n", n)
+    n = check_positive_int("n", n)
     dtype = dtype or torch.get_default_dtype()
     s = torch.rand(n, generator=generator, dtype=dtype)
     eps = torch.randn(n, 2, generator=generator, dtype=dtype)
@@ -132,8 +132,7 @@ def sphere(
         >>> [round(v, 5) for v in x.norm(dim=-1).tolist()]
         [2.0, 2.0, 2.0, 2.0]
     """
-    check_positive_int("n", n)
-    check_positive_int("dim", dim)
+    n, dim = check_positive_int("n", n), check_positive_int("dim", dim)
     if not (math.isfinite(radius) and radius > 0):
         raise ConfigError(f"Expected radius > 0 but got {radius}")
     u = torch.randn(n, dim, generator=generator, dtype=dtype or torch.get_default_dtype())

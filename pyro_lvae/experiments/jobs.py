@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..errors import check_positive_int
 from ..io import atomic_write_text
 
 __all__ = ["run_jobs", "default_workers", "job_key", "encode_result", "decode_result"]
@@ -158,10 +159,14 @@ def run_jobs(
 ) -> list[dict[str, Any]]:
     """``[fn(job) for job in jobs]``, in ``workers`` processes; results in the order of ``jobs``.
 
-    ``fn`` must be a module-level function (it is pickled). ``report`` receives one line per
+    ``fn`` must be a module-level function (it is pickled). ``workers``: an integer >= 1 (1
+    runs the jobs one after the other in this process). ``report`` receives one line per
     finished job. ``cache``: a folder where each result is kept and from which results of
     earlier calls with the same jobs are read back (see the module docstring).
+
+    :raises ConfigError: for ``workers`` that is not an integer >= 1
     """
+    workers = check_positive_int("workers", workers)
     report = report or (lambda line: logger.info(line))
     t0 = time.perf_counter()
     results: list[dict[str, Any] | None] = [None] * len(jobs)

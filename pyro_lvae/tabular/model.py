@@ -77,7 +77,7 @@ class TabularModel:
         once: an ``n`` whose latent codes, decoder activations and table cells would need more
         than the machine's memory (:mod:`pyro_lvae.limits`) is a
         :class:`~pyro_lvae.errors.ConfigError`, raised before anything is drawn."""
-        check_positive_int("n", n)
+        n = check_positive_int("n", n)
         widths = [m.out_features for m in self.vae.model.decoder.modules()
                   if isinstance(m, torch.nn.Linear)] or [0]
         # a row's code, two layers of activations alive at once, the decoder's output, and the

@@ -20,13 +20,15 @@ are copied from the raw model.
 from __future__ import annotations
 
 import copy
+import logging
+import numbers
 import os
 from typing import Any
 
 import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn, get_swa_multi_avg_fn
 
-from ..errors import CheckpointError, ConfigError
+from ..errors import CheckpointError, ConfigError, check_int
 from ..io import safe_load
 from ..registry import Registry
 from ..vae import VAE
@@ -34,6 +36,8 @@ from .tools import Tool
 
 __all__ = ["WeightAverage", "parse_average", "Averager", "AveragedWeights", "load_averaged",
            "AVERAGES"]
+
+logger = logging.getLogger(__name__)
 
 #: the weight averagings by command-line name (``--average``): ``NAME[:ARG...]``
 #: (:mod:`pyro_lvae.registry`); ``none`` is no averaging
@@ -46,8 +50,9 @@ class WeightAverage:
     :param str kind: ``"ema"`` (exponential moving average: ``w <- decay w + (1 - decay) w_t``)
         or ``"swa"`` (the plain mean of the weights since ``start``)
     :param float decay: the EMA's decay, in ``[0, 1)`` (``"ema"`` only)
-    :param int start: the first step whose weights enter the average (before it the averaged
-        model is the raw one)
+    :param int start: the first step (counted from 0) whose weights enter the average (until
+        then the averaged model holds the weights of the start of training; a start at or
+        beyond a run's last step gets a WARNING from :class:`AveragedWeights`)
     :param int every: average the weights of every ``every``-th step from ``start``
 
     Example::
@@ -61,12 +66,10 @@ class WeightAverage:
                  every: int = 1) -> None:
         if kind not in ("ema", "swa"):
             raise ConfigError(f"Expected the averaging kind to be 'ema' or 'swa' but got {kind!r}")
-        if not (isinstance(decay, (int, float)) and 0 <= decay < 1):
+        if isinstance(decay, bool) or not (isinstance(decay, numbers.Real) and 0 <= decay < 1):
             raise ConfigError(f"Expected the EMA decay in [0, 1) but got {decay!r}")
-        for name, value, least in (("start", start, 0), ("every", every, 1)):
-            if not (isinstance(value, int) and not isinstance(value, bool) and value >= least):
-                raise ConfigError(f"Expected the averaging {name} to be an integer >= {least} "
-                                  f"but got {value!r}")
+        start = check_int("the averaging start", start, 0)
+        every = check_int("the averaging every", every, 1)
         self.kind, self.decay, self.start, self.every = kind, float(decay), start, every
 
     def spec(self) -> str:
@@ -212,6 +215,13 @@ class AveragedWeights(Tool):
 
     def setup(self, run: Any) -> None:
         self.averager, self._pending = None, None  # a tool used again starts afresh
+        if self.average.start >= run.steps and run.rank == 0:
+            logger.warning(
+                "the weight averaging %s starts at step %d, after the run's last step (%d): "
+                "the averaged model (history.averaged, averaged.pt) holds the weights of the "
+                "start of training, not an average; start it before step %d or train for more "
+                "than %d steps", self.average.spec(), self.average.start, run.steps - 1,
+                run.steps, self.average.start)
 
     def on_train_start(self, run: Any) -> None:
         # after the model's data start, so the copy holds the same start

@@ -35,7 +35,7 @@ import torch
 
 from ..annealing import BetaSchedule, ConstantBeta, weight_latents
 from ..direct_elbo import DirectELBO
-from ..errors import ConfigError, check_positive_int
+from ..errors import ConfigError, check_int, check_positive, check_positive_int
 from ..objective import scale_stats
 from ..vae import COLLAPSE_NATS, VAE
 from .averaging import AveragedWeights
@@ -260,6 +260,16 @@ def _warn_if_collapsed(vae: VAE, x: torch.Tensor | None) -> None:
             "up (beta=lv.LinearWarmup(...))", kl, COLLAPSE_NATS)
 
 
+def _warn_if_warmup_unfinished(schedule: Any, steps: int) -> None:
+    """A WARNING when a beta schedule has not reached its end by the run's last step
+    (:meth:`~pyro_lvae.BetaSchedule.unfinished`): the model would silently end trained at a
+    lower beta than the one it warms up to."""
+    unfinished = getattr(schedule, "unfinished", None)
+    message = unfinished(steps) if callable(unfinished) else None
+    if message:
+        logger.warning("%s", message)
+
+
 def _sigma_stats(likelihood: Any, observation: Any) -> tuple[torch.Tensor, ...] | None:
     stats = scale_stats(likelihood)
     if stats is None and likelihood is None:  # parts not read: a sigma free of z, if any
@@ -409,10 +419,16 @@ def fit(
     (``vae.initialize(x)``: a learned sigma's data-scaled start, a VampPrior's pseudo-inputs,
     standardising layers; with several processes, from rank 0's batch). The averaged model of
     :class:`~.averaging.AveragedWeights` is ``history.averaged``, the best held-out
-    evaluation of :class:`~.heldout.HeldOutEvaluation` ``history.best``. At the end, a
+    evaluation of :class:`~.heldout.HeldOutEvaluation` ``history.best``. Before training, a
+    WARNING names the fix if ``beta`` warms up for longer than the run
+    (:meth:`~pyro_lvae.BetaSchedule.unfinished`). At the end, a
     WARNING names the remedies if the model ended collapsed (``KL(q(z|x) || p(z))`` below 0.1
     nats per point on the last batch).
     """
+    steps = check_positive_int("steps", steps)  # numpy integers become ints
+    batch_size = check_positive_int("batch_size", batch_size)
+    seed = None if seed is None else check_int("seed", seed, 0, 2**32 - 1)  # numpy's range
+    lr = check_positive("lr", lr)  # numpy floats and 0-d tensors as floats; bools refused
     schedule = _check_arguments(vae, steps, batch_size, lr, beta, resume, out)
     tools = _run_tools(tools, shorthands, schedule, out)
     checks = next(t for t in tools if isinstance(t, Checks))
@@ -437,6 +453,8 @@ def fit(
             restore(run.history)
         if run.start >= steps:
             return _finish(run.history, run)
+    if rank == 0:
+        _warn_if_warmup_unfinished(schedule, steps)
     settings = {"steps": steps, "batch_size": batch_size, "lr": lr,
                 "beta": schedule.spec() if isinstance(schedule, BetaSchedule) else repr(schedule)}
     for tool in tools:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .. import evaluate
-from ..errors import ConfigError, DataError
+from ..errors import DataError, check_positive_int
 from ..vae import VAE
 from .averaging import AveragedWeights
 from .checkpoint import BEST_NAME
@@ -49,8 +49,8 @@ class HeldOut:
         if not data.is_floating_point():
             raise DataError(f"Expected heldout data as the model sees them (floats, after any "
                             f"transform) but got {data.dtype}")
-        if not (isinstance(every, int) and not isinstance(every, bool) and every >= 1):
-            raise ConfigError(f"Expected eval_every >= 1 but got {every!r}")
+        every = check_positive_int("eval_every", every)
+        batch_size = check_positive_int("the held-out batch_size", batch_size)
         self.data, self.every, self.seed, self.batch_size = data, every, seed, batch_size
         self.best_elbo, self.best_step = -math.inf, -1
 
@@ -126,9 +126,8 @@ class HeldOutEvaluation(Tool):
 
     def __init__(self, data: Any, every: int | None = None, seed: int = 0,
                  batch_size: int = 1000) -> None:
-        if every is not None and not (isinstance(every, int) and not isinstance(every, bool)
-                                      and every >= 1):
-            raise ConfigError(f"Expected eval_every >= 1 but got {every!r}")
+        if every is not None:
+            every = check_positive_int("eval_every", every)
         self.every_given = every
         self.evaluator = HeldOut(data, every or 1, seed, batch_size)
 

@@ -33,12 +33,12 @@ from typing import Any
 import torch
 from torch.optim import lr_scheduler
 
-from ..errors import ConfigError
+from ..errors import ConfigError, check_int
 from ..registry import Registry
 from .tools import Checks, Tool
 
 __all__ = ["LR_SCHEDULES", "RateSchedule", "ConstantRate", "CosineDecay", "StepDecay",
-           "make_scheduler", "check_schedule", "LRSchedule"]
+           "make_scheduler", "check_schedule", "check_warmup", "LRSchedule"]
 
 #: the named schedules (``--lr-schedule``): ``NAME[:ARG...]`` (:mod:`pyro_lvae.registry`)
 LR_SCHEDULES = Registry("learning-rate schedule")
@@ -46,6 +46,8 @@ LR_SCHEDULES = Registry("learning-rate schedule")
 
 def _number(name: str, value: Any) -> float:
     try:
+        if isinstance(value, bool):
+            raise TypeError
         return float(value)
     except (TypeError, ValueError):
         raise ConfigError(f"Expected {name} to be a number but got {value!r}") from None
@@ -108,7 +110,8 @@ class StepDecay(RateSchedule):
 
     def __init__(self, every: int, gamma: float = 0.5) -> None:
         every_, self.gamma = _number("EVERY", every), _number("GAMMA", gamma)
-        if every_ < 1 or every_ != int(every_) or not 0 < self.gamma <= 1:
+        if not (math.isfinite(every_) and every_ >= 1 and every_ == int(every_)
+                and 0 < self.gamma <= 1):
             raise ConfigError(f"Expected step:EVERY[:GAMMA] with an integer EVERY >= 1 and "
                               f"GAMMA in (0, 1] but got EVERY={every}, GAMMA={gamma}")
         self.every = int(every_)
@@ -120,8 +123,7 @@ class StepDecay(RateSchedule):
 
 def check_schedule(schedule: Any, warmup: Any) -> None:
     """Refuse a bad ``lr_schedule`` or ``lr_warmup`` before anything runs."""
-    if not (isinstance(warmup, int) and not isinstance(warmup, bool) and warmup >= 0):
-        raise ConfigError(f"Expected lr_warmup to be an integer >= 0 but got {warmup!r}")
+    check_int("lr_warmup", warmup, 0)
     if isinstance(schedule, str):
         LR_SCHEDULES.parse(schedule)
     elif isinstance(schedule, lr_scheduler.ReduceLROnPlateau):
@@ -132,6 +134,20 @@ def check_schedule(schedule: Any, warmup: Any) -> None:
         raise ConfigError(f"Expected lr_schedule to be None, a name ({LR_SCHEDULES.forms()}), "
                           f"a RateSchedule, a torch LRScheduler or a function optimizer -> "
                           f"scheduler but got {schedule!r}")
+
+
+def check_warmup(warmup: int, steps: int) -> None:
+    """Refuse a learning-rate warm-up that does not end before the last of the run's
+    ``steps`` steps: the rate rises from ``lr / (warmup + 1)`` and reaches ``lr`` at step
+    ``warmup`` (counted from 0), so with ``warmup >= steps`` the run never trains at ``lr``.
+
+    :raises ConfigError: naming both numbers and the fix
+    """
+    if warmup >= steps:
+        raise ConfigError(f"Expected lr_warmup (--lr-warmup) shorter than the run but got "
+                          f"{warmup} warm-up steps for a run of {steps}: the learning rate "
+                          f"would never reach lr; use at most {steps - 1} warm-up steps or "
+                          f"train for more than {warmup} steps")
 
 
 class _Cosine:
@@ -196,7 +212,9 @@ class LRSchedule(Tool):
         :data:`LR_SCHEDULES`) or its :class:`RateSchedule` object (``CosineDecay(0.1)``), a
         torch scheduler built on fit's optimiser, a function ``optimizer -> scheduler``, or
         ``None`` (the warm-up alone)
-    :param int warmup: steps of linear warm-up from ``lr / (warmup + 1)`` to ``lr`` first
+    :param int warmup: steps of linear warm-up from ``lr / (warmup + 1)`` to ``lr`` first,
+        fewer than the run's steps (:func:`check_warmup`: a :class:`ConfigError` at the
+        start of the run otherwise)
     """
 
     state_key = "scheduler"
@@ -204,7 +222,7 @@ class LRSchedule(Tool):
     def __init__(self, schedule: str | Callable | lr_scheduler.LRScheduler | None = "constant",
                  warmup: int = 0) -> None:
         check_schedule(schedule, warmup)
-        self.schedule, self.warmup = schedule, warmup
+        self.schedule, self.warmup = schedule, check_int("lr_warmup", warmup, 0)
         self.scheduler: lr_scheduler.LRScheduler | None = None
 
     def setup(self, run: Any) -> None:
@@ -217,6 +235,7 @@ class LRSchedule(Tool):
         if checks is not None and checks.on_divergence == "rollback":
             raise ConfigError("on_divergence='rollback' halves the learning rate, which a "
                               "learning-rate schedule would overwrite: use one or the other")
+        check_warmup(self.warmup, run.steps)
         self.scheduler = make_scheduler(self.schedule, run.optimizer, run.steps, self.warmup)
 
     def on_step_end(self, run: Any, step: int) -> None:

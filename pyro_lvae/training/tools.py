@@ -55,7 +55,7 @@ import pyro.optim
 import torch
 from tqdm.auto import tqdm
 
-from ..errors import ConfigError, check_positive_int
+from ..errors import ConfigError, check_int, check_positive_int
 
 __all__ = ["Tool", "Run", "Checks", "Checkpoints", "ProgressBar", "Callback", "Validation",
            "ClipGradNorm"]
@@ -175,14 +175,11 @@ class Checks(Tool):
 
     def __init__(self, every: int = 100, on_divergence: str = "stop",
                  max_rollbacks: int = 3) -> None:
-        check_positive_int("check_every", every)
+        every = check_positive_int("check_every", every)
         if on_divergence not in ("stop", "rollback"):
             raise ConfigError(f"Expected on_divergence to be 'stop' or 'rollback' but got "
                               f"{on_divergence!r}")
-        if not (isinstance(max_rollbacks, int) and not isinstance(max_rollbacks, bool)
-                and max_rollbacks >= 0):
-            raise ConfigError(f"Expected max_rollbacks to be an integer >= 0 but got "
-                              f"{max_rollbacks!r}")
+        max_rollbacks = check_int("max_rollbacks", max_rollbacks, 0)
         self.every, self.on_divergence, self.max_rollbacks = every, on_divergence, max_rollbacks
 
     def setup(self, run: Run) -> None:
@@ -205,8 +202,7 @@ class Checkpoints(Tool):
     order = 95  # after every other tool's check, so the checkpoint holds their latest state
 
     def __init__(self, every: int) -> None:
-        check_positive_int("checkpoint_every", every)
-        self.every = every
+        self.every = every = check_positive_int("checkpoint_every", every)
         self._rounded = every
 
     def setup(self, run: Run) -> None:
