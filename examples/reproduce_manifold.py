@@ -31,7 +31,8 @@ def main(args: argparse.Namespace) -> list:
     else:
         study = ManifoldStudy(seeds=args.seeds, device=device)
     out = Path(args.out)
-    results = run_study(study, workers=args.workers or default_workers(device), report=print,
+    workers = default_workers(device) if args.workers is None else args.workers
+    results = run_study(study, workers=workers, report=print,
                         cache=out / "jobs")  # a rerun reads finished runs back
     write_outputs(study, results, out)
     verdicts = claims(results)
