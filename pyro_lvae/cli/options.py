@@ -45,9 +45,28 @@ def add_device(parser: argparse.ArgumentParser | Group) -> None:
     parser.add_argument("--device", default="auto", help=DEVICE_HELP)
 
 
+#: the largest seed: numpy's, and so Pyro's, seeds are 0 .. 2**32 - 1
+MAX_SEED = 2**32 - 1
+
+
+def seed_value(text: str) -> int:
+    """``--seed``'s value: a whole number from 0 to :data:`MAX_SEED` (else argparse's error,
+    naming the flag)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 0 to {MAX_SEED}, got "
+                                         f"{text!r}")
+    return value
+
+
 def add_seed(parser: argparse.ArgumentParser | Group, default: int | None = 0) -> None:
-    """``--seed``: the random seed (``None``: not seeded unless given)."""
-    _add(parser, "--seed", default, "random seed", {}, type=int)
+    """``--seed``: the random seed, 0 to :data:`MAX_SEED` (``None``: not seeded unless
+    given)."""
+    _add(parser, "--seed", default, f"random seed, 0 to {MAX_SEED}", {}, type=seed_value,
+         metavar="SEED")
 
 
 def add_quiet(parser: argparse.ArgumentParser | Group, text: str = "no progress bar") -> None:

@@ -32,6 +32,29 @@ def make_dir(path: Path, what: str = "output folder") -> Path:
     return path
 
 
+def check_folder_name(dest: str, flag: str) -> None:
+    """Refuse ``-`` as a folder to write: it means standard output elsewhere, and a folder
+    named ``-`` is rarely meant (``./-`` names one)."""
+    if dest == STDOUT:
+        raise ConfigError(f"{flag} - would write a folder named '-': this command writes a "
+                          f"folder, not standard output; give a folder name (./- if you mean "
+                          f"that name)")
+
+
+def check_log_folder(dest: str | None, flag: str) -> None:
+    """Refuse a folder to create or write into whose path meets a file (``None``: no
+    folder)."""
+    if dest is None:
+        return
+    path = Path(dest)
+    for part in (path, *path.parents):
+        if part.exists() or part.is_symlink():
+            if not part.is_dir():
+                what = "is a file" if part == path else f"lies in {part}, a file"
+                raise ConfigError(f"{flag} {dest} {what}; give a folder")
+            return
+
+
 def check_output(dest: str, suffixes: tuple[str, ...], kind: str, flag: str) -> None:
     """Refuse, before any work, an output the command cannot write: a file name whose suffix is
     not one of ``suffixes`` (the formats a command writes: ``kind``; no suffix is fine), a

@@ -20,10 +20,19 @@ from .options import (
     add_seed,
     add_training_options,
 )
-from .output import check_output, info_stream, make_dir, names, write_json, write_output
+from .output import (
+    check_folder_name,
+    check_output,
+    info_stream,
+    names,
+    write_json,
+    write_output,
+)
 
 #: file suffixes ``tabular sample -o`` accepts (it writes CSV); no suffix is fine too
 CSV_SUFFIXES = (".csv",)
+#: what ``tabular fit`` writes besides the model's files (TabularModel.FILES)
+_FIT_RECORDS = ("history.csv", "summary.json")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -38,8 +47,9 @@ def _add_fit_parser(tsub: argparse._SubParsersAction) -> None:
     tf = tsub.add_parser("fit", help="fit a VAE to a CSV table",
                          description="Encode a CSV table (continuous, integer, binary and "
                          "categorical columns; exact inverse) and train a VAE with a mixed "
-                         "observation model. Writes model.pt, transform.json, checkpoint.pt, "
-                         "history.csv and summary.json into --out.")
+                         "observation model. Writes model.pt, transform.json, config.json, "
+                         "checkpoint.pt, history.csv and summary.json into --out (a folder "
+                         "that holds any of them is refused).")
     tf.add_argument("data", help="the CSV file (a header row, one row per record)")
     add_out(tf, "folder to write the model into", required=True)
     tf.add_argument("--categorical", default=None,
@@ -99,13 +109,12 @@ def cmd_tabular_fit(args: argparse.Namespace) -> int:
     from .. import evaluate
     from ..tabular import TabularModel, read_csv
 
+    check_folder_name(args.out, "--out")
     out = Path(args.out)
-    if (out / TabularModel.MODEL_FILE).exists():
-        raise ConfigError(f"{out} already holds a model; choose another --out")
+    TabularModel.check_new_folder(out, also=_FIT_RECORDS, flag="--out")
     table = read_csv(args.data)
     beta = parse_schedule(args.beta_schedule)
     resolve_device(args.device)
-    out = make_dir(out)
     with RunClock() as clock:
         model = TabularModel.fit(
             table, categorical=names(args.categorical), numeric=names(args.numeric),
@@ -131,7 +140,8 @@ def cmd_tabular_fit(args: argparse.Namespace) -> int:
     if integers:
         print(f"read as integers (the mass of a Normal on their integer values): "
               f"{', '.join(integers)}; name a column in --categorical to model it as classes")
-    print(f"wrote {out}/: model.pt transform.json checkpoint.pt history.csv summary.json")
+    print(f"wrote {out}/: model.pt transform.json config.json checkpoint.pt history.csv "
+          f"summary.json")
     return 0
 
 

@@ -17,7 +17,7 @@ import torch.distributed as dist
 from .. import __version__
 from ..annealing import parse_schedule
 from ..datasets import PIXEL_TRANSFORMS
-from ..errors import CheckpointError, ConfigError
+from ..errors import CheckpointError, ConfigError, LVAEError
 from ..experiments.tasks import TASKS, build_observation
 from ..geco import GECO
 from ..observations import OBSERVATIONS, describe, initial_scale, settings_of
@@ -37,12 +37,25 @@ from ..training import (
     parse_average,
     resolve_device,
 )
+from ..training.checkpoint import (
+    CONFIG_NAME,
+    RUN_FORMAT,
+    check_best,
+    checkpoint_identity,
+    config_differences,
+    load_checkpoint,
+    marker_of,
+    new_run_id,
+    resume_identity,
+    run_identity,
+)
 from ..training.distributed import check_launch, init_from_env, rank_info
 from ..training.records import RunClock
 from ..training.schedules import check_schedule
 from ..vae import COLLAPSE_NATS, VAE
 from .options import (
     DEFAULT_BETA,
+    MAX_SEED,
     add_device,
     add_network_options,
     add_observation_options,
@@ -54,13 +67,19 @@ from .options import (
     add_training_tools,
     prior_settings,
 )
-from .output import make_dir, write_json
+from .output import check_folder_name, check_log_folder, write_json
 
 #: held-out KL per data point (nats) below which a trained model counts as collapsed
 COLLAPSED_KL = COLLAPSE_NATS
 
 #: the averaged model of a run with --average, beside checkpoint.pt
 AVERAGED_NAME = "averaged.pt"
+
+#: the files of a run folder besides the task's figures (and the files of a tabular model,
+#: which a new run refuses too)
+_RUN_FILES = (CONFIG_NAME, CHECKPOINT_NAME, "history.csv", "summary.json", BEST_NAME,
+              AVERAGED_NAME)
+_TABULAR_FILES = ("model.pt", "transform.json")
 
 #: the flags that start several processes; the launcher leaves them out of the workers' command
 _LAUNCH_FLAGS = ("--devices", "--num-nodes", "--node-rank", "--master-addr", "--master-port")
@@ -138,8 +157,9 @@ def _add_fit_flags(train: argparse.ArgumentParser) -> None:
                          help="GECO (Rezende & Viola 2018): instead of --beta-schedule, a KL "
                               "weight 1/lambda whose multiplier lambda keeps the reconstruction "
                               "loss (nats per data point) at or below TARGET")
-    fitting.add_argument("--geco-rate", type=float, default=1e-2,
-                         help="GECO: the multiplier's step per training step (default 1e-2)")
+    fitting.add_argument("--geco-rate", type=float, default=None,
+                         help="with --geco: the multiplier's step per training step (default "
+                              "1e-2)")
     fitting.add_argument("--on-divergence", choices=("stop", "rollback"), default="stop",
                          help="when the loss turns NaN/Inf: stop with a diagnosis (default), or "
                               "roll back to the last good check and halve the learning rate (at "
@@ -260,23 +280,48 @@ def _launch(args: argparse.Namespace) -> int:
 
 
 def _check_new_run(args: argparse.Namespace) -> None:
+    """Refuse, before anything is written, a new run whose folder holds files it would
+    replace (a run's, a tabular model's or anyone's)."""
     if args.out is None:
         raise ConfigError("give --out DIR (the run folder to write) or --resume DIR")
+    check_folder_name(args.out, "--out")
+    check_log_folder(args.tensorboard, "--tensorboard")
     run = Path(args.out)
-    if (run / CHECKPOINT_NAME).exists():
+    if run.exists() and not run.is_dir():
+        raise ConfigError(f"--out {run} is a file; give the folder to write the run into")
+    task = TASKS.get(args.dataset)
+    figures = task.figures if task else {f for t in TASKS.values() for f in t.figures}
+    taken = [n for n in (*_RUN_FILES, *figures, *_TABULAR_FILES) if (run / n).exists()]
+    if not taken:
+        return
+    if any(n in _TABULAR_FILES for n in taken):
+        raise ConfigError(f"{run} holds a model of pyro-lvae tabular fit ({', '.join(taken)}); "
+                          f"choose another --out")
+    if CHECKPOINT_NAME in taken:
         raise ConfigError(f"{run} already holds a run; continue it with --resume {run} or "
                           f"choose another --out")
+    raise ConfigError(f"{run} already holds {', '.join(taken)}, which a new run would replace; "
+                      f"choose another --out (a new or empty folder)")
 
 
 def _train(args: argparse.Namespace, rank: int, check: bool) -> int:
     if args.resume is not None:
-        run, settings, vae = _resumed_run(args, rank)
+        run, settings, vae, identity = _resumed_run(args, rank)
     else:
         if check:
             _check_new_run(args)
         run, settings, vae = _new_run(args, rank)
-    summary = _train_run(vae, run, settings, resume=args.resume is not None,
-                         progress=not args.quiet, tensorboard=args.tensorboard, rank=rank)
+        identity = {"kind": "train", "id": settings["run_id"]}
+    created = not run.exists()
+    try:
+        with run_identity(identity["kind"], identity["id"]):
+            summary = _train_run(vae, run, settings, resume=args.resume is not None,
+                                 progress=not args.quiet, tensorboard=args.tensorboard,
+                                 rank=rank, identity=identity)
+    except BaseException:
+        if args.resume is None and rank == 0:
+            _undo_new_run(run, settings["run_id"], created)
+        raise
     if rank != 0:
         return 0
     print(_format_summary(settings["obs"], summary))
@@ -292,16 +337,130 @@ def _train(args: argparse.Namespace, rank: int, check: bool) -> int:
     return 0
 
 
-def _resumed_run(args: argparse.Namespace, rank: int) -> tuple[Path, dict[str, Any], VAE]:
-    """The run folder of ``--resume``, its settings (config.json) and its last checkpoint."""
-    run = Path(args.resume)
+def _undo_new_run(run: Path, run_id: str, created: bool) -> None:
+    """After a new run failed before its first checkpoint: remove its config.json (and the
+    folder, if the run created it and it is empty), so that the run can be started again."""
+    if (run / CHECKPOINT_NAME).exists() or (run / BEST_NAME).exists():
+        return
+    config = run / CONFIG_NAME
     try:
-        settings = json.loads((run / "config.json").read_text())
+        if marker_of(json.loads(config.read_text())) == {"kind": "train", "id": run_id}:
+            config.unlink()
+        if created:
+            run.rmdir()
+    except (OSError, ValueError):
+        pass
+
+
+#: what config.json of a train run names (besides beta_schedule or geco), and for points or
+#: images
+_CONFIG_KEYS = ("dataset", "obs", "latent_dim", "blocks", "batch_size", "lr", "seed", "device")
+_POINTS_KEYS = ("hidden", "steps")
+_IMAGE_KEYS = ("width", "convs", "pixels", "data_root", "download", "num_workers",
+               "eval_images", "iwae_images", "iwae_samples")
+
+
+def _read_config(run: Path) -> dict[str, Any]:
+    """A train run's config.json, checked: an object with the settings of a train run."""
+    path = run / CONFIG_NAME
+    try:
+        settings = json.loads(path.read_text())
     except FileNotFoundError:
         raise CheckpointError(f"{run} holds no config.json; is it a pyro-lvae run folder?"
                               ) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"cannot read {path}: {getattr(e, 'strerror', None) or e}"
+                              ) from None
     except json.JSONDecodeError:
-        raise CheckpointError(f"{run / 'config.json'} is corrupt") from None
+        raise CheckpointError(f"{path} is corrupt") from None
+    if not isinstance(settings, dict):
+        raise CheckpointError(f"{path} holds a JSON {type(settings).__name__}, not the settings "
+                              f"of a pyro-lvae train run")
+    marker = marker_of(settings)
+    if marker is not None:
+        resume_identity(run, "train", marker, marker)  # refuses a folder of another kind
+    images = settings.get("dataset", "manifold2d") != "manifold2d"
+    missing = [k for k in (*_CONFIG_KEYS, *(_IMAGE_KEYS if images else _POINTS_KEYS))
+               if k not in settings]
+    if "geco" not in settings and "beta_schedule" not in settings:
+        missing.append("beta_schedule")
+    if images and "steps" not in settings and "epochs" not in settings:
+        missing.append("epochs")
+    if missing:
+        raise CheckpointError(f"{path} names no {', '.join(missing)}: it is not the settings of "
+                              f"a pyro-lvae train run (or was edited); restore the run's own")
+    seed = settings["seed"]
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)
+                             or not 0 <= seed <= MAX_SEED):
+        raise CheckpointError(f"{path}: seed is {seed!r}, not a whole number from 0 to "
+                              f"{MAX_SEED}")
+    if settings["dataset"] not in TASKS:
+        raise CheckpointError(f"{path}: unknown dataset {settings['dataset']!r}; expected one "
+                              f"of {', '.join(TASKS)}")
+    if settings["obs"] not in OBSERVATIONS:
+        raise CheckpointError(f"{path}: unknown observation model {settings['obs']!r}")
+    for name in ("latent_dim", "blocks", "batch_size", "steps", "epochs", "hidden", "width",
+                 "convs", "checkpoint_every", "eval_every"):
+        value = settings.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or value < 1):
+            raise CheckpointError(f"{path}: {name} is {value!r}, not a whole number >= 1")
+    lr = settings["lr"]
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
+        raise CheckpointError(f"{path}: lr is {lr!r}, not a number > 0")
+    return settings
+
+
+def _check_same_model(settings: dict[str, Any], model: Any, path: Path) -> None:
+    """Refuse a model (a saved model's dictionary, or a checkpoint's ``model`` entry) that is
+    not the one config.json describes (observation model, prior, network sizes)."""
+    try:
+        saved = json.loads(model["config"])
+    except (TypeError, KeyError, ValueError):
+        raise CheckpointError(f"{path} holds no model configuration to check against "
+                              f"config.json") from None
+    args = saved.get("args") or {}
+    own_args = {"latent_dim": settings["latent_dim"], "blocks": settings["blocks"]}
+    for name in ("hidden", "width", "convs"):
+        if settings.get(name) is not None:
+            own_args[name] = settings[name]
+    own = {"builder": saved.get("builder"), "args": {k: v for k, v in own_args.items()
+                                                     if k in args},
+           "observation": {**(settings.get("observation") or {}), "kind": settings["obs"]},
+           "prior": settings.get("prior") or {"kind": "normal"}}
+    differences = config_differences(own, saved)
+    if differences:
+        raise CheckpointError(f"{path} holds another model than {CONFIG_NAME} describes: "
+                              f"{'; '.join(differences)}; it is not this run's {path.name}")
+
+
+def _check_averaged(run: Path, settings: dict[str, Any]) -> None:
+    """Refuse to resume where averaged.pt is not a readable model of this run's
+    configuration (the resume would replace it)."""
+    path = run / AVERAGED_NAME
+    if not path.exists():
+        return
+    try:
+        averaged = VAE.load(path, map_location="cpu")
+    except CheckpointError as e:
+        raise CheckpointError(f"{e}; move it away to resume (the resume writes the averaged "
+                              f"model again)") from None
+    _check_same_model(settings, averaged.to_file_dict(), path)
+
+
+def _resumed_run(args: argparse.Namespace, rank: int
+                 ) -> tuple[Path, dict[str, Any], VAE, dict[str, str]]:
+    """The run folder of ``--resume``, its settings (config.json), its last checkpoint and
+    the run's identity, everything read and checked before anything is written."""
+    run = Path(args.resume)
+    if run.is_file():
+        inside = run.parent if run.name in (*_RUN_FILES, "model.pt") else None
+        fix = f"--resume {inside}" if inside is not None else "the run folder"
+        raise ConfigError(f"--resume takes a run folder, and {run} is a file; give {fix}")
+    if not run.is_dir():
+        raise CheckpointError(f"no such run folder: {run}")
+    check_log_folder(args.tensorboard, "--tensorboard")
+    settings = _read_config(run)
     if not (run / CHECKPOINT_NAME).exists():
         raise CheckpointError(f"{run} holds no {CHECKPOINT_NAME} to resume from")
     given = _given_flags(getattr(args, "argv", ()), getattr(args, "train_flags", ()))
@@ -327,13 +486,55 @@ def _resumed_run(args: argparse.Namespace, rank: int) -> tuple[Path, dict[str, A
             settings[name] = getattr(args, name)
     if "--device" in given or rank != 0 or args.devices > 1 or args.num_nodes > 1:
         settings["device"] = args.device
-    return run, settings, VAE.load(run / CHECKPOINT_NAME)
+    resolve_device(settings["device"])
+    path = run / CHECKPOINT_NAME
+    blob = load_checkpoint(path)
+    identity = resume_identity(run, "train", marker_of(settings), checkpoint_identity(blob))
+    _check_same_model(settings, blob["model"], path)
+    check_best(run, identity)
+    _check_averaged(run, settings)
+    return run, settings, VAE.from_file_dict(blob, str(path)), identity
+
+
+#: how a flag's value is saved in config.json, where that differs from the value itself
+_SAVED_FORMS = {
+    "prior": lambda a, s: (s.get("prior") or {"kind": "normal"}).get("kind") == a.prior,
+    "prior_components": lambda a, s: (s.get("prior") or {}).get("components")
+    == a.prior_components,
+    "prior_layers": lambda a, s: (s.get("prior") or {}).get("layers") == a.prior_layers,
+    "average": lambda a, s: _spec(parse_average, a.average) == s.get("average"),
+    "pixels": lambda a, s: s.get("pixels") is not None and _spec(
+        PIXEL_TRANSFORMS.resolve, a.pixels) == PIXEL_TRANSFORMS.resolve(s["pixels"], warn=False),
+    "geco": lambda a, s: _geco_spec(a) == s.get("geco"),
+    "geco_rate": lambda a, s: _geco_spec(a) == s.get("geco"),
+    "sigma": lambda a, s: a.sigma is not None and a.sigma in (
+        (s.get("observation") or {}).get("scale"), (s.get("observation") or {}).get(
+            "init_scale")),
+}
+
+
+def _spec(parse: Any, value: Any) -> Any:
+    """``value`` parsed (its saved form), or a value that matches nothing if it is invalid."""
+    try:
+        out = parse(value)
+    except (LVAEError, ValueError, TypeError):  # an invalid value repeats nothing
+        return object()
+    return out.spec() if hasattr(out, "spec") else out
+
+
+def _geco_spec(args: argparse.Namespace) -> Any:
+    if args.geco is None:
+        return object()
+    rate = 1e-2 if args.geco_rate is None else args.geco_rate
+    return _spec(lambda target: GECO(target, rate=rate), args.geco)
 
 
 def _same(flag: str, args: argparse.Namespace, settings: dict[str, Any]) -> bool:
     """Whether ``flag`` repeats the run's own setting (the command that started the run, given
-    again with --resume)."""
+    again with --resume), compared in the form config.json saves it in."""
     name = flag[2:].replace("-", "_")
+    if name in _SAVED_FORMS:
+        return bool(_SAVED_FORMS[name](args, settings))
     return name in settings and getattr(args, name, None) == settings[name]
 
 
@@ -369,9 +570,6 @@ def _new_run(args: argparse.Namespace, rank: int) -> tuple[Path, dict[str, Any],
                                     task.channels(settings), history)
     settings["observation"] = observation.config()
     vae = task.build(settings, observation)
-    if rank == 0:
-        make_dir(run, "run folder")
-        write_json(settings, run / "config.json")
     return run, settings, vae
 
 
@@ -389,6 +587,7 @@ def _train_settings(args: argparse.Namespace, task) -> dict[str, Any]:
         return d[name] if value is None else value
 
     s = {
+        "format": RUN_FORMAT, "kind": "train", "run_id": new_run_id(),
         "version": __version__, "dataset": args.dataset, "obs": args.obs,
         "latent_dim": given(args.latent_dim, "latent_dim"), "blocks": given(args.blocks, "blocks"),
         "batch_size": given(args.batch_size, "batch_size"), "steps": args.steps,
@@ -398,11 +597,15 @@ def _train_settings(args: argparse.Namespace, task) -> dict[str, Any]:
         **_tool_settings(args),
         "prior": prior_settings(args),
     }
+    if args.geco is None and args.geco_rate is not None:
+        raise ConfigError("--geco-rate sets the step of GECO's multiplier and applies only with "
+                          "--geco TARGET; add --geco or remove --geco-rate")
     if args.geco is not None:
         if args.beta_schedule != DEFAULT_BETA:
             raise ConfigError("give either --geco (a KL weight that follows a reconstruction "
                               "target) or --beta-schedule, not both")
-        s.update(geco=GECO(args.geco, rate=args.geco_rate).spec(), beta_schedule=None)
+        rate = 1e-2 if args.geco_rate is None else args.geco_rate
+        s.update(geco=GECO(args.geco, rate=rate).spec(), beta_schedule=None)
     if args.dataset == "manifold2d":
         s.update(hidden=args.hidden, steps=given(args.steps, "steps"))
     else:
@@ -435,24 +638,43 @@ def _tool_settings(args: argparse.Namespace) -> dict[str, Any]:
             "average": None if average is None else average.spec()}
 
 
+class _RunConfig(Tool):
+    """Writes the run's config.json (rank 0) once :func:`~pyro_lvae.fit` has checked the run
+    folder, the device, the first batch and, on resume, restored the checkpoint: a run refused
+    before that leaves its folder as it was. A resumed run's config.json gets its new totals
+    for the next resume."""
+
+    order = 0
+
+    def __init__(self, settings: dict[str, Any], path: Path) -> None:
+        self.settings_, self.path = settings, path
+
+    def on_train_start(self, run: Any) -> None:
+        if run.rank == 0:
+            write_json(self.settings_, self.path)
+
+
 def _train_run(vae: VAE, run: Path, settings: dict[str, Any], resume: bool,
                progress: bool = True, tensorboard: str | None = None,
-               rank: int = 0) -> dict[str, Any]:
+               rank: int = 0, identity: dict[str, str] | None = None) -> dict[str, Any]:
     task = TASKS[settings["dataset"]]
     data, transform, steps, per_epoch = task.data(settings)
-    if resume and rank == 0:  # checkpoint and data are read: the new totals, for the next resume
-        write_json(settings, run / "config.json")
+    record = dict(settings)  # config.json: the totals as given, for the next resume
     settings["steps"] = steps
+    tools = training_tools(settings, task, per_epoch, progress, tensorboard, rank)
     with RunClock() as clock:
         history = fit(vae, data, steps=steps, batch_size=settings["batch_size"],
                       lr=settings["lr"], beta=_beta(settings), transform=transform,
-                      tools=training_tools(settings, task, per_epoch, progress, tensorboard,
-                                           rank),
+                      tools=[*tools, _RunConfig(record, run / CONFIG_NAME)],
                       device=settings["device"], seed=settings["seed"], out=run,
                       resume=resume)
     if rank != 0:  # rank 0 evaluates and writes; the others wait for it
         dist.barrier()
         return {}
+    if marker_of(record) is None and identity is not None:  # a run of an earlier version,
+        record = {"format": RUN_FORMAT, "kind": "train", "run_id": identity["id"],  # resumed
+                  **record}
+        write_json(record, run / CONFIG_NAME)
     history.to_csv(run / "history.csv")
     summary = task.report(vae, history, run, settings)
     world = rank_info()[1]

@@ -79,6 +79,10 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
         raise ConfigError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device cuda was asked for but CUDA is not available; use --device cpu")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ConfigError(f"device {device} was asked for but this machine has "
+                          f"{torch.cuda.device_count()} GPU(s); use cuda:0 .. "
+                          f"cuda:{torch.cuda.device_count() - 1}")
     return device
 
 
@@ -407,8 +411,11 @@ def fit(
         leaves them as they are. The initial weights are drawn when the VAE is built: call
         ``pyro.set_rng_seed(seed)`` before building it to fix them too
     :param out: the run folder: ``checkpoint.pt`` at the end (and on the way with
-        :class:`~.tools.Checkpoints`); ``None`` writes nothing
-    :param bool resume: continue from ``out/checkpoint.pt`` if it exists
+        :class:`~.tools.Checkpoints`); ``None`` writes nothing. A folder that already holds a
+        run (``checkpoint.pt``, ``best.pt``) is refused unless ``resume=True``, and so is
+        the folder of a command's run (``pyro-lvae train``, ``tabular fit``)
+    :param bool resume: continue from ``out/checkpoint.pt`` if it exists, once the checkpoint,
+        its run and ``best.pt`` are checked (a refused resume writes nothing)
     :param shorthands: deprecated keyword arguments of earlier versions, each mapped onto its
         tool with a DeprecationWarning: ``progress``, ``check_every``, ``on_divergence``,
         ``max_rollbacks``, ``checkpoint_every``, ``validate``, ``callbacks``,
@@ -438,7 +445,7 @@ def fit(
     stream, streams = _data_stream(data, vae, batch_size, seed, device, transform, rank, world)
     opt = _make_optimizer(optimizer, vae, lr)
     _check_combination(opt, elbo, world)
-    path = prepare_folder(out, rank)
+    path, identity = prepare_folder(out, rank, resume)  # refuses a folder of another run
     run = Run(vae, opt, steps, History(), None if path is None else path.parent, rank, world,
               checks.every, tools)
     for tool in tools:
@@ -462,7 +469,7 @@ def fit(
 
     def save(name: str, done: int) -> None:
         save_checkpoint(run.folder / name, done, vae, opt, run.history, streams,
-                        stream.batches, settings, rank, world, _tool_states(tools))
+                        stream.batches, settings, rank, world, _tool_states(tools), identity)
 
     run._save = None if path is None else save
     t0 = time.perf_counter()
