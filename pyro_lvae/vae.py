@@ -59,6 +59,7 @@ from .errors import (
     ConfigError,
     DataError,
     NotInitialized,
+    as_integer,
     check_int,
     check_positive_int,
 )
@@ -293,6 +294,19 @@ def upgrade_state_dict(state: dict[str, Any], prefix: str = "") -> dict[str, Any
                 key = prefix + new
         renamed[key] = value
     return renamed
+
+
+def _check_data_shape(data_shape: Any) -> tuple[int, ...] | None:
+    """``data_shape`` as a tuple of Python ints >= 1 (an int, a numpy integer or a sequence of
+    them), or ``None``; else a :class:`ConfigError` naming it."""
+    if data_shape is None:
+        return None
+    if as_integer(data_shape) is not None:
+        data_shape = (data_shape,)
+    if isinstance(data_shape, (str, bytes)) or not hasattr(data_shape, "__iter__"):
+        raise ConfigError(f"Expected data_shape to be an integer or a tuple of integers but got "
+                          f"{data_shape!r}")
+    return tuple(check_positive_int(f"data_shape[{i}]", s) for i, s in enumerate(data_shape))
 
 
 def _check_factory(latent_dim: Any, blocks: Any, observation: Any) -> tuple[int, int]:
@@ -596,10 +610,7 @@ class VAE(nn.Module):
         super().__init__()
         latent_dim = check_positive_int("latent_dim", latent_dim)
         _check_observation(observation)
-        if isinstance(data_shape, int):
-            data_shape = (data_shape,)
-        if data_shape is not None:
-            data_shape = tuple(int(s) for s in data_shape)
+        data_shape = _check_data_shape(data_shape)
         name = f"vae{fresh_index()}" if name is None else str(name)
         self.name = name
         self.latent_dim = latent_dim

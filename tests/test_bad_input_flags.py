@@ -391,3 +391,22 @@ def test_cli_train_warns_that_the_default_warm_up_outlasts_a_short_run(tmp_path,
                  "--out", str(tmp_path / "r")]) == 0
     assert _warnings(caplog) == [lv.LinearWarmup(1000, 0.5, 1.0).unfinished(5)]
 
+
+
+@pytest.mark.parametrize("shape, want", [(np.int64(2), (2,)), ((np.int64(2),), (2,)),
+                                         ([2], (2,)), (2, (2,))])
+def test_a_data_shape_of_any_integer_kind_is_taken(shape, want):
+    from pyro_lvae.nets import GaussianEncoder
+
+    vae = lv.VAE(GaussianEncoder(torch.nn.Linear(2, 2), 1), torch.nn.Linear(1, 2), 1,
+                 lv.FixedScale(0.5), data_shape=shape)
+    assert vae.data_shape == want and all(type(s) is int for s in vae.data_shape)
+
+
+@pytest.mark.parametrize("shape", [2.5, (2.0,), (0,), (-1,), "2", (True,)])
+def test_a_data_shape_that_is_not_positive_integers_is_refused(shape):
+    from pyro_lvae.nets import GaussianEncoder
+
+    with pytest.raises(lv.ConfigError, match="data_shape"):
+        lv.VAE(GaussianEncoder(torch.nn.Linear(2, 2), 1), torch.nn.Linear(1, 2), 1,
+               lv.FixedScale(0.5), data_shape=shape)
