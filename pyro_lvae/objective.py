@@ -15,19 +15,15 @@ and every dimension (the full log-density, constants and ``log sigma`` included)
 handlers outside (``poutine.scale``) are part of both terms.
 
 :func:`elbo_terms` runs the guide, replays the model on its draws (as ``Trace_ELBO`` does) and
-returns those parts. :func:`direct_elbo_terms` computes them for pyro-lvae's own model and guide
-without Pyro's handler stack (the same ``rsample`` call, so the same random numbers);
-:func:`pyro_lvae.fit` uses it only where :func:`direct_mismatch` finds nothing that it would
-miss and its loss and gradients were checked against ``Trace_ELBO`` on the first batch.
+returns those parts. :class:`~pyro_lvae.DirectELBO` computes them for pyro-lvae's own model and
+guide without Pyro's handler stack (the same ``rsample`` call, so the same random numbers).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-import pyro.distributions as dist
 import torch
 from pyro import poutine
 from pyro.distributions.util import scale_and_mask
@@ -35,8 +31,7 @@ from pyro.poutine.trace_struct import Trace
 from pyro.poutine.util import prune_subsample_sites
 from torch.distributions import kl_divergence
 
-__all__ = ["ELBOTerms", "elbo_terms", "trace_parts", "direct_elbo_terms", "direct_mismatch",
-           "likelihood_scale", "scale_stats"]
+__all__ = ["ELBOTerms", "elbo_terms", "trace_parts", "likelihood_scale", "scale_stats"]
 
 
 class ELBOTerms(NamedTuple):
@@ -129,89 +124,6 @@ def elbo_terms(model, guide, *args, beta: float | torch.Tensor = 1.0, **kwargs) 
     terms = trace_parts([model_trace], [guide_trace])
     return ELBOTerms(terms.reconstruction + beta * terms.kl, terms.reconstruction, terms.kl,
                      terms.likelihood)
-
-
-def direct_elbo_terms(vae: Any, x: torch.Tensor, beta: float | torch.Tensor = 1.0) -> ELBOTerms:
-    """The terms of :func:`elbo_terms` for a pyro-lvae VAE, without Pyro's tracing.
-
-    The draw ``z = loc + eps * scale`` takes ``eps`` exactly as ``Normal.rsample`` does, so a
-    seed gives the same ``z`` as Pyro's guide. With ``eps = (z - loc) / scale``,
-    ``log q(z|x) = sum(-eps^2 / 2 - log scale) - (K / 2) log(2 pi)`` per point, and
-    ``log p(z)`` is the log-density of the model's prior (any :class:`~pyro_lvae.priors.Prior`,
-    evaluated outside Pyro's handlers). It knows the sites ``z`` and ``x`` and nothing else:
-    see :func:`direct_mismatch`.
-    """
-    model = vae.model
-    vae.initialize(x)  # as the programs do at every batch (measures once, then a no-op)
-    loc, scale = vae.guide.posterior(x)
-    eps = torch.empty_like(loc).normal_()
-    z = loc + eps * scale
-    likelihood = model.likelihood(z)
-    reconstruction = -likelihood.log_prob(x).sum()
-    log_q = (-0.5 * eps**2 - scale.log()).sum() - 0.5 * math.log(2 * math.pi) * eps.numel()
-    kl = log_q - model.prior.forward().log_prob(z).sum()
-    return ELBOTerms(reconstruction + beta * kl, reconstruction, kl, likelihood)
-
-
-def _is_diagonal_normal(fn: Any, event_dim: int = 1) -> bool:
-    if isinstance(fn, dist.Independent):
-        return isinstance(fn.base_dist, dist.Normal) and fn.reinterpreted_batch_ndims == event_dim
-    return False
-
-
-def _site_mismatch(name: str, site: dict[str, Any], n: int) -> str | None:
-    if site["scale"] is not None and not (isinstance(site["scale"], float)
-                                          and site["scale"] == 1.0):
-        return f"site {name!r} is scaled (a handler around fit, such as poutine.scale)"
-    if site["mask"] is not None:
-        return f"site {name!r} is masked (a handler around fit)"
-    if site["infer"].get("enumerate"):
-        return f"site {name!r} is enumerated"
-    frames = [(f.name, f.size, f.dim) for f in site["cond_indep_stack"]]
-    if frames != [("data", n, -1)]:
-        return f"site {name!r} is not in the plate 'data' alone"
-    return None
-
-
-def direct_mismatch(vae: Any, x: torch.Tensor, model_trace: Trace,
-                    guide_trace: Trace) -> str | None:
-    """Why :func:`direct_elbo_terms` would not compute the ELBO of ``vae`` on ``x``, read off a
-    model trace (replayed on the guide trace) taken under the handlers fit runs under; ``None``
-    when the traces hold exactly the sites it knows: a reparameterised diagonal-Normal latent
-    ``z`` in both programs, the observed ``x`` (this batch), both in the plate ``data``,
-    unscaled and unmasked, and no parameters but the VAE's own module parameters (the prior's
-    log-density itself is checked by the comparison of losses and gradients that follows)."""
-    own = {id(p) for p in vae.parameters()}
-    n = x.shape[0]
-    for label, trace, expected in (("model", model_trace, {"z", "x"}),
-                                   ("guide", guide_trace, {"z"})):
-        trace = prune_subsample_sites(trace)
-        sites = {k: s for k, s in trace.nodes.items() if s["type"] == "sample"}
-        if set(sites) != expected:
-            extra = sorted(set(sites) ^ expected)
-            return f"the {label} has sample sites {', '.join(map(repr, extra))} beyond z and x"
-        for name, site in sites.items():
-            reason = _site_mismatch(name, site, n)
-            if reason is not None:
-                return f"in the {label}, {reason}"
-        for name, site in trace.nodes.items():
-            if site["type"] != "param":
-                continue
-            value = site["value"]
-            unconstrained = getattr(value, "unconstrained", None)
-            if id(value) not in own and (unconstrained is None or id(unconstrained()) not in own):
-                return f"the {label} has a parameter {name!r} that is not the VAE's own"
-    z_model, z_guide = model_trace.nodes["z"], guide_trace.nodes["z"]
-    x_site = model_trace.nodes["x"]
-    if z_model["is_observed"] or z_guide["is_observed"]:
-        return "z is observed (a handler around fit conditions it)"
-    if not (_is_diagonal_normal(z_guide["fn"]) and z_guide["fn"].has_rsample):
-        return "the guide's z is not a reparameterised diagonal Normal"
-    if tuple(z_model["fn"].event_shape) != (vae.latent_dim,):
-        return "the model's prior on z is not a distribution over one latent code"
-    if not x_site["is_observed"] or x_site["value"] is not x:
-        return "the model's x is not observed as this batch"
-    return None
 
 
 def likelihood_scale(likelihood: Any) -> torch.Tensor | None:
