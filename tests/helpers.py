@@ -1,5 +1,8 @@
 """Shared test helpers."""
 
+import hashlib
+import inspect
+
 import torch
 
 
@@ -19,3 +22,21 @@ class PoisonOnce(torch.optim.Adam):
                 for group in self.param_groups:
                     for p in group["params"]:
                         p.fill_(float("nan"))
+
+
+def folder_digest(folder):
+    """Every file under ``folder`` (in subfolders and hidden ones too) and its SHA-256: equal
+    digests before and after a refused command mean nothing in the folder changed."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def public_names(module):
+    """A module's public names: its ``__all__``, or else the classes and functions it defines
+    whose names do not start with an underscore."""
+    names = getattr(module, "__all__", None)
+    if names is None:
+        names = [n for n, v in vars(module).items() if not n.startswith("_")
+                 and (inspect.isclass(v) or inspect.isfunction(v))
+                 and getattr(v, "__module__", None) == module.__name__]
+    return list(names)

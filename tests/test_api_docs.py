@@ -6,6 +6,8 @@ import pkgutil
 import subprocess
 import sys
 
+from helpers import public_names
+
 import pyro_lvae as lv
 
 CORE = sorted(
@@ -15,12 +17,7 @@ CORE = sorted(
 
 
 def _public(module):
-    names = getattr(module, "__all__", None)
-    if names is None:
-        names = [n for n, v in vars(module).items() if not n.startswith("_")
-                 and (inspect.isclass(v) or inspect.isfunction(v))
-                 and getattr(v, "__module__", None) == module.__name__]
-    return [(n, getattr(module, n)) for n in names]
+    return [(n, getattr(module, n)) for n in public_names(module)]
 
 
 def _documented(cls, attr):

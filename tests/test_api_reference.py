@@ -7,7 +7,6 @@ building the pages; ``.ci/run`` builds them with warnings as errors.
 """
 
 import ast
-import functools
 import importlib
 import inspect
 import pkgutil
@@ -15,6 +14,7 @@ import re
 from pathlib import Path
 
 import pytest
+from helpers import public_names
 
 import pyro_lvae as lv
 
@@ -70,16 +70,6 @@ def _commented_constants(module):
     return names
 
 
-def _public(module):
-    names = getattr(module, "__all__", None)
-    if names is None:
-        names = [n for n, v in vars(module).items() if not n.startswith("_")
-                 and (inspect.isclass(v) or inspect.isfunction(v))
-                 and getattr(v, "__module__", None) == module.__name__]
-    return names
-
-
-@functools.cache
 def _reference():
     """``(name, object)`` for everything the pages document."""
     entries = []
@@ -90,7 +80,7 @@ def _reference():
         module = importlib.import_module(target)
         excluded = set(_split(options.get("exclude-members", "")))
         constants = _commented_constants(module)
-        for name in _split(options["members"]) or _public(module):
+        for name in _split(options["members"]) or public_names(module):
             obj = getattr(module, name)
             if name in excluded or (_is_constant(obj) and name not in constants):
                 continue  # autodoc leaves out a constant without a comment
@@ -112,7 +102,7 @@ def test_every_public_name_has_a_place_in_the_api_reference(module_name):
     entries = _reference()
     module = importlib.import_module(module_name)
     missing = [
-        f"{module_name}.{name}" for name in _public(module)
+        f"{module_name}.{name}" for name in public_names(module)
         if not any(doc_name == name and obj is getattr(module, name) for doc_name, obj in entries)
     ]
     assert not missing, (

@@ -5,13 +5,13 @@ cases assert exit status 2, one line on stderr naming the problem, no traceback,
 existing run folder is byte-for-byte unchanged afterwards.
 """
 
-import hashlib
 import json
 import pickle
 
 import numpy as np
 import pytest
 import torch
+from helpers import folder_digest
 from pyro.infer import Trace_ELBO
 
 import pyro_lvae as lv
@@ -154,9 +154,6 @@ def test_checkpoint_of_another_configuration(tmp_path):
         other.load_state(tmp_path / "a.pt")
 
 
-def _digest(folder):
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.iterdir()) if p.is_file()}
 
 
 @pytest.fixture(scope="module")
@@ -220,7 +217,7 @@ CLI_CASES = {
 @pytest.mark.parametrize("case", list(CLI_CASES))
 def test_cli_bad_input(case, run_folder, tmp_path, capsys):
     argv, message = CLI_CASES[case]
-    before = _digest(run_folder)
+    before = folder_digest(run_folder)
 
     def fill(a):
         if a.startswith("{csv:"):
@@ -237,7 +234,7 @@ def test_cli_bad_input(case, run_folder, tmp_path, capsys):
     assert message in err and "Traceback" not in err
     if "invalid choice" not in err:
         assert err.startswith("pyro-lvae: error:") and err.count("\n") == 1
-    assert _digest(run_folder) == before
+    assert folder_digest(run_folder) == before
 
 
 def test_cli_resume_of_a_corrupt_checkpoint_loses_nothing(tmp_path, capsys):
@@ -245,10 +242,10 @@ def test_cli_resume_of_a_corrupt_checkpoint_loses_nothing(tmp_path, capsys):
     main(["train", "--steps", "3", "--hidden", "8", "--blocks", "1", "--quiet", "--out", str(run)])
     data = (run / "checkpoint.pt").read_bytes()
     (run / "checkpoint.pt").write_bytes(data[:100])
-    before = _digest(run)
+    before = folder_digest(run)
     assert main(["train", "--resume", str(run), "--steps", "6", "--quiet"]) == 2
     assert "corrupt or truncated" in capsys.readouterr().err
-    assert _digest(run) == before
+    assert folder_digest(run) == before
 
 
 def test_cli_resume_with_a_corrupt_config(tmp_path, capsys):

@@ -6,13 +6,13 @@ assert exit status 2, one line on stderr naming the problem, no traceback, and t
 run folder is byte-for-byte unchanged (tests/test_bad_input.py's conventions).
 """
 
-import hashlib
 import logging
 
 import numpy as np
 import pyro
 import pytest
 import torch
+from helpers import folder_digest
 
 import pyro_lvae as lv
 from pyro_lvae.annealing import BETA_SCHEDULES
@@ -332,9 +332,6 @@ def test_averaging_that_starts_after_the_run_warns(caplog):
 
 
 # ---- the command line -----------------------------------------------------------------------
-def _digest(folder):
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.iterdir()) if p.is_file()}
 
 
 @pytest.fixture(scope="module")
@@ -373,7 +370,7 @@ CLI_CASES = {
 @pytest.mark.parametrize("case", list(CLI_CASES))
 def test_cli_bad_flag(case, run_folder, tmp_path, capsys):
     argv, message = CLI_CASES[case]
-    before = _digest(run_folder)
+    before = folder_digest(run_folder)
     argv = [a.replace("{new}", str(tmp_path / "new")).replace("{run}", str(run_folder))
             for a in argv]
     code = main(argv + ["--quiet"])
@@ -381,7 +378,7 @@ def test_cli_bad_flag(case, run_folder, tmp_path, capsys):
     assert code == 2
     assert message in err and "Traceback" not in err
     assert err.startswith("pyro-lvae: error:") and err.count("\n") == 1
-    assert _digest(run_folder) == before
+    assert folder_digest(run_folder) == before
     assert not (tmp_path / "new").exists()
 
 

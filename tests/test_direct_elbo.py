@@ -9,7 +9,7 @@ import pytest
 import torch
 from pyro import poutine
 from pyro.infer import SVI, Trace_ELBO
-from pyro.nn import PyroModule, PyroSample
+from test_objective import _GainDecoder
 from test_observation_contract import image_vae, make, own_data, vector_vae
 
 import pyro_lvae as lv
@@ -110,16 +110,6 @@ class _Noisy(lv.FixedScale):
     def forward(self, output, event_dim):
         jitter = pyro.sample("jitter", dist.Normal(0.0, 0.1))
         return super().forward(output + jitter, event_dim)
-
-
-class _GainDecoder(PyroModule):
-    def __init__(self, net):
-        super().__init__()
-        self.net = net
-        self.gain = PyroSample(dist.Normal(1.0, 0.5))
-
-    def forward(self, z):
-        return self.net(z) * self.gain
 
 
 def _refusals():

@@ -6,12 +6,12 @@ line on stderr naming the problem, no traceback, and every file of the folder by
 it was (hashes before and after).
 """
 
-import hashlib
 import json
 import shutil
 
 import pytest
 import torch
+from helpers import folder_digest
 
 import pyro_lvae as lv
 from pyro_lvae.cli import main
@@ -20,10 +20,6 @@ from pyro_lvae.training import BEST_NAME, CHECKPOINT_NAME
 TINY = ["--hidden", "8", "--blocks", "1", "--quiet"]
 
 
-def digest(folder):
-    """Every file under ``folder`` (hidden ones too) and its hash."""
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def run_cli(argv, capsys):
@@ -38,13 +34,13 @@ def run_cli(argv, capsys):
 def refused(argv, capsys, folder, message):
     """``argv`` exits with status 2 and one line naming ``message``, and ``folder`` (if any)
     is left exactly as it was."""
-    before = digest(folder) if folder is not None else None
+    before = folder_digest(folder) if folder is not None else None
     code, err = run_cli(argv, capsys)
     assert code == 2, err
     assert message in err and "Traceback" not in err
     assert err.startswith("pyro-lvae: error:") and err.count("\n") == 1, err
     if folder is not None:
-        assert digest(folder) == before
+        assert folder_digest(folder) == before
     return err
 
 
@@ -128,9 +124,9 @@ def test_commands_refuse_a_folder_of_another_kind(runs, run, tmp_path, capsys, a
     fill = {"{tab}": str(tab), "{run}": str(run), "{tmp}": str(tmp_path),
             "{csv}": str(runs / "t.csv")}
     argv = [fill.get(a, a).replace("{tmp}", str(tmp_path)) for a in argv]
-    before = digest(run)
+    before = folder_digest(run)
     refused(argv, capsys, tab, message)
-    assert digest(run) == before
+    assert folder_digest(run) == before
     assert not (tmp_path / "s.csv").exists()
 
 
@@ -276,52 +272,52 @@ def test_python_resume_refuses_a_truncated_best_model(tmp_path):
     lv.fit(tiny(), lv.datasets.manifold2d, steps=4, seed=0, out=tmp_path, tools=tools)
     data = (tmp_path / BEST_NAME).read_bytes()
     (tmp_path / BEST_NAME).write_bytes(data[:200])
-    before = digest(tmp_path)
+    before = folder_digest(tmp_path)
     with pytest.raises(lv.CheckpointError, match="best.pt.*corrupt or truncated"):
         lv.fit(lv.load(tmp_path / CHECKPOINT_NAME), lv.datasets.manifold2d, steps=8, seed=0,
                out=tmp_path, resume=True,
                tools=[lv.training.HeldOutEvaluation(val, every=2)])
-    assert digest(tmp_path) == before
+    assert folder_digest(tmp_path) == before
 
 
 # ---- 6. fit(out=<an existing run>) -------------------------------------------------------------
 
 def test_fit_refuses_to_overwrite_a_run_without_resume(tmp_path):
     lv.fit(tiny(), lv.datasets.manifold2d, steps=3, seed=0, out=tmp_path)
-    before = digest(tmp_path)
+    before = folder_digest(tmp_path)
     with pytest.raises(lv.ConfigError, match="already holds a run.*resume=True.*another"):
         lv.fit(tiny(), lv.datasets.manifold2d, steps=3, seed=0, out=tmp_path)
-    assert digest(tmp_path) == before
+    assert folder_digest(tmp_path) == before
 
 
 @pytest.mark.parametrize("resume, message", [(False, "already holds a run"),
                                              (True, "pyro-lvae train --resume")])
 def test_fit_refuses_a_command_s_run_folder(run, resume, message):
-    before = digest(run)
+    before = folder_digest(run)
     vae = lv.load(run / CHECKPOINT_NAME)
     with pytest.raises(lv.ConfigError, match=message):
         lv.fit(vae, lv.datasets.manifold2d, steps=20, out=run, resume=resume)
-    assert digest(run) == before
+    assert folder_digest(run) == before
 
 
 def test_tabular_model_fit_refuses_a_folder_holding_a_model(runs, tmp_path):
     import pandas as pd
 
     tab = shutil.copytree(runs / "tab", tmp_path / "tab")
-    before = digest(tab)
+    before = folder_digest(tab)
     with pytest.raises(lv.ConfigError, match="already holds a model"):
         lv.tabular.TabularModel.fit(pd.read_csv(runs / "t.csv"), steps=3, hidden=8, blocks=1,
                                     out=tab)
-    assert digest(tab) == before
+    assert folder_digest(tab) == before
 
 
 def test_python_resume_refuses_a_model_of_another_configuration(tmp_path):
     lv.fit(tiny(), lv.datasets.manifold2d, steps=3, seed=0, out=tmp_path)
-    before = digest(tmp_path)
+    before = folder_digest(tmp_path)
     with pytest.raises(lv.CheckpointError, match="observation 'learned-scalar'"):
         lv.fit(tiny(lv.LearnedVectorScale()), lv.datasets.manifold2d, steps=6, out=tmp_path,
                resume=True)
-    assert digest(tmp_path) == before
+    assert folder_digest(tmp_path) == before
 
 
 # ---- folders of the previous version ------------------------------------------------------------

@@ -2,13 +2,13 @@
 the row (the CSV line) and the value named, or read exactly, through the Python API and
 ``pyro-lvae tabular fit`` alike (exit status 2, one line, no traceback, nothing written)."""
 
-import hashlib
 import logging
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from helpers import folder_digest
 
 import pyro_lvae as lv
 from pyro_lvae.cli import main
@@ -213,9 +213,6 @@ CSV_CASES = {
 }
 
 
-def _digest(folder):
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.iterdir()) if p.is_file()}
 
 
 @pytest.mark.parametrize("case", list(CSV_CASES))
@@ -226,14 +223,14 @@ def test_cli_refuses_table_input(case, tmp_path, capsys):
     out = tmp_path / "mine"  # a folder of the user's, which a refusal leaves as it was
     out.mkdir()
     (out / "notes.txt").write_text("keep me\n")
-    before = _digest(out)
+    before = folder_digest(out)
     code = main(["tabular", "fit", str(csv), "--out", str(out), "--steps", "5", "--hidden",
                  "8", "--blocks", "1", "--quiet", *flags])
     err = capsys.readouterr().err
     assert code == 2
     assert message.format(csv=csv) in err and "Traceback" not in err
     assert err.startswith("pyro-lvae: error:") and err.count("\n") == 1
-    assert _digest(out) == before and sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+    assert folder_digest(out) == before and sorted(p.name for p in out.iterdir()) == ["notes.txt"]
 
 
 @pytest.mark.parametrize("case", ["a row with more fields than the header",
