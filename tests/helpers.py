@@ -40,3 +40,17 @@ def public_names(module):
                  and (inspect.isclass(v) or inspect.isfunction(v))
                  and getattr(v, "__module__", None) == module.__name__]
     return list(names)
+
+
+def leave_process_group():
+    """The end of a worker's work under ``torch.distributed``: free what still holds the
+    process group (a DDP wrapper in a reference cycle), wait for every rank, then destroy it.
+    A rank that destroys its group and exits while another still tears its own down can abort
+    gloo's threads (``terminate called without an active exception``)."""
+    import gc
+
+    import torch.distributed as dist
+
+    gc.collect()
+    dist.barrier()
+    dist.destroy_process_group()

@@ -12,6 +12,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from helpers import leave_process_group
 
 import pyro_lvae as lv
 from pyro_lvae.direct_elbo import direct_elbo_terms
@@ -47,8 +48,10 @@ def _worker(rank, port, folder):
                          out=folder / "run", checkpoint_every=4)
         torch.save({"state": vae.state_dict(), "loss": torch.tensor(history["loss"])},
                    folder / f"rank{rank}.pt")
-    finally:
+    except BaseException:
         dist.destroy_process_group()
+        raise
+    leave_process_group()
 
 
 def _reference():
@@ -126,8 +129,10 @@ def _observation_worker(rank, port, folder):
             out[name] = {"state": vae.state_dict(), "objective": h.objective,
                          "start": getattr(vae.observation, "init_scale", None)}
         torch.save(out, folder / f"obs{rank}.pt")
-    finally:
+    except BaseException:
         dist.destroy_process_group()
+        raise
+    leave_process_group()
 
 
 def test_every_observation_model_stays_identical_on_two_processes(tmp_path):

@@ -9,6 +9,7 @@ import math
 import pyro
 import pytest
 import torch
+from helpers import leave_process_group
 from pyro.infer import (
     SVI,
     JitTrace_ELBO,
@@ -414,8 +415,10 @@ def _ddp_worker(rank, port, folder):
                    check_every=3)
         torch.save({"state": vae.state_dict(), "objective": h.objective},
                    folder / f"prior{rank}.pt")
-    finally:
+    except BaseException:
         dist.destroy_process_group()
+        raise
+    leave_process_group()
 
 
 def test_a_vamp_prior_stays_identical_on_two_processes(tmp_path):

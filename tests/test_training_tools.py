@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from helpers import PoisonOnce
+from helpers import PoisonOnce, leave_process_group
 from pyro.infer import RenyiELBO, TraceMeanField_ELBO
 
 import pyro_lvae as lv
@@ -403,8 +403,10 @@ def _tools_worker(rank, port, folder):
                    lr_warmup=2, average="ema:0.8", heldout=data(40, seed=7), eval_every=4)
         torch.save({"averaged": h.averaged.state_dict(), "heldout": torch.tensor(
             h.heldout()["heldout_elbo"]), "best": h.best["step"]}, folder / f"rank{rank}.pt")
-    finally:
+    except BaseException:
         dist.destroy_process_group()
+        raise
+    leave_process_group()
 
 
 def test_every_tool_stays_identical_on_two_processes(tmp_path):
