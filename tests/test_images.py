@@ -19,6 +19,8 @@ from pyro_lvae.datasets import (
     bits_per_dim,
     load_images,
 )
+from pyro_lvae.training.checkpoint import BEST_NAME
+from pyro_lvae.training.history import History
 
 SHAPE = (2, 8, 8)
 
@@ -264,3 +266,42 @@ def test_missing_image_data_on_the_command_line(tmp_path, capsys):
                  str(tmp_path / "r"), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "--download" in err and str(tmp_path / "MNIST") in err
+
+
+def test_weights_are_selected_on_training_images_held_out_and_reported_on_the_test_set(
+        fake_mnist, tmp_path, capsys):
+    """--eval-every selects best.pt on the last --validation-images training images, which
+    training never sees; summary.json reports the selected weights on the test images."""
+    from pyro_lvae.experiments.tasks import TASKS
+
+    run = tmp_path / "run"
+    small = [a for a in TINY if a not in ("--steps", "2")]
+    assert main(["train", "--dataset", "fashion-mnist", "--data-root", str(fake_mnist),
+                 "--obs", "discretized-logistic", "--batch-size", "10", "--epochs", "2",
+                 "--eval-every", "1", "--validation-images", "10", "--out", str(run),
+                 *small]) == 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["steps"] == 6  # 30 training images of 40 in batches of 10, twice
+    config = json.loads((run / "config.json").read_text())
+    assert config["validation_images"] == 10
+    task, train = TASKS["fashion-mnist"], load_images("fashion-mnist", fake_mnist)
+    held = task.validation(config)
+    assert held.shape == (10, 1, 28, 28)
+    assert torch.equal((held * 255).round().to(torch.uint8), train[-10:])  # the last ten
+    best = summary["best"]
+    assert best["file"] == BEST_NAME and math.isfinite(best["elbo_bits_per_dim"])
+    history = History.from_csv(run / "history.csv")
+    rows = history.heldout()
+    assert best["validation_elbo"] == pytest.approx(float(np.max(rows["heldout_elbo"])))
+    # the default: a tenth of this small training set; none without --eval-every
+    default = tmp_path / "default"
+    assert main(["train", "--dataset", "fashion-mnist", "--data-root", str(fake_mnist),
+                 "--eval-every", "1", "--out", str(default), *TINY]) == 0
+    assert json.loads((default / "config.json").read_text())["validation_images"] == 4
+    assert main(["train", "--dataset", "fashion-mnist", "--data-root", str(fake_mnist),
+                 "--validation-images", "5", "--out", str(tmp_path / "no"), *TINY]) == 2
+    assert "add --eval-every" in capsys.readouterr().err
+    assert main(["train", "--dataset", "fashion-mnist", "--data-root", str(fake_mnist),
+                 "--eval-every", "1", "--validation-images", "30", "--out",
+                 str(tmp_path / "half"), *TINY]) == 2
+    assert "more than half" in capsys.readouterr().err

@@ -165,9 +165,9 @@ def _add_fit_flags(train: argparse.ArgumentParser) -> None:
                               "roll back to the last good check and halve the learning rate (at "
                               "most 3 times)")
     add_training_tools(train, notes={
-        "eval_every": "default: off; the validation set is 1000 fresh points, or the last "
-                      "--eval-images images of the test split (the first ones are the "
-                      "held-out set of summary.json)"})
+        "eval_every": "default: off; the validation set is 1000 fresh points, or, for "
+                      "images, the last --validation-images training images, held out of "
+                      "training (the test split stays for summary.json)"})
 
 
 def _default_pixels(variant: Any) -> str:
@@ -194,6 +194,10 @@ def _add_image_flags(train: argparse.ArgumentParser) -> None:
                         help="DataLoader worker processes for CelebA (default 2)")
     images.add_argument("--eval-images", type=int, default=2000,
                         help="held-out images for the ELBO (default 2000)")
+    images.add_argument("--validation-images", type=int, default=None,
+                        help="with --eval-every: the last N training images, held out of "
+                             "training, on which the best weights are selected (default 5000, "
+                             "at most a tenth of the training set)")
     images.add_argument("--iwae-images", type=int, default=256,
                         help="held-out images for the IWAE bound (default 256)")
     images.add_argument("--iwae-samples", type=int, default=100,
@@ -615,12 +619,28 @@ def _train_settings(args: argparse.Namespace, task) -> dict[str, Any]:
                                                  _default_pixels(describe(args.obs))),
                  data_root=args.data_root, download=args.download,
                  num_workers=args.num_workers, eval_images=args.eval_images,
-                 iwae_images=args.iwae_images, iwae_samples=args.iwae_samples)
+                 iwae_images=args.iwae_images, iwae_samples=args.iwae_samples,
+                 validation_images=_validation_images(args))
     for name in ("latent_dim", "batch_size", "steps", "epochs", "eval_images", "iwae_images",
                  "iwae_samples", "width", "convs", "hidden", "checkpoint_every"):
         if s.get(name) is not None and s[name] < 1:
             raise ConfigError(f"Expected --{name.replace('_', '-')} >= 1 but got {s[name]}")
     return s
+
+
+def _validation_images(args: argparse.Namespace) -> int | None:
+    """The training images held out for ``--eval-every`` (0 without it): ``--validation-images``,
+    or ``None``: the task's default (5000, at most a tenth of the training set), decided when
+    the data are read and saved in config.json then."""
+    if args.validation_images is not None:
+        if args.eval_every is None:
+            raise ConfigError("--validation-images holds out training images for --eval-every; "
+                              "add --eval-every STEPS or remove --validation-images")
+        if isinstance(args.validation_images, bool) or args.validation_images < 1:
+            raise ConfigError(f"Expected --validation-images >= 1 but got "
+                              f"{args.validation_images}")
+        return args.validation_images
+    return 0 if args.eval_every is None else None
 
 
 def _tool_settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -711,6 +731,13 @@ def training_tools(settings: dict[str, Any], task: Any, per_epoch: int | None,
     return tools
 
 
+def _finite_or_none(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` for JSON: a number that is not finite (a bits/dim that does not apply) is
+    ``None``."""
+    return {k: None if isinstance(v, float) and not math.isfinite(v) else v
+            for k, v in values.items()}
+
+
 def _tool_results(task, history: History, run: Path, settings: dict[str, Any]
                   ) -> dict[str, Any]:
     """The averaged model (saved as averaged.pt, evaluated like the raw one) and the best
@@ -718,11 +745,13 @@ def _tool_results(task, history: History, run: Path, settings: dict[str, Any]
     out: dict[str, Any] = {}
     if history.averaged is not None:
         history.averaged.save(run / AVERAGED_NAME)
-        out["averaged"] = {k: None if isinstance(v, float) and not math.isfinite(v) else v
-                           for k, v in task.evaluate(history.averaged, settings).items()}
+        out["averaged"] = _finite_or_none(task.evaluate(history.averaged, settings))
     if history.best is not None:
         out["best"] = {"step": int(history.best["step"]),
                        "validation_elbo": history.best["elbo"], "file": BEST_NAME}
+        if (run / BEST_NAME).exists():  # the selected weights, on the summary's test images
+            best = VAE.load(run / BEST_NAME, map_location=resolve_device(settings["device"]))
+            out["best"].update(_finite_or_none(task.evaluate(best, settings)))
     return out
 
 

@@ -168,6 +168,10 @@ class ImageTask:
 
         rank, world = rank_info()
         images = load_images(self.name, s["data_root"], train=True, download=s["download"])
+        held = self._held_out(s, len(images))
+        if held:  # the validation split: the last training images, never trained on
+            images = (images[:-held] if isinstance(images, torch.Tensor)
+                      else torch.utils.data.Subset(images, range(len(images) - held)))
         n = len(images)
         per_epoch = math.ceil(n / (s["batch_size"] * world))
         steps = s["steps"] if s.get("steps") is not None else s["epochs"] * per_epoch
@@ -189,10 +193,31 @@ class ImageTask:
         raw = _first_images(images, n)
         return self._transform(s)(raw, torch.Generator().manual_seed(EVAL_SEED + 1))
 
+    @staticmethod
+    def _held_out(s: dict[str, Any], n: int) -> int:
+        """How many of the ``n`` training images are the validation split (resolving the
+        default, ``None``, to 5000 or a tenth of a smaller set, in ``s``); 0 for runs without
+        one, and for runs saved before validation splits (their validation images are the
+        test split's last ones)."""
+        if s.get("validation_images", 0) is None:
+            s["validation_images"] = min(5000, n // 10)
+        held = s.get("validation_images") or 0
+        if held and held > n // 2:
+            raise ConfigError(f"--validation-images {held} would hold out more than half of the "
+                              f"{n} training images; give at most {n // 2}")
+        return held
+
     def validation(self, s: dict[str, Any]) -> torch.Tensor:
-        """The last ``eval_images`` test images (at most the test split less the first
-        ``eval_images``, the summary's held-out set, which stays unseen by model selection),
-        for the held-out ELBO during training (``--eval-every``)."""
+        """The validation split for the held-out ELBO during training (``--eval-every``), on
+        which the best weights are selected: the last ``validation_images`` training images,
+        held out of training by :meth:`data`. Runs saved before validation splits keep theirs,
+        the last ``eval_images`` test images (beyond the summary's held-out set)."""
+        if "validation_images" in s:
+            images = load_images(self.name, s["data_root"], train=True, download=False)
+            n = self._held_out(s, len(images))
+            raw = (images[-n:] if isinstance(images, torch.Tensor)
+                   else torch.stack([images[i] for i in range(len(images) - n, len(images))]))
+            return self._transform(s)(raw, torch.Generator().manual_seed(EVAL_SEED + 2))
         images = load_images(self.name, s["data_root"], train=False, download=False)
         n = min(s["eval_images"], len(images) - s["eval_images"])
         if n < 1:
@@ -209,7 +234,9 @@ class ImageTask:
         _, x = self._test_images(s, vae.device)
         elbo = evaluate.elbo_parts(vae, x, batch_size=250)
         out: dict[str, Any] = {f"{k}_nats": v for k, v in elbo.items()}
-        out["elbo_bits_per_dim"] = bits_per_dim(-elbo["elbo"], x[0].numel(), self._pixels(s))
+        out["elbo_bits_per_dim"] = bits_per_dim(
+            -elbo["elbo"], x[0].numel(), self._pixels(s),
+            discrete=observations.describe(s["obs"]).discrete)
         return out
 
     def _test_images(self, s: dict[str, Any], device) -> tuple[torch.Tensor, torch.Tensor]:
