@@ -9,6 +9,7 @@ import pytest
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 REGISTERED = ["artificial_2d.py", "data_scale.py", "digits_overfitting.py", "fashion_mnist.py",
+              "fashion_mnist_bits.py",
               "learning_rate_study.py", "plain_pyro.py", "reproduce_manifold.py",
               "sigma_start_probe.py", "table_start_study.py", "tables.py"]
 
@@ -115,3 +116,15 @@ def test_table_start_study_smoke(tmp_path):
     assert "| learned per column | off |" in (tmp_path / "differences.md").read_text()
     # each pair's two runs differ only in the start: 2 settings x 2 annealing
     assert len(list((tmp_path / "jobs").glob("*.json"))) == 4
+
+
+def test_fashion_mnist_bits_smoke(tmp_path):
+    result = _load("fashion_mnist_bits.py").main(["--smoke", "--out", str(tmp_path)])
+    (name, c), = result["curves"].items()
+    assert c["step"] == [3.0, 6.0, 9.0, 10.0] and np.all(np.diff(c["hours"]) > 0)
+    test = result["test"][name]
+    assert test["weights"] == "best.pt" and test["images"] == 20 and test["iwae_samples"] == 2
+    # a bound on random 8-bit images: near 8 bits/dim, and the IWAE at least the ELBO's
+    assert 7 < test["elbo_bits_per_dim"] < 12
+    assert test["iwae_bits_per_dim"] <= test["elbo_bits_per_dim"] + 0.05
+    assert (tmp_path / "bits.png").exists() and (tmp_path / "bits.json").exists()
