@@ -4,9 +4,9 @@ discretised observation model, and the curve of bits/dim against training time.
 The run selects its weights on a validation split of the training set (``--eval-every`` with
 ``--validation-images``); this script scores those weights (``best.pt``) on all 10000 test
 images, with the ELBO and an importance-sampled bound, and draws the validation bits/dim of
-every evaluation against the training time, converted from steps with the run's own measured
-time per step (``summary.json``'s ``train_cpu_seconds`` over its steps: one core's hours when
-the run had one thread). Published anchors on the same 8-bit test set are drawn beside it.
+every evaluation against the training time, converted from steps with the time of one step on
+one core (measured here on the run's own model and data, in CPU time, as a resumed run's clock
+counts only its last call). Published anchors on the same 8-bit test set are drawn beside it.
 
     ../shared/tools/fashion-mnist data
     pyro-lvae train --dataset fashion-mnist --data-root data --obs discretized-logistic-mixture \\
@@ -40,15 +40,44 @@ ANCHORS = {"Bit-Swap (Kingma et al. 2019), hierarchical VAE": 3.28,
            "Glow-like flows (about)": 2.9}
 
 
-def curve(run: Path) -> dict[str, list[float]]:
-    """Validation bits/dim of every held-out evaluation, against steps and training hours."""
+def _history(run: Path) -> History:
+    """The run's history: history.csv of a finished run, else its last checkpoint's (a run
+    still training, or stopped to be resumed)."""
+    if (run / "history.csv").exists() and (run / "summary.json").exists():
+        return History.from_csv(run / "history.csv")
+    blob = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=True)
+    return History.from_state_dict(blob["history"])
+
+
+def step_seconds(run: Path, data_root: str, steps: int = 20) -> float:
+    """CPU seconds of one training step of the run's model, measured on one thread over
+    ``steps`` steps on its training images (after two unmeasured ones): a run's own clock
+    counts only its last call when it was resumed, and other processes slow its wall clock."""
     config = json.loads((run / "config.json").read_text())
-    summary = json.loads((run / "summary.json").read_text())
-    rows = History.from_csv(run / "history.csv").heldout()
+    vae = lv.load(run / "checkpoint.pt", map_location="cpu")
+    images = load_images(config["dataset"], data_root, train=True)
+    transform = PIXEL_TRANSFORMS.build(PIXEL_TRANSFORMS.resolve(config["pixels"], warn=False))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        kwargs = {"batch_size": config["batch_size"], "lr": config["lr"], "transform": transform,
+                  "seed": 0}
+        lv.fit(vae, images, steps=2, **kwargs)
+        t0 = time.process_time()
+        lv.fit(vae, images, steps=steps, **kwargs)
+        return (time.process_time() - t0) / steps
+    finally:
+        torch.set_num_threads(threads)
+
+
+def curve(run: Path, per_step: float) -> dict[str, list[float]]:
+    """Validation bits/dim of every held-out evaluation, against steps and training hours
+    (``per_step`` seconds a step)."""
+    config = json.loads((run / "config.json").read_text())
+    rows = _history(run).heldout()
     dims = 784 if config["dataset"] in ("mnist", "fashion-mnist") else 3 * 64 * 64
     discrete = describe(config["obs"]).discrete
     pixels = PIXEL_TRANSFORMS.resolve(config["pixels"], warn=False)
-    per_step = summary["train_cpu_seconds"] / max(summary["steps"], 1)
     steps = np.asarray(rows["step"], dtype=float) + 1  # steps done at each evaluation
     return {"step": steps.tolist(),
             "hours": (steps * per_step / 3600).tolist(),
@@ -138,6 +167,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--samples", type=int, default=100, help="importance samples per image")
     p.add_argument("--images", type=int, default=None, help="test images (default: all)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--seconds-per-step", type=float, default=None,
+                   help="one step's seconds for the time axis (default: measured on one core)")
     p.add_argument("--out", default=None, help="folder for bits.json and bits.png "
                                                "(default: the first run's)")
     p.add_argument("--smoke", action="store_true", help="a tiny run on random images")
@@ -148,7 +179,9 @@ def main(argv: list[str] | None = None) -> dict:
             runs, args.data_root, args.samples = [_smoke(Path(tmp))], tmp, 2
         if not runs:
             p.error("give run folders, or --smoke")
-        curves = {r.name: curve(r) for r in runs}
+        per_step = {r.name: (args.seconds_per_step or step_seconds(r, args.data_root))
+                    for r in runs}
+        curves = {r.name: curve(r, per_step[r.name]) for r in runs}
         scores = {r.name: score(r, args.data_root, args.samples, args.images, args.device)
                   for r in runs}
         out = Path(args.out) if args.out else runs[0]
