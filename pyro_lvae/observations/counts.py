@@ -79,7 +79,7 @@ from pyro.distributions.util import broadcast_shape
 from pyro.nn import PyroParam
 
 from ..errors import ConfigError, DataError, check_positive, check_positive_int
-from .base import Observation
+from .base import Observation, distribution_stddev
 
 __all__ = ["PoissonCounts", "NegativeBinomialCounts", "ZeroInflatedNBCounts",
            "PoissonLogMean", "NegativeBinomialLogMean", "ZeroInflatedNBLogMean",
@@ -145,22 +145,20 @@ def negative_binomial_log_prob(x: torch.Tensor, log_mean: torch.Tensor,
     x, log_mu, log_theta = _wide(x, log_mean, log_theta)
     log_mu = log_mu.clamp(min=_LOG_FLOOR)
     log_theta = log_theta.clamp(_LOG_FLOOR, -_LOG_FLOOR)
-    large = log_theta >= math.log(STIRLING_FROM)
-    # each branch sees safe values where the other is taken (no NaN in either's gradient)
-    log_t_big = torch.where(large, log_theta, torch.full_like(log_theta, math.log(STIRLING_FROM)))
-    log_t_small = torch.where(large, torch.zeros_like(log_theta), log_theta)
-    # theta >= 10: Stirling
-    theta = log_t_big.exp()
-    log1p_mu = F.softplus(log_mu - log_t_big)  # log(1 + mu / theta)
-    log1p_x = torch.log1p(x * torch.exp(-log_t_big))  # log(1 + x / theta)
-    big = (x * log_mu - torch.lgamma(x + 1) - (theta + x) * log1p_mu
-           + (theta + x - 0.5) * log1p_x - x
+    # both branches are finite (values and gradients) everywhere in the clamped range, so the
+    # one not taken cannot put a NaN into the gradient; they share these terms
+    theta = log_theta.exp()
+    log_x_fact = torch.lgamma(x + 1)
+    log1p_mu = F.softplus(log_mu - log_theta)  # log(1 + mu / theta)
+    # theta >= 10: Stirling's series, x log theta cancelled analytically
+    big = (x * log_mu - log_x_fact - (theta + x) * log1p_mu
+           + (theta + x - 0.5) * torch.log1p(x / theta) - x
            + _stirling_correction(theta + x) - _stirling_correction(theta))
-    # theta < 10: log-gamma directly
-    theta = log_t_small.exp()
-    small = (torch.lgamma(x + theta) - torch.lgamma(theta) - torch.lgamma(x + 1)
-             - theta * F.softplus(log_mu - log_t_small)
-             - x * F.softplus(log_t_small - log_mu))
+    # theta < 10: log-gamma directly; x log(mu / (mu + theta)) = x (log mu - log theta -
+    # log(1 + mu / theta))
+    small = (torch.lgamma(x + theta) - torch.lgamma(theta) - log_x_fact - theta * log1p_mu
+             + x * (log_mu - log_theta - log1p_mu))
+    large = log_theta >= math.log(STIRLING_FROM)
     return torch.where(large, big, small)
 
 
@@ -569,7 +567,7 @@ class _Counts(Observation):
         """The standard deviation per dimension: ``sqrt(mu)`` (Poisson), ``sqrt(mu + mu^2 /
         theta)`` (NB), and for the ZINB ``sqrt((1 - pi)(mu + mu^2 / theta) + pi (1 - pi)
         mu^2)``."""
-        return self.forward(output, event_dim, library=library).base_dist.stddev
+        return distribution_stddev(self.forward(output, event_dim, library=library))
 
     def config(self) -> dict[str, Any]:
         return {"kind": self.kind, "mean": self.mean, "dims": self.dims}
