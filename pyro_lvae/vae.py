@@ -471,8 +471,8 @@ class Model(IndependentCopies, _DataChecks, PyroModule):
             other models ignore it
         :param torch.Tensor library: the library sizes themselves, one per point, instead of
             ``x``'s. Without either, a count model with the scVI mean uses the median library
-            size measured at its data start
-            (:meth:`~pyro_lvae.observations.counts.NegativeBinomialCounts.typical_library`)
+            size measured at its data start (``typical_library()`` of the count models,
+            :mod:`pyro_lvae.observations.counts`)
         """
         # .forward, not __call__: inside the model's trace the observation shares the model's
         # Pyro context (its PyroParams are still pyro.param statements); outside, this skips
