@@ -420,6 +420,27 @@ def test_in_a_users_own_pyro_program(kind, settings, elbo):
         assert not torch.equal(before[name], p.detach()), name
 
 
+@pytest.mark.parametrize("kind, settings", [MODES[2], MODES[8]], ids=[IDS[2], IDS[8]])
+def test_the_compiled_elbo_equals_trace_elbo_on_a_new_batch(kind, settings):
+    """JitTrace_ELBO traces the program once: on a later batch (other library sizes) its value
+    and gradients are Trace_ELBO's (no tensor of the first batch baked in)."""
+    x = nb_counts()
+    vae = lv.mlp_vae(D, 2, make(kind, settings), hidden=8, blocks=1)
+    vae.initialize(x)
+    jit = JitTrace_ELBO(ignore_jit_warnings=True)
+    jit.loss_and_grads(vae.model, vae.guide, x)
+    later = nb_counts(seed=5, scale=60.0)
+    out = []
+    for elbo in (jit, Trace_ELBO()):
+        vae.zero_grad()
+        pyro.set_rng_seed(1)
+        out.append((elbo.loss_and_grads(vae.model, vae.guide, later),
+                    [p.grad.clone() for p in vae.parameters()]))
+    assert out[0][0] == pytest.approx(out[1][0], rel=1e-6)
+    for a, b in zip(out[0][1], out[1][1], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
 def test_as_part_of_a_plain_module_registered_with_pyro_module():
     pyro.clear_param_store()
     x = nb_counts()

@@ -113,8 +113,14 @@ def _stirling_correction(y: torch.Tensor) -> torch.Tensor:
     return r * (1.0 / 12 - r2 * (1.0 / 360 - r2 * (1.0 / 1260 - r2 / 1680)))
 
 
+def _tensor(value: Any) -> torch.Tensor:
+    """``value`` as a tensor; a tensor as it is (``torch.as_tensor`` would make it a constant
+    of a JIT trace)."""
+    return value if isinstance(value, torch.Tensor) else torch.as_tensor(value)
+
+
 def _wide(*tensors: torch.Tensor) -> list[torch.Tensor]:
-    return [torch.as_tensor(t).to(torch.float64) for t in tensors]
+    return [_tensor(t).to(torch.float64) for t in tensors]
 
 
 def poisson_log_prob(x: torch.Tensor, log_mean: torch.Tensor) -> torch.Tensor:
@@ -243,7 +249,7 @@ class _LogMeanCounts(TorchDistribution):
 
     def _setup(self, batch_shape: torch.Size | None, validate_args: bool | None,
                **params: Any) -> None:
-        tensors = [torch.as_tensor(v) for v in params.values()]
+        tensors = [_tensor(v) for v in params.values()]
         shape = broadcast_shape(*(t.shape for t in tensors))
         for name, t in zip(params, tensors, strict=True):
             setattr(self, name, t.expand(shape))
@@ -600,7 +606,7 @@ class _Counts(Observation):
                 f"as obs(output, event_dim, library=x.sum(-1)) with the observed counts x (or "
                 f"library=obs.typical_library() to generate)")
         batch = raw.shape[: raw.dim() - event_dim]
-        library = torch.as_tensor(library, dtype=raw.dtype, device=raw.device)
+        library = _tensor(library).to(dtype=raw.dtype, device=raw.device)
         if library.dim() > len(batch):
             raise ConfigError(f"Expected the library sizes with the batch shape {tuple(batch)} "
                               f"(one per point) but got shape {tuple(library.shape)}")
