@@ -263,6 +263,9 @@ def test_the_library_size_is_required_where_it_is_used_and_refused_where_not():
     vae = lv.mlp_vae(D, 2, lv.FixedScale(1.0), hidden=8, blocks=1)
     with pytest.raises(ConfigError, match="library"):
         vae.model.likelihood(torch.zeros(1, 2), library=torch.ones(1))
+    counts = lv.mlp_vae(D, 2, lv.PoissonCounts(), hidden=8, blocks=1)
+    with pytest.raises(ConfigError, match="with data the library sizes are x's"):
+        counts.model(torch.ones(2, D), library=torch.ones(2))
 
 
 @pytest.mark.parametrize("x, words", [
@@ -439,6 +442,19 @@ def test_the_compiled_elbo_equals_trace_elbo_on_a_new_batch(kind, settings):
     assert out[0][0] == pytest.approx(out[1][0], rel=1e-6)
     for a, b in zip(out[0][1], out[1][1], strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind, settings", [MODES[3], MODES[8]], ids=[IDS[3], IDS[8]])
+def test_training_checkpoints_resume(kind, settings, tmp_path):
+    x = nb_counts()
+    first = lv.mlp_vae(D, 2, make(kind, settings), hidden=8, blocks=1)
+    lv.fit(first, x, steps=4, batch_size=16, seed=0, out=tmp_path)
+    again = lv.mlp_vae(D, 2, make(kind, settings), hidden=8, blocks=1)
+    history = lv.fit(again, x, steps=6, batch_size=16, seed=0, out=tmp_path, resume=True)
+    assert len(history["loss"]) == 6 and again.initialized
+    torch.testing.assert_close(again.observation.theta_offset, first.observation.theta_offset)
+    loaded = lv.load(tmp_path / "checkpoint.pt")
+    assert loaded.observation.config() == again.observation.config()
 
 
 def test_as_part_of_a_plain_module_registered_with_pyro_module():
