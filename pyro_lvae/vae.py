@@ -93,7 +93,7 @@ _CHECKPOINT_FORMAT = "pyro-lvae-checkpoint"
 
 
 #: configuration fields that size tensors: each is at most the number of weights in the file
-_SIZE_FIELDS = frozenset({"data_dim", "latent_dim", "hidden", "blocks", "width", "convs",
+_SIZE_FIELDS = frozenset({"data_dim", "latent_dim", "hidden", "blocks", "width", "convs", "dims",
                           "image_shape", "channels", "rank", "components", "length", "layers"})
 #: fields that count layers or blocks: each is at most the number of tensors in the file
 _COUNT_FIELDS = frozenset({"blocks", "convs", "layers"})
