@@ -15,7 +15,7 @@ from torch import nn
 
 import pyro_lvae as lv
 from pyro_lvae import observations
-from pyro_lvae.cli import build_parser
+from pyro_lvae.cli import build_parser, main
 from pyro_lvae.cli.options import count_settings
 from pyro_lvae.errors import ConfigError, DataError, NotInitialized
 from pyro_lvae.nets import Log1p, Standardize
@@ -516,3 +516,10 @@ def test_command_line_options():
     obs_action = next(a for a in parser._subparsers._group_actions[0].choices["train"]._actions
                       if "--obs" in a.option_strings)
     assert {"poisson", "negative-binomial", "zero-inflated-nb"} <= set(obs_action.choices)
+
+
+def test_the_command_line_refuses_data_that_are_not_counts(tmp_path, capsys):
+    code = main(["train", "--obs", "negative-binomial", "--dispersion", "learned", "--steps", "1",
+                 "--hidden", "8", "--blocks", "1", "--quiet", "--out", str(tmp_path / "run")])
+    assert code == 2
+    assert "needs counts" in capsys.readouterr().err
