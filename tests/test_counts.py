@@ -381,6 +381,20 @@ def test_every_mode_fits_equals_trace_elbo_and_round_trips(kind, settings, tmp_p
     torch.testing.assert_close(loaded.likelihood(z).log_prob(x), vae.likelihood(z).log_prob(x))
 
 
+def test_a_point_without_counts_has_a_finite_loss_and_gradients():
+    x = nb_counts()
+    x[0] = 0.0  # library size 0: mu = 0, log p(0) = 0
+    for obs in (lv.NegativeBinomialCounts(), lv.ZeroInflatedNBCounts(dispersion="decoder"),
+                lv.PoissonCounts()):
+        vae = lv.mlp_vae(D, 2, obs, hidden=8, blocks=1)
+        vae.initialize(x)
+        loss = Trace_ELBO().differentiable_loss(vae.model, vae.guide, x)
+        loss.backward()
+        assert torch.isfinite(loss)
+        assert all(bool(torch.isfinite(p.grad).all()) for p in vae.parameters())
+        assert float(vae.likelihood(torch.zeros(1, 2), x[:1]).log_prob(x[:1])) == 0.0
+
+
 class _Decoder(PyroModule):
     def __init__(self, obs):
         super().__init__("user_model")

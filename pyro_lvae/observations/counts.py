@@ -503,8 +503,6 @@ class _Counts(Observation):
 
     counts = True
     label = ""
-    #: decoder output blocks per channel before the dispersion's
-    _mean_blocks = 1
     library_loc: torch.Tensor
     library_scale: torch.Tensor
 
