@@ -20,6 +20,11 @@ from pyro_lvae import evaluate, observations
 from pyro_lvae.errors import ConfigError, NotInitialized
 from pyro_lvae.nets import Standardize
 from pyro_lvae.observations.calibrated import CalibratedNormal
+from pyro_lvae.observations.counts import (
+    NegativeBinomialLogMean,
+    PoissonLogMean,
+    ZeroInflatedNBLogMean,
+)
 from pyro_lvae.observations.discrete import Discretized
 from pyro_lvae.observations.lowrank import ReshapedEvent
 from pyro_lvae.observations.table import MixedColumns
@@ -189,6 +194,10 @@ NEEDS = {
     "scheduled": {"schedule": [0.7, 0.3]},
     "mixed": {"schema": [["continuous"], ["integer", 1.0, 0.0, 4.0], ["binary"],
                          ["categorical", 3]]},
+    # counts: the plain mean (no library sizes to give) and a theta per channel (2)
+    "poisson": {"mean": "plain"},
+    "negative-binomial": {"mean": "plain", "init_theta": 1.5, "dims": 2},
+    "zero-inflated-nb": {"mean": "plain", "init_theta": 1.5, "dims": 2},
 }
 
 
@@ -214,6 +223,15 @@ def _reference_stddev(d):
         return out
     if isinstance(d, torch.distributions.StudentT):
         return d.variance.sqrt()
+    if isinstance(d, ZeroInflatedNBLogMean):  # Pyro's own, theta = exp(log theta)
+        theta, mu = d.log_theta.exp(), d.log_mean.exp()
+        return dist.ZeroInflatedNegativeBinomial(theta, logits=mu.log() - theta.log(),
+                                                 gate_logits=d.gate_logits).variance.sqrt()
+    if isinstance(d, NegativeBinomialLogMean):
+        theta, mu = d.log_theta.exp(), d.log_mean.exp()
+        return dist.GammaPoisson(theta, theta / mu).variance.sqrt()
+    if isinstance(d, PoissonLogMean):
+        return dist.Poisson(d.log_mean.exp()).stddev
     if type(d).__module__.startswith(("torch.distributions", "pyro.distributions.torch")):
         return d.stddev
     pytest.fail(f"no reference standard deviation for {type(d).__name__}: add one here")

@@ -9,7 +9,9 @@ parameter, training through ``SVI``/``Trace_ELBO`` and through :func:`pyro_lvae.
 ``config()`` and through ``save``/``lv.load`` with the same log-density.
 
 Data come from the model itself (draws of ``p(x | z)`` at ``z ~ N(0, I)`` under a fixed seed),
-so each kind is fed values inside its own support (binary, in [0, 1], on the 8-bit grid, codes).
+so each kind is fed values inside its own support (binary, in [0, 1], on the 8-bit grid, codes,
+counts). The count models generate only after measuring data (their library sizes): they are
+started on Poisson counts first.
 """
 
 import pyro
@@ -41,14 +43,25 @@ def make(kind, **extra):
     settings = {**REQUIRED.get(kind, {}), **extra}
     if "init_scale" in observations.settings_of(kind):
         settings.setdefault("init_scale", 0.5)  # a start without data, for the first draws
+    if "init_theta" in observations.settings_of(kind):
+        settings.setdefault("init_theta", 2.0)
     try:
         return observations.build(kind, **settings)
     except ConfigError as e:
         raise AssertionError(f"{kind}: give its settings in REQUIRED ({e})") from None
 
 
+def _start_counts(vae, shape):
+    """Count models measure the library sizes of data before they generate: Poisson counts."""
+    if vae.observation.counts:
+        vae.initialize(torch.poisson(torch.full((N,) + shape, 4.0),
+                                     generator=torch.Generator().manual_seed(1)))
+    return vae
+
+
 def vector_vae(kind, standardize=False):
-    return lv.mlp_vae(D, K, make(kind), hidden=8, blocks=1, standardize=standardize)
+    vae = lv.mlp_vae(D, K, make(kind), hidden=8, blocks=1, standardize=standardize)
+    return _start_counts(vae, (D,)) if not standardize else vae
 
 
 def image_vae(kind):
@@ -60,7 +73,7 @@ def image_vae(kind):
         return None
     encoder = GaussianEncoder(nn.Sequential(nn.Flatten(), nn.Linear(IMAGE[0] * 6, 2 * K)), K)
     decoder = nn.Sequential(nn.Linear(K, torch.Size(out).numel()), nn.Unflatten(-1, out))
-    return lv.VAE(encoder, decoder, K, obs, data_shape=IMAGE)
+    return _start_counts(lv.VAE(encoder, decoder, K, obs, data_shape=IMAGE), IMAGE)
 
 
 def own_data(vae, n=N, seed=5):

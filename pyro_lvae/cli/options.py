@@ -8,10 +8,12 @@ the "(default ...)" of a flag's help where a default needs words (it depends on 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Mapping
+import math
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..annealing import BETA_SCHEDULES
+from ..errors import ConfigError
 
 #: default KL weight of the command line: a mild warm-up from 0.5 to 1 over 1000 steps. With a
 #: learned sigma that starts at the data's own scale, the collapsed solution (KL = 0, sigma =
@@ -122,6 +124,51 @@ def add_observation_options(parser: argparse.ArgumentParser, *, sigma_text: str,
     group.add_argument("--sigma", type=float, default=None, help=sigma_text)
     _add(group, "--min-scale", min_scale, "floor on a learned sigma", notes, type=float)
     return group
+
+
+def _dispersion(text: str) -> str | float:
+    if text in ("learned", "decoder"):
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected learned, decoder or a positive number, "
+                                         f"not {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"a fixed theta must be a positive number, not "
+                                         f"{text!r}")
+    return value
+
+
+def add_count_options(group: Group) -> None:
+    """``--dispersion`` and ``--count-mean``, the settings of the count models
+    (:mod:`pyro_lvae.observations.counts`), in ``group``."""
+    group.add_argument("--dispersion", type=_dispersion, default=None,
+                       metavar="{learned,decoder,THETA}",
+                       help="count models (negative-binomial, zero-inflated-nb): the inverse "
+                            "dispersion theta, learned (one per dimension), decoder (per point "
+                            "and dimension) or a positive number (fixed) (default learned)")
+    group.add_argument("--count-mean", choices=("scvi", "plain"), default=None,
+                       help="count models: the mean, scvi (a softmax over the dimensions times "
+                            "the observed total count) or plain (exp of the decoder's output) "
+                            "(default scvi)")
+
+
+def count_settings(args: argparse.Namespace, kind: str, takes: Sequence[str]) -> dict[str, Any]:
+    """The keyword settings of the count model ``kind`` (whose settings are ``takes``) from
+    ``--dispersion`` and ``--count-mean``; either flag with a model that does not take it is a
+    :class:`~pyro_lvae.errors.ConfigError`."""
+    settings: dict[str, Any] = {}
+    for flag, name, value in (("--dispersion", "dispersion", args.dispersion),
+                              ("--count-mean", "mean", args.count_mean)):
+        if value is None:
+            continue
+        if name not in takes:
+            raise ConfigError(f"{flag} applies to the count models that take it "
+                              f"(--obs negative-binomial, zero-inflated-nb"
+                              f"{', poisson' if name == 'mean' else ''}), not --obs {kind}")
+        settings[name] = value
+    return settings
 
 
 def add_training_tools(parser: argparse.ArgumentParser, *,

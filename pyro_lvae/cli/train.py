@@ -20,7 +20,7 @@ from ..datasets import PIXEL_TRANSFORMS
 from ..errors import CheckpointError, ConfigError, LVAEError
 from ..experiments.tasks import TASKS, build_observation
 from ..geco import GECO
-from ..observations import OBSERVATIONS, describe, initial_scale, settings_of
+from ..observations import OBSERVATIONS, build, describe, initial_scale, settings_of
 from ..training import (
     BEST_NAME,
     CHECKPOINT_NAME,
@@ -56,6 +56,7 @@ from ..vae import COLLAPSE_NATS, VAE
 from .options import (
     DEFAULT_BETA,
     MAX_SEED,
+    add_count_options,
     add_device,
     add_network_options,
     add_observation_options,
@@ -65,6 +66,7 @@ from .options import (
     add_seed,
     add_training_options,
     add_training_tools,
+    count_settings,
     prior_settings,
 )
 from .output import check_folder_name, check_log_folder, write_json
@@ -120,13 +122,16 @@ def _add_model_flags(train: argparse.ArgumentParser) -> None:
                           "student-t, low-rank (a rank-2 covariance factor from the decoder), "
                           "discretized-normal, discretized-logistic, "
                           "discretized-logistic-mixture (8-bit images; see "
-                          "docs/observations.md) (default learned-scalar)")
+                          "docs/observations.md), poisson, negative-binomial, "
+                          "zero-inflated-nb (counts: see --dispersion, --count-mean) "
+                          "(default learned-scalar)")
     add_observation_options(
         train, group=obs, min_scale=None,
         notes={"min_scale": "default 1e-3 for points, 0.01 for images"},
         sigma_text="fixed sigma (fixed, default 1) or initial sigma (learned-*, default: half "
                    "the training data's spread, measured on 10000 points or the first 10000 "
                    "images; 1 is the paper's start)")
+    add_count_options(obs)
     obs.add_argument("--sigma-from", metavar="RUN", default=None,
                      help="a run folder or history.csv of a learned-sigma run: with --obs "
                           "fixed, fix sigma at its final value (F*-VAE); with --obs "
@@ -568,10 +573,18 @@ def _new_run(args: argparse.Namespace, rank: int) -> tuple[Path, dict[str, Any],
     pyro.set_rng_seed(args.seed)  # the initial weights
     history = _run_history(args.sigma_from) if args.sigma_from is not None else None
     sigma = args.sigma
-    if sigma is None and describe(args.obs).learned:
-        sigma = _data_scaled_start(task, settings, say=rank == 0 and not args.quiet)
-    observation = build_observation(args.obs, sigma, settings["min_scale"],
-                                    task.channels(settings), history)
+    takes = settings_of(args.obs)
+    counts = count_settings(args, args.obs, takes)
+    if getattr(OBSERVATIONS[args.obs], "counts", False):  # theta starts from the data itself
+        if sigma is not None or history is not None:
+            raise ConfigError(f"--sigma and --sigma-from do not apply to --obs {args.obs}; "
+                              f"--dispersion sets theta")
+        observation = build(args.obs, **counts)
+    else:
+        if sigma is None and describe(args.obs).learned:
+            sigma = _data_scaled_start(task, settings, say=rank == 0 and not args.quiet)
+        observation = build_observation(args.obs, sigma, settings["min_scale"],
+                                        task.channels(settings), history)
     settings["observation"] = observation.config()
     vae = task.build(settings, observation)
     return run, settings, vae
