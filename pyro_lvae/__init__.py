@@ -45,9 +45,12 @@ from .observations import (
     LearnedVectorScale,
     LowRankNormal,
     MixedObservation,
+    NegativeBinomialCounts,
     Observation,
+    PoissonCounts,
     ScheduledScale,
     StudentTObservation,
+    ZeroInflatedNBCounts,
     initial_scale,
 )
 from .priors import FlowPrior, MixturePrior, Prior, StandardNormal, VampPrior
@@ -69,7 +72,8 @@ __all__ = [
     "LearnedVectorScale", "ScheduledScale", "BernoulliObservation",
     "ContinuousBernoulliObservation", "MixedObservation", "DiscretizedNormal",
     "DiscretizedLogistic", "DiscretizedLogisticMixture", "CalibratedScale",
-    "StudentTObservation", "LowRankNormal", "initial_scale", "tabular",
+    "StudentTObservation", "LowRankNormal", "PoissonCounts", "NegativeBinomialCounts",
+    "ZeroInflatedNBCounts", "initial_scale", "tabular",
     "Prior", "StandardNormal", "MixturePrior", "VampPrior", "FlowPrior", "priors",
     "weight_latents", "annealed", "BetaSchedule", "ConstantBeta", "LinearWarmup",
     "SigmoidWarmup", "CyclicalWarmup",

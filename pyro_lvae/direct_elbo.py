@@ -195,7 +195,7 @@ def _terms(model: Model, guide: Guide, x: torch.Tensor, beta: Any, outer: Any) -
         dist.Normal(loc, scale, validate_args=True)
     eps = torch.empty_like(loc).normal_()
     z = loc + eps * scale
-    likelihood = model.likelihood(z)
+    likelihood = model.likelihood(z, x)
     reconstruction = -likelihood.log_prob(x).sum()
     log_q = (-0.5 * eps**2 - scale.log()).sum() - 0.5 * math.log(2 * math.pi) * eps.numel()
     kl = log_q - model.prior.forward().log_prob(z).sum()

@@ -352,7 +352,7 @@ def scale_summary(
     scales = []
     with poutine.block():
         for xb in _batches(x, batch_size):
-            scale = likelihood_scale(vae.model.likelihood(vae.guide.posterior(xb)[0]))
+            scale = likelihood_scale(vae.model.likelihood(vae.guide.posterior(xb)[0], xb))
             if scale is None:
                 return None
             # a mixed table's scale covers its continuous columns only

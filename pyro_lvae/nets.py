@@ -24,7 +24,7 @@ from torch import nn
 from .errors import ConfigError, DataError
 from .limits import check_parameters
 
-__all__ = ["Standardize", "initialize_from_data", "ResidualBlock", "ResidualMLP",
+__all__ = ["Standardize", "Log1p", "initialize_from_data", "ResidualBlock", "ResidualMLP",
            "GaussianEncoder", "ConvResidualBlock", "ConvEncoder", "ConvDecoder", "ACTIVATIONS"]
 
 #: activation functions by name
@@ -124,12 +124,34 @@ class Standardize(nn.Module):
         return f"features={self.features}, inverse={self.inverse}"
 
 
+class Log1p(nn.Module):
+    """``log(1 + x)``: the input layer of an encoder of counts (:func:`pyro_lvae.mlp_vae` puts
+    it first for the count models), which are heavy-tailed where their logarithm is not. It has
+    no weights; a :class:`Standardize` after it in the same ``nn.Sequential`` measures the
+    transformed data (:func:`initialize_from_data`). Defined for ``x > -1`` (counts are
+    ``>= 0``)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.log1p(x)
+
+
 def initialize_from_data(module: nn.Module, x: torch.Tensor) -> None:
     """Give every :class:`Standardize` inside ``module`` that has no measure yet the measure of
-    the batch ``x``."""
+    the batch ``x``, transformed by the :class:`Log1p` layers before it in the same
+    ``nn.Sequential``."""
+    inputs: dict[int, torch.Tensor] = {}
+    for m in module.modules():
+        if isinstance(m, nn.Sequential):
+            y = x
+            for child in m:
+                if isinstance(child, Log1p):
+                    with torch.no_grad():
+                        y = child(y)
+                elif isinstance(child, Standardize):
+                    inputs.setdefault(id(child), y)
     for m in module.modules():
         if isinstance(m, Standardize):
-            m.initialize(x)
+            m.initialize(inputs.get(id(m), x))
 
 
 class ResidualBlock(nn.Module):

@@ -70,6 +70,7 @@ from .nets import (
     ConvDecoder,
     ConvEncoder,
     GaussianEncoder,
+    Log1p,
     ResidualMLP,
     Standardize,
     initialize_from_data,
@@ -421,6 +422,8 @@ class Model(IndependentCopies, _DataChecks, PyroModule):
         self.observation = observation
         self.latent_dim = latent_dim
         self.data_shape = data_shape
+        if data_shape is not None:
+            observation.setup(data_shape)
         prior = _check_prior(prior)
         self.prior = prior.setup(latent_dim, data_shape)
         prior._owned = True
@@ -458,17 +461,58 @@ class Model(IndependentCopies, _DataChecks, PyroModule):
                 state_dict[prefix + new] = state_dict.pop(prefix + old)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
-    def likelihood(self, z: torch.Tensor) -> dist.TorchDistribution:
-        """``p(x | z)`` for a batch of latent codes ``z`` (any batch shape)."""
+    def likelihood(self, z: torch.Tensor, x: torch.Tensor | None = None,
+                   library: torch.Tensor | None = None) -> dist.TorchDistribution:
+        """``p(x | z)`` for a batch of latent codes ``z`` (any batch shape).
+
+        :param torch.Tensor x: the data the distribution is for, where the observation model
+            needs them (:attr:`~pyro_lvae.observations.Observation.needs_library`: a count
+            model with the scVI mean takes each point's library size, ``x``'s total count);
+            other models ignore it
+        :param torch.Tensor library: the library sizes themselves, one per point, instead of
+            ``x``'s. Without either, a count model with the scVI mean uses the median library
+            size measured at its data start
+            (:meth:`~pyro_lvae.observations.counts.NegativeBinomialCounts.typical_library`)
+        """
         # .forward, not __call__: inside the model's trace the observation shares the model's
         # Pyro context (its PyroParams are still pyro.param statements); outside, this skips
         # activating that context (a param-store round trip per parameter read)
-        return self.observation.forward(self._decode(z), self.event_dim)
+        library = self._library(x, library)
+        if library is None:
+            return self.observation.forward(self._decode(z), self.event_dim)
+        return self.observation.forward(self._decode(z), self.event_dim, library=library)
 
-    def spread(self, z: torch.Tensor) -> torch.Tensor:
+    def spread(self, z: torch.Tensor, x: torch.Tensor | None = None,
+               library: torch.Tensor | None = None) -> torch.Tensor:
         """The standard deviation of ``p(x | z)`` per data dimension
-        (:meth:`~pyro_lvae.observations.Observation.spread`), ``z.shape[:-1] + data shape``."""
-        return self.observation.spread(self._decode(z), self.event_dim)
+        (:meth:`~pyro_lvae.observations.Observation.spread`), ``z.shape[:-1] + data shape``;
+        ``x`` and ``library`` as in :meth:`likelihood`."""
+        library = self._library(x, library)
+        if library is None:
+            return self.observation.spread(self._decode(z), self.event_dim)
+        return self.observation.spread(self._decode(z), self.event_dim, library=library)
+
+    def library_of(self, x: torch.Tensor) -> torch.Tensor | None:
+        """Each point's library size, its total count (the sum of ``x`` over its dimensions),
+        where the observation model needs it; ``None`` otherwise."""
+        if not self.observation.needs_library:
+            return None
+        return x.sum(tuple(range(x.dim() - self.event_dim, x.dim())))
+
+    def _library(self, x: torch.Tensor | None,
+                 library: torch.Tensor | None) -> torch.Tensor | None:
+        """The library sizes to give the observation model (``None``: it takes none)."""
+        if not self.observation.needs_library:
+            if library is not None:
+                raise ConfigError(
+                    f"library= is for the count models with the scVI mean, not for "
+                    f"{type(self.observation).__name__}")
+            return None
+        if library is not None:
+            return library
+        if x is not None:
+            return self.library_of(x)
+        return self.observation.typical_library()
 
     def _decode(self, z: torch.Tensor) -> torch.Tensor:
         """The decoder's output for ``z``, checked against the observation model's shape."""
@@ -484,7 +528,12 @@ class Model(IndependentCopies, _DataChecks, PyroModule):
                 )
         return out
 
-    def forward(self, x: torch.Tensor | None = None, batch_size: int | None = None):
+    def forward(self, x: torch.Tensor | None = None, batch_size: int | None = None,
+                library: torch.Tensor | None = None):
+        """The program: observe ``x``, or generate ``batch_size`` points. A count model with
+        the scVI mean takes each point's library size from ``x``; when generating, from
+        ``library`` (one per point) if given, else from a sample site ``"library"`` drawn
+        from the LogNormal measured at its data start."""
         if not self._store_checked and am_i_wrapped():
             self.check_param_store()
         if x is not None:
@@ -497,10 +546,15 @@ class Model(IndependentCopies, _DataChecks, PyroModule):
             raise ConfigError("give the model data x or a batch_size to generate")
         else:
             n = batch_size
+        if library is not None and (x is not None or not self.observation.needs_library):
+            raise ConfigError("library= is for generating (no data x) with a count model with "
+                              "the scVI mean; with data the library sizes are x's totals")
         prior = self.prior()
         with pyro.plate("data", n):
             z = pyro.sample("z", prior)
-            return pyro.sample("x", self.likelihood(z), obs=x)
+            if x is None and library is None and self.observation.needs_library:
+                library = pyro.sample("library", self.observation.library_distribution())
+            return pyro.sample("x", self.likelihood(z, x, library), obs=x)
 
 
 class Guide(IndependentCopies, _DataChecks, PyroModule):
@@ -723,7 +777,7 @@ class VAE(nn.Module):
                     f"vae.spread(x) for the standard deviation of any observation model)"
                 )
             return shared.detach()
-        scale = likelihood_scale(self.likelihood(self.encode(x)))
+        scale = likelihood_scale(self.likelihood(self.encode(x), x))
         if scale is None:
             raise ConfigError(f"{type(obs).__name__} has no sigma (it is not a Normal model); "
                               f"vae.spread(x) gives its standard deviation per dimension")
@@ -755,7 +809,7 @@ class VAE(nn.Module):
             return shared.detach().clone()
         z = self.encode(x)
         with poutine.block():
-            spread = self.model.spread(z)
+            spread = self.model.spread(z, x)
         return spread.expand(x.shape).clone()
 
     @torch.no_grad()
@@ -808,11 +862,14 @@ class VAE(nn.Module):
             return poutine.trace(self.guide).get_trace(x).nodes["z"]["value"]
 
     @torch.no_grad()
-    def likelihood(self, z: torch.Tensor) -> dist.TorchDistribution:
-        """``p(x | z)``: the observation model's distribution at latent codes ``z``."""
+    def likelihood(self, z: torch.Tensor, x: torch.Tensor | None = None,
+                   library: torch.Tensor | None = None) -> dist.TorchDistribution:
+        """``p(x | z)``: the observation model's distribution at latent codes ``z``; ``x`` and
+        ``library`` give a count model with the scVI mean its library sizes
+        (:meth:`Model.likelihood`)."""
         self.check_initialized("vae.likelihood")
         with poutine.block():
-            return self.model.likelihood(z)
+            return self.model.likelihood(z, x, library)
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor, mode: str = "mean") -> torch.Tensor:
@@ -825,25 +882,36 @@ class VAE(nn.Module):
         self.guide.check_data(x)
         self.check_initialized("vae.reconstruct")
         self._warn_if_collapsed(x)
+        library = self.model.library_of(x)  # a count model's: x's own library sizes
         with poutine.block():
             if mode == "mean":
                 loc = self.encode(x)
                 model = poutine.condition(self.model, data={"z": loc})
-                trace = poutine.trace(model).get_trace(batch_size=x.shape[0])
+                trace = poutine.trace(model).get_trace(batch_size=x.shape[0], library=library)
                 return trace.nodes["x"]["fn"].mean
             guide_trace = poutine.trace(self.guide).get_trace(x)
             model = poutine.replay(self.model, trace=guide_trace)
-            return poutine.trace(model).get_trace(batch_size=x.shape[0]).nodes["x"]["value"]
+            trace = poutine.trace(model).get_trace(batch_size=x.shape[0], library=library)
+            return trace.nodes["x"]["value"]
 
     @torch.no_grad()
-    def sample(self, n: int, mode: str = "mean") -> torch.Tensor:
+    def sample(self, n: int, mode: str = "mean",
+               library: torch.Tensor | None = None) -> torch.Tensor:
         """Generate ``n`` points: ``z ~ p(z)`` (the model's prior), then the mean of ``p(x | z)``
-        (``mode="mean"``) or a draw from it (``mode="sample"``)."""
+        (``mode="mean"``) or a draw from it (``mode="sample"``).
+
+        :param torch.Tensor library: for a count model with the scVI mean, the library size
+            (total count) of each of the ``n`` points, shape ``(n,)`` or a scalar; by default
+            they are drawn from the LogNormal measured at its data start
+        """
         _check_mode(mode)
         n = check_positive_int("n", n)
         self.check_initialized("vae.sample")
+        if library is not None:
+            library = torch.as_tensor(library, dtype=self.dtype, device=self.device)
+            library = library.expand(n)
         with poutine.block():
-            trace = poutine.trace(self.model).get_trace(batch_size=n)
+            trace = poutine.trace(self.model).get_trace(batch_size=n, library=library)
         site = trace.nodes["x"]
         return site["fn"].mean if mode == "mean" else site["value"]
 
@@ -941,6 +1009,7 @@ def mlp_vae(
     name: str | None = None,
     standardize: bool = True,
     prior: Prior | None = None,
+    log1p: bool | None = None,
 ) -> VAE:
     """A VAE for vectors with residual-MLP encoder and decoder (the paper's 4 blocks of 200).
 
@@ -958,8 +1027,13 @@ def mlp_vae(
         times any factor. ``False`` gives the paper's networks, which see the data as they are
         (the studies use it to reproduce the paper)
     :param Prior prior: p(z) (default ``N(0, I)``; see :mod:`pyro_lvae.priors`)
+    :param bool log1p: feed the encoder ``log1p(x)`` (:class:`~pyro_lvae.nets.Log1p`, before
+        the standardising layer): counts are heavy-tailed, their logarithm is not. ``None``
+        (default): for the count models (``observation.counts``) only
     """
     data_dim = check_positive_int("data_dim", data_dim)
+    if log1p is None:
+        log1p = bool(observation.counts) if isinstance(observation, Observation) else False
     hidden = check_positive_int("hidden", hidden)
     latent_dim, blocks = _check_factory(latent_dim, blocks, observation)
     try:
@@ -969,17 +1043,19 @@ def mlp_vae(
         )
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    if standardize:
-        encoder_net = nn.Sequential(Standardize(data_dim), encoder_net)
-        if observation.location_first:
-            decoder = nn.Sequential(decoder, Standardize(data_dim, inverse=True))
+    inputs = ([Log1p()] if log1p else []) + ([Standardize(data_dim)] if standardize else [])
+    if inputs:
+        encoder_net = nn.Sequential(*inputs, encoder_net)
+    if standardize and observation.location_first:
+        decoder = nn.Sequential(decoder, Standardize(data_dim, inverse=True))
     encoder = GaussianEncoder(encoder_net, latent_dim)
     vae = VAE(encoder, decoder, latent_dim, observation, data_shape=(data_dim,), name=name,
               prior=prior)
     vae.config = {
         "builder": "mlp_vae",
         "args": {"data_dim": data_dim, "latent_dim": latent_dim, "hidden": hidden,
-                 "blocks": blocks, "activation": activation, "standardize": bool(standardize)},
+                 "blocks": blocks, "activation": activation, "standardize": bool(standardize),
+                 "log1p": bool(log1p)},
         "observation": observation.config(),
         "prior": vae.prior.config(),
     }
@@ -1040,7 +1116,7 @@ def conv_vae(
 #: factories that :meth:`VAE.load` can rebuild from a saved configuration
 BUILDERS: dict[str, Callable[..., VAE]] = {"mlp_vae": mlp_vae, "conv_vae": conv_vae}
 # builder arguments added since files were first written, at the value those files were built with
-_OLD_DEFAULTS: dict[str, dict[str, Any]] = {"mlp_vae": {"standardize": False}}
+_OLD_DEFAULTS: dict[str, dict[str, Any]] = {"mlp_vae": {"standardize": False, "log1p": False}}
 
 
 def rebuild(vae: VAE, observation: Observation) -> VAE:

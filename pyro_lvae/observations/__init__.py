@@ -25,6 +25,11 @@ learned-scale models compare directly. The variants of Berger & Sebag differ onl
                                          ``W`` of rank r from the decoder (the manifold's tangent)
 :class:`MixedObservation`                rows of a table: Normal, Bernoulli and Categorical
                                          columns
+:class:`PoissonCounts`                   Poisson counts, mean in scVI's form (softmax times the
+                                         observed library size) or plain
+:class:`NegativeBinomialCounts`          negative binomial counts, inverse dispersion theta fixed,
+                                         learned per dimension or from the decoder
+:class:`ZeroInflatedNBCounts`            zero-inflated NB, the gate logit from the decoder
 =======================================  ========================================================
 
 Every model is registered by its ``kind`` (the command-line name); :func:`build` makes one from
@@ -47,6 +52,9 @@ kind                              class                       settings
 ``student-t``                     StudentTObservation         init_scale, min_scale, init_df, min_df
 ``low-rank``                      LowRankNormal               rank, init_scale, min_scale
 ``mixed``                         MixedObservation            schema, sigma_mode, sigma, ...
+``poisson``                       PoissonCounts               mean, dims
+``negative-binomial``             NegativeBinomialCounts      dispersion, mean, init_theta, dims
+``zero-inflated-nb``              ZeroInflatedNBCounts        dispersion, mean, init_theta, dims
 ================================  ==========================  ======================================
 
 Learned scales are floored at ``min_scale``: on constant or quantised dimensions the Normal
@@ -69,6 +77,7 @@ import torch
 from .base import OBSERVATIONS, Observation
 from .binary import BernoulliObservation, ContinuousBernoulliObservation
 from .calibrated import CalibratedScale
+from .counts import NegativeBinomialCounts, PoissonCounts, ZeroInflatedNBCounts
 from .discrete import DiscretizedLogistic, DiscretizedLogisticMixture, DiscretizedNormal
 from .lowrank import LowRankNormal
 from .normal import (
@@ -100,6 +109,9 @@ __all__ = [
     "LowRankNormal",
     "MixedObservation",
     "MixedColumns",
+    "PoissonCounts",
+    "NegativeBinomialCounts",
+    "ZeroInflatedNBCounts",
     "SIGMA_MODES",
     "BetaNLLNormal",
     "observation_from_config",

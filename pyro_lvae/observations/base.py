@@ -93,6 +93,12 @@ class Observation(IndependentCopies, PyroModule):
     #: the model is a probability mass on 8-bit levels k/255: its negative log-likelihood is a
     #: code length (bits/dim without a dequantisation offset)
     discrete: bool = False
+    #: the model is for counts (non-negative integers): :func:`pyro_lvae.mlp_vae` feeds its
+    #: encoder ``log1p(x)`` (:class:`pyro_lvae.nets.Log1p`)
+    counts: bool = False
+    #: :meth:`forward` takes each point's library size (its total count), ``library=``: the
+    #: count models with the scVI mean (:mod:`pyro_lvae.observations.counts`)
+    needs_library: bool = False
 
     def __init__(self) -> None:
         if self.learned and any(isinstance(m, TraceMessenger) for m in _PYRO_STACK):
@@ -148,6 +154,11 @@ class Observation(IndependentCopies, PyroModule):
         :param int event_dim: number of event dimensions of one data point
         """
         raise NotImplementedError
+
+    def setup(self, data_shape: tuple[int, ...]) -> None:
+        """Size the parts that depend on the data's shape (a learned theta per dimension of a
+        count model); a VAE calls it with the shape of one data point where it knows it. Most
+        models have none and ignore it."""
 
     def initialize(self, x: torch.Tensor) -> None:
         """Take a data-dependent start from a batch of training data ``x`` if this model has
