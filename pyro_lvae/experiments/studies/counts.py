@@ -77,7 +77,9 @@ class CountStudy(Study):
     blocks: int = 0
     batch_size: int = 128
     lr: float = 1e-3
-    beta: str = "linear:1000:0.5:1"
+    #: the KL weight (a schedule, :func:`pyro_lvae.parse_schedule`); ``None``: rising from 0.5
+    #: to 1 over the first 1000 steps, or the first third of a shorter run
+    beta: str | None = None
     iwae_samples: int = 1000
     device: str = "cpu"
 
@@ -92,8 +94,8 @@ class CountStudy(Study):
 
     def jobs(self) -> list[dict[str, Any]]:
         common = {k: getattr(self, k) for k in ("steps", "latent_dim", "hidden", "blocks",
-                                                 "batch_size", "lr", "beta", "iwae_samples",
-                                                 "device")}
+                                                 "batch_size", "lr", "iwae_samples", "device")}
+        common["beta"] = self.beta or f"linear:{max(1, min(1000, self.steps // 3))}:0.5:1"
         return [{"dataset": d, "family": f, "dispersion": disp, "seed": seed, **common,
                  "label": f"{d} {_setting_name(f, disp)} seed {seed}"}
                 for seed in range(self.seeds) for d in self.datasets
