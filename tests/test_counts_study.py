@@ -116,3 +116,29 @@ def test_count_data_sets_refuse_models_of_other_data():
         task.sample({"obs": "learned-scalar"})
     train, validation, test = task._cells()
     assert (len(train), len(validation), len(test)) == (1440, 160, 400)
+
+
+def test_train_on_counts_from_the_command_line(tmp_path, capsys):
+    import json
+
+    from pyro_lvae.cli import main
+
+    out = tmp_path / "run"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        code = main(["train", "--dataset", "counts-synthetic", "--obs", "poisson", "--steps",
+                     "5", "--hidden", "8", "--latent-dim", "2", "--beta-schedule", "1",
+                     "--out", str(out), "--quiet"])
+    finally:
+        torch.set_num_threads(threads)
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["cells"] == 400 and summary["dataset"] == "counts-synthetic"
+    assert math.isfinite(summary["iwae"]) and 0 <= summary["knn_accuracy"] <= 1
+    assert (out / "latent.png").exists() and (out / "training.png").exists()
+    refused = tmp_path / "refused"
+    assert main(["train", "--dataset", "counts-synthetic", "--obs", "fixed", "--out",
+                 str(refused), "--quiet"]) == 2
+    assert "--obs fixed is not a model of counts" in capsys.readouterr().err
+    assert not refused.exists()

@@ -71,7 +71,7 @@ class CountStudy(Study):
     learned: tuple[str, ...] = tuple(LEARNED)
     poisson: bool = True
     seeds: int = 3
-    steps: int = 3000
+    steps: int = 2000
     latent_dim: int = 10
     hidden: int = 128
     blocks: int = 0
