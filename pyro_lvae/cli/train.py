@@ -16,7 +16,7 @@ import torch.distributed as dist
 
 from .. import __version__
 from ..annealing import parse_schedule
-from ..datasets import PIXEL_TRANSFORMS
+from ..datasets import IMAGE_DATASETS, PIXEL_TRANSFORMS
 from ..errors import CheckpointError, ConfigError, LVAEError
 from ..experiments.tasks import TASKS, build_observation
 from ..geco import GECO
@@ -388,7 +388,7 @@ def _read_config(run: Path) -> dict[str, Any]:
     marker = marker_of(settings)
     if marker is not None:
         resume_identity(run, "train", marker, marker)  # refuses a folder of another kind
-    images = settings.get("dataset", "manifold2d") != "manifold2d"
+    images = settings.get("dataset", "manifold2d") in IMAGE_DATASETS
     missing = [k for k in (*_CONFIG_KEYS, *(_IMAGE_KEYS if images else _POINTS_KEYS))
                if k not in settings]
     if "geco" not in settings and "beta_schedule" not in settings:
@@ -481,7 +481,7 @@ def _resumed_run(args: argparse.Namespace, rank: int
             f"--resume continues {run} with the settings in its config.json, so "
             f"{', '.join(ignored)} would be ignored (not the run's own); remove {them} "
             f"(--resume takes {takes}), or start a new run with --out")
-    images = settings["dataset"] != "manifold2d"
+    images = settings["dataset"] in IMAGE_DATASETS
     if args.epochs is not None and not images:
         raise ConfigError("--epochs is for image runs; give the total --steps to continue a run "
                           "on points")
@@ -623,7 +623,7 @@ def _train_settings(args: argparse.Namespace, task) -> dict[str, Any]:
                               "target) or --beta-schedule, not both")
         rate = 1e-2 if args.geco_rate is None else args.geco_rate
         s.update(geco=GECO(args.geco, rate=rate).spec(), beta_schedule=None)
-    if args.dataset == "manifold2d":
+    if args.dataset not in IMAGE_DATASETS:  # points and counts
         s.update(hidden=args.hidden, steps=given(args.steps, "steps"))
     else:
         s.update(width=args.width, convs=given(args.convs, "convs"),

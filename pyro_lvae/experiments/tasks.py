@@ -5,6 +5,9 @@ evaluate the trained model and draw its figures.
 - :class:`ImageTask`: MNIST, Fashion-MNIST, CelebA (convolutional ResNets; pixels dequantised,
   scaled or binarised per batch; held-out ELBO and IWAE in nats and bits/dim; reconstruction
   and generation grids; the spread of samples around their means; sigma per pixel).
+- :class:`~pyro_lvae.experiments.count_tasks.CountTask`: count data (pbmc68k,
+  counts-synthetic; one-hidden-layer MLPs; held-out ELBO and IWAE per cell, the latent's
+  agreement with the cell types).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from ..observations import Observation
 from ..priors import prior_from_config
 from ..training import History
 from ..vae import VAE, conv_vae, mlp_vae
+from .count_tasks import COUNT_DATASETS, CountTask
 from .plots import image_grid_figure, points_figure, sigma_map_figure, training_figure
 from .points import EVAL_SEED, figure_row, held_out, summarize
 from .sharpness import sharpness_ratio
@@ -305,4 +309,5 @@ class ImageTask:
 
 
 TASKS: dict[str, Any] = {"manifold2d": PointsTask(),
-                         **{name: ImageTask(name) for name in IMAGE_DATASETS}}
+                         **{name: ImageTask(name) for name in IMAGE_DATASETS},
+                         **{name: CountTask(name) for name in COUNT_DATASETS}}
