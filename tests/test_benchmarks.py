@@ -88,3 +88,58 @@ def test_priors_benchmark_times_every_prior():
     result = module.main(module.parser().parse_args(
         ["--steps", "2", "--repeats", "1", "--hidden", "8", "--blocks", "1"]))
     assert set(result) == set(module.PRIORS) and all(v > 0 for v in result.values())
+
+
+def _tiny_counts():
+    import torch
+
+    import pyro_lvae as lv
+
+    data = lv.datasets.synthetic_counts(60, genes=20, types=3,
+                                        generator=torch.Generator().manual_seed(0))
+    train, test = lv.datasets.held_out_split(60, 0.25, seed=0)
+    return data.counts[train], data.counts[test], data.labels[test]
+
+
+def _tiny_setting(module):
+    return module.Setting(hidden=8, latent=2, epochs=1, batch_size=16, samples=20, neighbours=3,
+                          folds=3)
+
+
+def test_counts_scvi_benchmark_trains_and_scores_the_count_vaes_tiny():
+    import math
+
+    module = _load("counts_scvi.py")
+    train, test, labels = _tiny_counts()
+    setting = _tiny_setting(module)
+    assert [len(b) for b in module.epoch_batches(train, 16, 0)] == [16, 16, 13]  # last kept
+    for likelihood, dispersion, heads, theta in (("nb", "gene-cell", 2, 0),
+                                                 ("zinb", "gene", 2, 20)):
+        row = module.run_one("pyro-lvae", likelihood, dispersion, train, test, labels, setting, 0)
+        # one hidden layer of 8 each way: encoder 20 -> 8 -> 2 x 2, decoder 2 -> 8 -> heads x 20
+        assert row["parameters"] == (20 * 8 + 8) + (8 * 4 + 4) + (2 * 8 + 8) \
+            + heads * (8 * 20 + 20) + theta
+        assert row["marginal_ll_own"] == row["marginal_ll_lv"] and math.isfinite(row["elbo"])
+        assert 0 <= row["knn_accuracy"] <= 1 and -1 <= row["silhouette"] <= 1
+        assert row["seconds_per_epoch"] > 0 and row["cpu_seconds_per_epoch"] > 0
+    summary = module.summarise([dict(row, seed=0), dict(row, seed=1, elbo=row["elbo"] + 2)])
+    assert summary[0]["seeds"] == 2 and summary[0]["elbo"] == row["elbo"] + 1
+    assert math.isclose(summary[0]["elbo_sd"], math.sqrt(2))
+    assert "| ZINB, dispersion per gene | pyro-lvae (`learned`) | 608 |" in module.markdown(summary)
+
+
+def test_counts_scvi_benchmark_matches_scvi_sizes_and_estimators_tiny():
+    pytest = __import__("pytest")
+    pytest.importorskip("scvi")
+    module = _load("counts_scvi.py")
+    train, test, labels = _tiny_counts()
+    setting = _tiny_setting(module)
+    for likelihood, dispersion in (("nb", "gene"), ("zinb", "gene-cell")):
+        ours = module.run_one("pyro-lvae", likelihood, dispersion, train, test, labels, setting, 0)
+        theirs = module.run_one("scvi-tools", likelihood, dispersion, train, test, labels,
+                                setting, 0)
+        # the same layers; SCVI adds a batch norm (scale and shift) after each hidden layer
+        assert theirs["parameters"] - ours["parameters"] == 2 * (2 * 8)
+        # SCVI's own estimator and lv.evaluate.iwae on SCVI's networks: the same bound, 20 draws
+        assert abs(theirs["marginal_ll_own"] - theirs["marginal_ll_lv"]) < 2.0
+        assert theirs["elbo"] < theirs["marginal_ll_own"] + 1.0
