@@ -94,8 +94,10 @@ MODELS = {
 }
 IMAGE_SETS = ("digits28", "fashion-mnist")
 #: measured per run (mean and sd over seeds in the table)
-METRICS = ("frechet", "rmse", "sharpness", "steps_per_second", "bits_per_dim",
+METRICS = ("frechet", "frechet_floor", "rmse", "sharpness", "steps_per_second", "bits_per_dim",
            "bits_per_dim_dequantized", "best_step")
+#: images of each kind kept per run for the figure
+GRID = 8
 #: the floor of a learned sigma on images (as ``pyro-lvae train`` uses)
 MIN_SCALE = 0.01
 #: the encoders' floor on the posterior scale (``lv.GaussianEncoder``'s)
@@ -114,7 +116,7 @@ def parser() -> argparse.ArgumentParser:
                    help="image sets (default: both, or digits28 without --data-root)")
     p.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS),
                    metavar="MODEL", help=f"models (default all: {', '.join(MODELS)})")
-    p.add_argument("--steps", type=int, default=1000, help="training steps of every model")
+    p.add_argument("--steps", type=int, default=400, help="training steps of every model")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -130,7 +132,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--iwae-samples", type=int, default=10, help="pythae IWAE's samples")
     p.add_argument("--digits-train", type=int, default=1024,
                    help="digits training images (the rest of the 1257 validate)")
-    p.add_argument("--fashion-train", type=int, default=6400)
+    p.add_argument("--fashion-train", type=int, default=3200)
     p.add_argument("--validation", type=int, default=1000,
                    help="Fashion-MNIST validation images")
     p.add_argument("--fashion-test", type=int, default=2000)
@@ -358,18 +360,25 @@ def _data(job: dict[str, Any]):
 
 @torch.no_grad()
 def measure(reconstruct, sample, split: ImageSplit, classifier, samples: int,
-            device: str) -> dict[str, float]:
-    """Fréchet distance of ``samples`` decoder means at prior draws to the test images,
-    reconstruction RMSE and sharpness of the test images (decoder means clamped to [0, 1])."""
+            device: str) -> dict[str, Any]:
+    """Fréchet distance of ``samples`` decoder means at prior draws to the test images (and,
+    as the floor at these sample sizes, of as many training images), reconstruction RMSE and
+    sharpness of the test images (decoder means clamped to [0, 1]); the first
+    :data:`GRID` test images, their reconstructions and generations as 8-bit levels."""
     x = split.test.to(device)
     rec = torch.cat([reconstruct(b) for b in x.split(500)]).clamp(0, 1).cpu()
     g = torch.Generator().manual_seed(EVAL_SEED + 7)
     gen = torch.cat([sample(min(500, samples - i), g).cpu()
                      for i in range(0, samples, 500)]).clamp(0, 1)
-    return {"frechet": evaluate.frechet_distance(classifier.features(gen.flatten(1)),
-                                                 classifier.features(split.test.flatten(1))),
+    reference = classifier.features(split.test.flatten(1))
+    return {"frechet": evaluate.frechet_distance(classifier.features(gen.flatten(1)), reference),
+            "frechet_floor": evaluate.frechet_distance(
+                classifier.features(split.train[:samples].flatten(1)), reference),
             "rmse": float((rec - split.test).pow(2).mean().sqrt()),
-            "sharpness": sharpness_ratio(rec, split.test)}
+            "sharpness": sharpness_ratio(rec, split.test),
+            "grid": {k: levels(v[:GRID]).flatten(1).tolist()
+                     for k, v in (("test", split.test), ("reconstructions", rec),
+                                  ("generations", gen))}}
 
 
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
@@ -438,7 +447,7 @@ def jobs(args: argparse.Namespace) -> list[dict[str, Any]]:
     if any(MODELS[m][0] == "pythae" for m in args.models):
         require_pythae()
     return [{**s, "images": name, "model": m, "seed": seed}
-            for name in images for seed in range(s["seeds"]) for m in args.models]
+            for seed in range(s["seeds"]) for name in images for m in args.models]
 
 
 def aggregate(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -477,8 +486,10 @@ def markdown(results: list[dict[str, Any]], s: dict[str, Any]) -> str:
                      f"{_cell(r, 'bits_per_dim_dequantized', 3)} |")
     notes = []
     for name in dict.fromkeys(r["images"] for r in results):
-        r = next(r for r in results if r["images"] == name)
-        notes.append(f"- {name}: feature classifier's test accuracy {r['classifier_accuracy']:.3f}")
+        rs = [r for r in results if r["images"] == name]
+        notes.append(f"- {name}: feature classifier's test accuracy "
+                     f"{rs[0]['classifier_accuracy']:.3f}; Fréchet distance of as many training "
+                     f"images as generations (the floor) {rs[0]['frechet_floor']:.2f}")
     return ("\n".join(lines) + "\n\nMean ± sd over seeds. " + _settings_text(s) + "\n\n"
             + "\n".join(notes) + "\n")
 
@@ -490,6 +501,34 @@ def _settings_text(s: dict[str, Any]) -> str:
             f"{s['iwae_samples']} samples, VampPrior {s['components']} pseudo-inputs; F-VAE "
             f"sigma {s['fixed_scale']:g}; learned sigmas floored at {MIN_SCALE:g}; "
             f"{s['samples']} generations per Fréchet distance.")
+
+
+def figure(results: list[dict[str, Any]], name: str):
+    """Seed 0 of every model on the image set ``name``: a row of test images, then per model
+    its reconstructions of them and its generations (decoder means, clamped to [0, 1])."""
+    from matplotlib.figure import Figure
+
+    rs = [r for r in results if r["images"] == name and r["seed"] == 0 and "grid" in r]
+    fig = Figure(figsize=(2 * GRID * 0.5, (1 + len(rs)) * 0.55), layout="constrained")
+    axes = fig.subplots(1 + len(rs), 2, squeeze=False)
+
+    def strip(rows):
+        a = np.asarray(rows, dtype=float).reshape(-1, 28, 28) / 255
+        return np.concatenate([np.pad(i, ((0, 0), (0, 1)), constant_values=1) for i in a], 1)
+
+    axes[0, 0].imshow(strip(rs[0]["grid"]["test"]), cmap="gray", vmin=0, vmax=1)
+    axes[0, 0].set_title("test images / reconstructions", fontsize=7)
+    axes[0, 1].set_title("generations (decoder means at z ~ p(z))", fontsize=7)
+    axes[0, 0].set_ylabel("data", rotation=0, ha="right", fontsize=7)
+    for row, r in zip(axes[1:], rs, strict=True):
+        row[0].imshow(strip(r["grid"]["reconstructions"]), cmap="gray", vmin=0, vmax=1)
+        row[1].imshow(strip(r["grid"]["generations"]), cmap="gray", vmin=0, vmax=1)
+        row[0].set_ylabel(r["model"], rotation=0, ha="right", fontsize=7)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    axes[0, 1].set_axis_off()
+    return fig
 
 
 def versions() -> dict[str, str]:
@@ -523,7 +562,11 @@ def main(args: argparse.Namespace) -> list[dict[str, Any]]:
         (out / "results.json").write_text(json.dumps(
             {"settings": s, "versions": versions(), "cpu_count": os.cpu_count(),
              "wall_seconds": time.perf_counter() - start, "summary": aggregate(results),
-             "runs": results}, indent=1, default=float))
+             "runs": [{k: v for k, v in r.items() if k != "grid"} for r in results]},
+            indent=1, default=float))
+        for name in dict.fromkeys(r["images"] for r in results):
+            if any(r["images"] == name and r["seed"] == 0 for r in results):
+                figure(results, name).savefig(out / f"pythae-{name}.png", dpi=100)
     return results
 
 
