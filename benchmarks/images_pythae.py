@@ -116,7 +116,7 @@ def parser() -> argparse.ArgumentParser:
                    help="image sets (default: both, or digits28 without --data-root)")
     p.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS),
                    metavar="MODEL", help=f"models (default all: {', '.join(MODELS)})")
-    p.add_argument("--steps", type=int, default=400, help="training steps of every model")
+    p.add_argument("--steps", type=int, default=240, help="training steps of every model")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -129,14 +129,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--pythae-loss", choices=("bce", "mse"), default="bce",
                    help="pythae's reconstruction loss (its decoders end in a sigmoid for bce)")
     p.add_argument("--components", type=int, default=50, help="VampPrior pseudo-inputs")
-    p.add_argument("--iwae-samples", type=int, default=10, help="pythae IWAE's samples")
+    p.add_argument("--iwae-samples", type=int, default=5,
+                   help="pythae IWAE's samples (its own default: 10)")
     p.add_argument("--digits-train", type=int, default=1024,
                    help="digits training images (the rest of the 1257 validate)")
-    p.add_argument("--fashion-train", type=int, default=3200)
-    p.add_argument("--validation", type=int, default=1000,
+    p.add_argument("--fashion-train", type=int, default=1920)
+    p.add_argument("--validation", type=int, default=500,
                    help="Fashion-MNIST validation images")
-    p.add_argument("--fashion-test", type=int, default=2000)
-    p.add_argument("--samples", type=int, default=2000, help="generations per Fréchet distance")
+    p.add_argument("--fashion-test", type=int, default=1000)
+    p.add_argument("--samples", type=int, default=1000, help="generations per Fréchet distance")
     p.add_argument("--workers", type=int, default=1, help="processes (one thread each)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", default=None, help="folder for results.json, results.md and the "
@@ -240,7 +241,8 @@ def train_pythae(job: dict[str, Any], split: ImageSplit, validation: torch.Tenso
         TrainingCallback,
     )
 
-    logging.getLogger("pythae").setLevel(logging.WARNING)
+    for name in ("pythae", "pythae.trainers.base_trainer.base_trainer"):
+        logging.getLogger(name).setLevel(logging.WARNING)  # its trainer logs INFO to stderr
     kind = MODELS[job["model"]][1]
     model_cls, config_cls = require_pythae()[kind]
     extra = {"VAMP": {"number_components": job["components"]},
