@@ -143,3 +143,75 @@ def test_counts_scvi_benchmark_matches_scvi_sizes_and_estimators_tiny():
         # SCVI's own estimator and lv.evaluate.iwae on SCVI's networks: the same bound, 20 draws
         assert abs(theirs["marginal_ll_own"] - theirs["marginal_ll_lv"]) < 2.0
         assert theirs["elbo"] < theirs["marginal_ll_own"] + 1.0
+def _images_pythae_args(module, *extra):
+    return module.parser().parse_args(
+        ["--images", "digits28", "--steps", "8", "--seeds", "1", "--batch-size", "16",
+         "--digits-train", "64", "--width", "4", "--blocks", "0", "--latent-dim", "2",
+         "--samples", "40", "--components", "3", "--iwae-samples", "2", *extra])
+
+
+def test_images_pythae_benchmark_pyro_lvae_side(tmp_path):
+    """pyro-lvae's side of the pythae comparison on a tiny version: weights selected on the
+    validation images each epoch, test measures of the selected weights, bits/dim only where
+    the model has them, a table, a JSON file and a figure."""
+    import json
+    import math
+
+    module = _load("images_pythae.py")
+    results = module.main(_images_pythae_args(
+        module, "--models", "F-VAE", "discretised logistic", "--out", str(tmp_path)))
+    assert [r["model"] for r in results] == ["F-VAE", "discretised logistic"]
+    fixed, logistic = results
+    for r in results:
+        assert r["best_step"] in (4, 8)  # 4 steps per epoch, selected at an epoch's end
+        assert r["steps_per_second"] > 0 and 0 < r["rmse"] < 1 and r["sharpness"] >= 0
+        assert math.isfinite(r["frechet"]) and r["frechet"] > r["frechet_floor"] > 0
+    assert fixed["frechet_floor"] == logistic["frechet_floor"]  # the same images for both
+    assert math.isnan(fixed["bits_per_dim"]) and 0 < fixed["bits_per_dim_dequantized"]
+    assert 0 < logistic["bits_per_dim"] < 8 and math.isnan(logistic["bits_per_dim_dequantized"])
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert [r["model"] for r in saved["summary"]] == ["F-VAE", "discretised logistic"]
+    assert saved["summary"][1]["bits_per_dim"] == logistic["bits_per_dim"]
+    assert "| digits28 | discretised logistic | 1 |" in (tmp_path / "results.md").read_text()
+    assert (tmp_path / "pythae-digits28.png").stat().st_size > 0
+    again = module.main(_images_pythae_args(
+        module, "--models", "F-VAE", "discretised logistic", "--out", str(tmp_path)))
+    assert [r["frechet"] for r in again] == [r["frechet"] for r in results]  # read back
+
+
+def test_images_pythae_benchmark_data_and_refusals(monkeypatch):
+    import pytest
+    import torch
+
+    module = _load("images_pythae.py")
+    x = torch.zeros(2, 64)
+    x[0] = 1.0
+    x[1, 3 * 8 + 5] = 1.0  # one lit pixel of 8x8: row 3, column 5 (3.5 pixels of 28x28 each)
+    big = module.upscale(x)
+    assert big.shape == (2, 1, 28, 28) and torch.all(big[0] == 1)
+    assert torch.equal(big, torch.round(big * 255) / 255)
+    row, column = divmod(int(big[1].argmax()), 28)
+    assert 3 * 3.5 <= row < 4 * 3.5 and 5 * 3.5 <= column < 6 * 3.5
+    split, validation = module.image_split("digits28", {"digits_train": 1000})
+    assert split.train.shape == (1000, 1, 28, 28) and validation.shape == (257, 1, 28, 28)
+    assert split.test.shape == (540, 1, 28, 28)
+    with pytest.raises(SystemExit, match="whole number"):
+        module.jobs(_images_pythae_args(module, "--steps", "6", "--models", "F-VAE"))
+    monkeypatch.setitem(sys.modules, "pythae", None)  # as if it were not installed
+    with pytest.raises(SystemExit, match="pythae is not installed.*pip install"):
+        module.jobs(_images_pythae_args(module, "--models", "pythae VAE"))
+
+
+def test_images_pythae_benchmark_pythae_side():
+    import math
+
+    import pytest
+
+    pytest.importorskip("pythae")
+    module = _load("images_pythae.py")
+    results = module.main(_images_pythae_args(
+        module, "--models", "pythae VAE", "pythae VAMP", "pythae IWAE"))
+    for r in results:
+        assert r["library"] == "pythae" and r["best_step"] in (4, 8)
+        assert math.isnan(r["bits_per_dim"]) and 0 < r["rmse"] < 1
+        assert math.isfinite(r["frechet"]) and r["steps_per_second"] > 0
