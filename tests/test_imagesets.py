@@ -58,7 +58,7 @@ def test_reproduce_checks_image_flags_before_any_run(tmp_path, capsys):
         assert main(["reproduce", "observations", "--quick", "--out", out, *argv]) == 2
         assert match in capsys.readouterr().err
     assert main(["reproduce", "sphere", "--quick", "--out", out, "--images", "digits"]) == 2
-    assert "priors and observations" in capsys.readouterr().err
+    assert "priors, observations and blur" in capsys.readouterr().err
 
 
 def test_levels_inverts_the_8bit_grid_and_clamps():

@@ -429,6 +429,7 @@ def _figure(rows: list[dict[str, Any]], x_key: str, order: list[Any], labels: li
         _family_lines(ax, rows, x_key, key, order)
         ax.set_xticklabels(labels, fontsize=7)
         ax.set_ylabel(name)
+        ax.set_yscale("log")
     axes[0].legend(fontsize=6)
     fig.suptitle(title, fontsize=9)
     return fig
@@ -436,8 +437,10 @@ def _figure(rows: list[dict[str, Any]], x_key: str, order: list[Any], labels: li
 
 def size_figure(results: list[dict[str, Any]], name: str) -> Figure | None:
     """Sharpness and RMSE against network size per family, at the longest length (mean and sd
-    over seeds); ``None`` without runs of ``name``."""
-    rows = [r for r in aggregate(results) if r["images"] == name]
+    over seeds; :data:`START_FAMILIES`, run at some sizes only, left out); ``None`` without
+    runs of ``name``."""
+    rows = [r for r in aggregate(results) if r["images"] == name
+            and r["family"] not in START_FAMILIES]
     if not rows:
         return None
     length = max(r["length"] for r in rows)
