@@ -125,8 +125,9 @@ def test_digits_lie_on_17_distinct_bins_of_the_8bit_grid():
     assert torch.allclose(levels, torch.round(levels), atol=1e-4)  # every value is a k / 255
     assert levels.min() == 0 and levels.max() == 255
     job = study.ObservationStudy(seeds=1).jobs()[-1]
-    train, held_out, shape = study._train_and_held_out(job)
-    assert (len(train), len(held_out), shape) == (1257, 540, (1, 8, 8))
+    train, held_out, shape, validation = study._train_and_held_out(job)
+    # 250 of the 1257 training digits are the validation split
+    assert (len(train), len(held_out), len(validation), shape) == (1007, 540, 250, (1, 8, 8))
     assert torch.equal(study._train_and_held_out(job)[1], held_out)  # the same every run
 
 
