@@ -63,8 +63,8 @@ from . import Study, mean_sd
 from .imagesets import ImageSplit, levels, load_split, upscaled
 
 __all__ = ["BlurStudy", "FAMILIES", "START_FAMILIES", "SIZES", "MeanFirstVectorScale",
-           "run_job", "run_study", "aggregate", "markdown", "size_figure", "length_figure",
-           "write_outputs"]
+           "run_job", "run_study", "rows_of", "aggregate", "markdown", "size_figure",
+           "length_figure", "write_outputs"]
 
 #: the floor of every learned sigma (the paper's)
 MIN_SCALE = 1e-3
@@ -91,7 +91,7 @@ SIZES: dict[str, dict[str, Any]] = {
     "paper": {"sizes": ((16, 2), (32, 4), (64, 4)), "lengths": (5000, 20000),
               "eval_every": 500, "latent_dim": 256, "batch_size": 128},
 }
-#: the sharpness and RMSE are measured on at most this many test images
+#: measured per run and training length (mean and sd over seeds in the tables)
 MEASURED = ("selected_step", "validation_elbo", "elbo", "bits_per_dim", "rec_rmse", "sharpness",
             "sigma")
 
