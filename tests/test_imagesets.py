@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from pyro_lvae.errors import ConfigError, DataError
-from pyro_lvae.experiments.studies.imagesets import digits_8bit, load_split
+from pyro_lvae.experiments.studies.imagesets import digits_8bit, load_split, upscaled
 
 
 def test_digits_split_is_fixed_on_the_8bit_grid_with_labels():
@@ -19,6 +19,24 @@ def test_digits_split_is_fixed_on_the_8bit_grid_with_labels():
     # the split partitions the 1797 digits: every image appears once
     assert torch.cat([a.train_labels, a.test_labels]).bincount().sum() == len(y)
     assert torch.allclose(torch.cat([a.train, a.test]).sum(0), x.sum(0), atol=1e-3)
+
+
+def test_a_validation_split_is_held_out_of_the_training_digits_and_leaves_the_test_alone():
+    plain, held = load_split("digits"), load_split("digits", validation_size=250)
+    assert held.train.shape == (1007, 64) and held.validation.shape == (250, 64)
+    assert torch.equal(held.test, plain.test) and torch.equal(held.test_labels, plain.test_labels)
+    # training and validation digits partition the 1257 training digits, in place
+    assert torch.equal(torch.cat([held.train, held.validation]), plain.train)
+    assert torch.equal(torch.cat([held.train_labels, held.validation_labels]),
+                       plain.train_labels)
+    assert plain.validation is None
+    with pytest.raises(ConfigError, match="validation split of 700"):
+        load_split("digits", validation_size=700)
+    big = upscaled(held, 28)
+    assert big.shape == (1, 28, 28) and big.validation.shape == (250, 784)
+    k = big.train * 255
+    assert torch.allclose(k, k.round(), atol=1e-3) and 0 <= big.train.min() <= big.train.max() <= 1
+    assert torch.equal(big.validation_labels, held.validation_labels)
 
 
 def test_fashion_mnist_needs_its_files_and_a_root(tmp_path):
@@ -40,7 +58,7 @@ def test_reproduce_checks_image_flags_before_any_run(tmp_path, capsys):
         assert main(["reproduce", "observations", "--quick", "--out", out, *argv]) == 2
         assert match in capsys.readouterr().err
     assert main(["reproduce", "sphere", "--quick", "--out", out, "--images", "digits"]) == 2
-    assert "priors and observations" in capsys.readouterr().err
+    assert "priors, observations and blur" in capsys.readouterr().err
 
 
 def test_levels_inverts_the_8bit_grid_and_clamps():

@@ -9,6 +9,7 @@ import torch
 
 from pyro_lvae.cli import main
 from pyro_lvae.datasets.artificial import MANIFOLD_NOISE
+from pyro_lvae.experiments.jobs import job_key
 from pyro_lvae.experiments.studies import observations as study
 from pyro_lvae.experiments.studies.observations import (
     DATASETS,
@@ -56,6 +57,42 @@ def test_every_configuration_runs_writes_its_outputs_and_resumes_from_the_cache(
     assert (tmp_path / "observations.md").read_text() == text
 
 
+def test_image_runs_select_their_weights_on_the_validation_split(monkeypatch):
+    from pyro_lvae.experiments import selection
+
+    tools, seen = [], []
+
+    class Spy(selection.SelectedWeights):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            tools.append(self)
+
+    real = study._measure_images
+
+    def measure(vae, job, x, kind, shape):
+        # the weights measured on the test images score, on the validation split, what the
+        # selected step scored (the evaluation draws under its own seed)
+        seen.append(tools[-1].evaluator.evaluate(vae))
+        return real(vae, job, x, kind, shape)
+
+    monkeypatch.setattr(study, "SelectedWeights", Spy)
+    monkeypatch.setattr(study, "_measure_images", measure)
+    s = study.ObservationStudy(seeds=1, datasets=(), image_families=("LV-VAE",), steps=60,
+                               image_hidden=8, blocks=1, image_eval_every=10, iwae_points=10,
+                               iwae_samples=5, lr=1e-2)
+    (job,) = s.jobs()
+    assert (job["validation_size"], job["eval_every"]) == (250, 10)
+    r = study.run_job(job)
+    curve = dict(r["validation_curve"])
+    assert sorted(curve) == [10, 20, 30, 40, 50, 60]
+    assert r["selected_step"] == max(curve, key=curve.get)
+    assert r["validation_elbo"] == curve[r["selected_step"]]
+    assert seen == [pytest.approx(r["validation_elbo"], abs=1e-4)]
+    assert math.isfinite(r["elbo"]) and math.isfinite(r["elbo_last"])
+    # the validation digits are held out of training: 1257 - 250 trained on
+    assert tools[0].evaluator.data.shape == (250, 64)
+
+
 def test_normal_noise_lies_along_the_curves_normal_with_the_regions_noise():
     n = 30000
     x, region = normal_noise_curve(n, torch.Generator().manual_seed(4), return_region=True)
@@ -88,8 +125,9 @@ def test_digits_lie_on_17_distinct_bins_of_the_8bit_grid():
     assert torch.allclose(levels, torch.round(levels), atol=1e-4)  # every value is a k / 255
     assert levels.min() == 0 and levels.max() == 255
     job = study.ObservationStudy(seeds=1).jobs()[-1]
-    train, held_out, shape = study._train_and_held_out(job)
-    assert (len(train), len(held_out), shape) == (1257, 540, (1, 8, 8))
+    train, held_out, shape, validation = study._train_and_held_out(job)
+    # 250 of the 1257 training digits are the validation split
+    assert (len(train), len(held_out), len(validation), shape) == (1007, 540, 250, (1, 8, 8))
     assert torch.equal(study._train_and_held_out(job)[1], held_out)  # the same every run
 
 
@@ -167,16 +205,21 @@ def test_digits_jobs_keep_their_settings_and_fashion_mnist_jobs_carry_their_subs
                                fashion_train_size=300, fashion_test_size=50)
     jobs = {(j["dataset"], j["family"]): j for j in s.jobs()}
     digits = jobs[("digits", "LV-VAE")]
-    # the settings a digits run had before Fashion-MNIST joined (cached runs stay valid)
+    # the validation split and the evaluation interval are part of the job (and of its cache
+    # key: runs cached before weights were selected on validation are not read back)
     assert set(digits) == {"steps", "batch_size", "hidden", "blocks", "latent_dim", "lr", "beta",
                            "eval_points", "iwae_points", "iwae_samples", "device", "dataset",
-                           "family", "seed", "label"}
+                           "family", "seed", "label", "validation_size", "eval_every"}
+    old = {k: v for k, v in digits.items() if k not in ("validation_size", "eval_every")}
+    assert job_key(study.run_job, digits) != job_key(study.run_job, old)
+    points = next(j for j in s.jobs() if j["dataset"] == "2d")
+    assert "validation_size" not in points  # the point sets draw fresh data: no selection
     assert (digits["hidden"], digits["latent_dim"]) == (200, 8)
     fashion = jobs[("fashion-mnist", "LV-VAE floor 0.01")]
     assert {k: fashion[k] for k in ("hidden", "latent_dim", "train_size", "test_size",
-                                    "data_root")} == {"hidden": 200, "latent_dim": 16,
-                                                      "train_size": 300, "test_size": 50,
-                                                      "data_root": "/data"}
+                                    "data_root", "validation_size")} == {
+        "hidden": 200, "latent_dim": 16, "train_size": 300, "test_size": 50, "data_root": "/data",
+        "validation_size": 1000}
     assert len(jobs) == len(s.jobs()) == len(DATASETS) * len(FAMILIES) + 2 * len(IMAGE_FAMILIES)
 
 
@@ -188,14 +231,17 @@ def test_a_fashion_mnist_run_loads_its_subset_from_the_data_root(monkeypatch):
     def fake_split(name, data_root=None, **sizes):
         asked.append((name, data_root, sizes))
         x = torch.zeros(4, 784)
-        return ImageSplit(x, torch.zeros(4), x[:2], torch.zeros(2), (1, 28, 28))
+        return ImageSplit(x, torch.zeros(4), x[:2], torch.zeros(2), (1, 28, 28), x[:1],
+                          torch.zeros(1))
 
     monkeypatch.setattr(study, "load_split", fake_split)
     s = study.ObservationStudy(seeds=1, images=("fashion-mnist",), data_root="/d",
                                fashion_train_size=4, fashion_test_size=2)
-    train, held_out, shape = study._train_and_held_out(s.jobs()[-1])
-    assert asked == [("fashion-mnist", "/d", {"train_size": 4, "test_size": 2})]
+    train, held_out, shape, validation = study._train_and_held_out(s.jobs()[-1])
+    assert asked == [("fashion-mnist", "/d", {"train_size": 4, "test_size": 2,
+                                              "validation_size": 1000})]
     assert (train.shape, held_out.shape, shape) == ((4, 784), (2, 784), (1, 28, 28))
+    assert validation.shape == (1, 784)
 
 
 def test_image_grid_shows_the_originals_once_and_three_rows_per_family():

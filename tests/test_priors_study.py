@@ -32,7 +32,8 @@ PER_SEED = 2 * len(METHODS) + 1
 #: the image part, tiny: digits, one seed
 TINY_IMAGES = {"curves": (), "images": ("digits",), "seeds": 1, "image_steps": 30,
                "image_hidden": 16, "image_blocks": 1, "image_eval_points": 300,
-               "image_iwae_points": 30, "image_iwae_samples": 10, "device": "cpu"}
+               "image_iwae_points": 30, "image_iwae_samples": 10, "device": "cpu",
+               "image_eval_every": 10}
 
 
 @pytest.fixture(scope="module")
@@ -175,6 +176,40 @@ def test_image_runs_are_measured_in_the_classifiers_features(images_ran):
         assert f["means"].shape == (16, 64) and f["shape"] == (1, 8, 8)
         assert f["codes"].shape == (300, 2) and f["prior"].shape == (300, 2)
         assert math.isfinite(r["geco_target"]) == (r["method"] == "geco")
+        # weights selected on the validation split: the best of its evaluations
+        curve = dict(r["validation_curve"])
+        assert sorted(curve) == [10, 20, 30]
+        assert r["selected_step"] == max(curve, key=curve.get)
+        assert r["validation_elbo"] == curve[r["selected_step"]]
+        assert math.isfinite(r["elbo_last"])
+
+
+def test_image_runs_report_the_test_numbers_of_the_selected_weights(images_ran, monkeypatch):
+    from pyro_lvae.experiments import selection
+
+    study, _, _ = images_ran
+    tools, seen = [], []
+
+    class Spy(selection.SelectedWeights):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            tools.append(self)
+
+    real = study_mod._measure_images
+
+    def measure(vae, job, split, classifier):
+        # the weights measured score, on the validation split, what the selected step scored
+        seen.append(tools[-1].evaluator.evaluate(vae))
+        return real(vae, job, split, classifier)
+
+    monkeypatch.setattr(study_mod, "SelectedWeights", Spy)
+    monkeypatch.setattr(study_mod, "_measure_images", measure)
+    job = next(j for j in study.jobs() if j["variant"] == "learned-vector"
+               and j["method"] == "normal")
+    r = study_mod.run_image_job(job)
+    assert seen == [pytest.approx(r["validation_elbo"], abs=1e-4)]
+    assert r["selected_step"] == max(dict(r["validation_curve"]),
+                                     key=dict(r["validation_curve"]).get)
 
 
 def test_image_report_has_its_table_and_the_classifier_is_read_back(images_ran, monkeypatch):

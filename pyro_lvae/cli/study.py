@@ -1,5 +1,5 @@
 """``pyro-lvae reproduce STUDY``: one of the studies (manifold, collapse, sphere, tables,
-priors, observations, counts) with its tables and figures."""
+priors, observations, counts, blur) with its tables and figures."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ STUDIES = {
     "priors": ("pyro_lvae.experiments.studies.priors", "priors.md"),
     "observations": ("pyro_lvae.experiments.studies.observations", "observations.md"),
     "counts": ("pyro_lvae.experiments.studies.counts", "counts.md"),
+    "blur": ("pyro_lvae.experiments.studies.blur", "blur.md"),
 }
 
 
@@ -48,8 +49,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "subset). counts: the negative binomial and zero-inflated NB with a "
                         "fixed inverse dispersion swept over a grid against one learned per "
                         "gene and one from the decoder, on scanpy's pbmc68k_reduced (needs "
-                        "pip install pyro-lvae[counts]) and synthetic counts. Sizes not given "
-                        "are the study's own (smaller with --quick).")
+                        "pip install pyro-lvae[counts]) and synthetic counts. blur: why the "
+                        "learned per-pixel sigma blurs, a sweep of convolutional network sizes and "
+                        "training lengths per observation model on digits at 28x28 (and the "
+                        "Fashion-MNIST subset). Image runs select their weights on a validation "
+                        "split of the training images. Sizes not given are the study's own "
+                        "(smaller with --quick).")
     rp.add_argument("study", choices=list(STUDIES), help="which study")
     rp.add_argument("--quick", action="store_true",
                     help="fewer seeds and steps, smaller networks: minutes on 2 CPU cores")
@@ -68,7 +73,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                             "or step:EVERY[:GAMMA]")
     tools.add_argument("--learned-only", action="store_true",
                        help="only LS-VAE, LV-VAE and the replayed schedule")
-    images = rp.add_argument_group("priors and observations: image sets")
+    rp.add_argument("--size", default=None, choices=("cpu", "paper"),
+                    help="blur only: the grid of network sizes and training lengths: cpu "
+                         "(default; widths 4, 8, 16, 300 and 1000 steps) or paper (widths 16 to "
+                         "64 with 2 to 4 residual blocks, latent 256, 5000 and 20000 steps: for "
+                         "a GPU)")
+    images = rp.add_argument_group("priors, observations and blur: image sets")
     images.add_argument("--images", default=None, metavar="NAMES",
                         help="comma-separated image sets: digits (scikit-learn's, bundled), "
                              "fashion-mnist (a fixed subset; needs --data-root); default: the "
@@ -100,10 +110,12 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     workers = default_workers(device) if args.workers is None else args.workers
     out = make_dir(Path(args.out or f"runs/{args.study}"))
     images = getattr(study, "images", ())
-    print(f"pyro-lvae reproduce {args.study}: {study.seeds} seed(s), {study.steps} steps per "
-          f"run, residual MLP {study.blocks}x{study.hidden}"
-          + (f" (image sets {', '.join(images)}: their own settings)" if images else "")
-          + f", on {device} with {workers} worker(s)", flush=True)
+    what = (study.describe() if hasattr(study, "describe") else
+            f"{study.seeds} seed(s), {study.steps} steps per run, residual MLP "
+            f"{study.blocks}x{study.hidden}"
+            + (f" (image sets {', '.join(images)}: their own settings)" if images else ""))
+    print(f"pyro-lvae reproduce {args.study}: {what}, on {device} with {workers} worker(s)",
+          flush=True)
     t0 = time.perf_counter()
     cache = out / "jobs"
     if args.fresh and cache.is_dir():
@@ -125,9 +137,9 @@ def _image_overrides(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if args.images is None and args.data_root is None:
         return out
-    if args.study not in ("priors", "observations"):
-        raise ConfigError("--images and --data-root apply to the priors and observations "
-                          "studies only")
+    if args.study not in ("priors", "observations", "blur"):
+        raise ConfigError("--images and --data-root apply to the priors, observations and "
+                          "blur studies only")
     if args.images is not None:
         names = tuple(n.strip() for n in args.images.split(",") if n.strip())
         unknown = [n for n in names if n not in IMAGE_SET_NAMES]
@@ -153,6 +165,16 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     for name, value in (*overrides.items(), ("workers", args.workers)):
         if value is not None and value < 1:
             raise ConfigError(f"Expected --{name} >= 1 but got {value}")
+    if args.study == "blur":
+        fixed = [f"--{k}" for k in ("steps", "hidden", "blocks") if k in overrides]
+        if fixed:
+            raise ConfigError(f"{', '.join(fixed)} do not apply to the blur study: its grid of "
+                              "network sizes and training lengths is set by --size (and "
+                              "--quick)")
+    if args.size is not None:
+        if args.study != "blur":
+            raise ConfigError("--size applies to the blur study only")
+        overrides["size"] = args.size
     if args.dims is not None:
         if args.study != "sphere":
             raise ConfigError("--dims applies to the sphere study only")

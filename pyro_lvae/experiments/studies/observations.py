@@ -36,9 +36,16 @@ levels land on 17 distinct bins of the 256, so the discretised models apply, and
 bits/dim are those of the digits written as 8-bit images) with a fixed split (70% training, 30%
 held-out, the same for every seed), and a fixed subset of Fashion-MNIST (``fashion_train_size``
 training and ``fashion_test_size`` held-out images of 784 pixels ``k / 255``; its files under
-``data_root``). Families: fixed sigma 0.1, LS-VAE, LV-VAE with the floors 1e-3 and 0.01 and
-with ``beta_nll=0.5``, and the discretised Normal and logistic. A continuous density on these
-discrete values is not a likelihood: its nats are comparable only between continuous models,
+``data_root``). Each image run selects its weights on a validation split held out of the
+training images (``digits_validation_size`` of the training digits, ``fashion_validation_size``
+further Fashion-MNIST training images; :func:`~.imagesets.load_split`), never on the test
+images: the held-out ELBO of the validation images every ``image_eval_every`` steps
+(:class:`~pyro_lvae.experiments.selection.SelectedWeights`, fit's held-out evaluation), the
+best weights kept; the image tables report the test numbers of those weights and the step they
+were selected at, beside the test ELBO of the last weights. Families: fixed sigma 0.1,
+LS-VAE, LV-VAE with the floors 1e-3 and 0.01 and with ``beta_nll=0.5``, and the discretised
+Normal and logistic. A continuous density on these discrete values is not a likelihood: its
+nats are comparable only between continuous models,
 and only the discretised models get bits/dim. Measured beside: the error of the decoder mean
 at the posterior mean (RMSE, pixel units of [0, 1]), its sharpness
 (:func:`~pyro_lvae.experiments.sharpness.sharpness_ratio` against the held-out images) and the
@@ -67,6 +74,7 @@ from ...training import ProgressBar, fit, fused_adam
 from ...vae import mlp_vae
 from ..jobs import run_jobs
 from ..points import EVAL_SEED
+from ..selection import SelectedWeights
 from ..sharpness import sharpness_ratio
 from . import Study, mean_and_se, mean_sd, paired_differences
 from .imagesets import IMAGE_SET_NAMES, digits_8bit, levels, load_split
@@ -198,6 +206,11 @@ class ObservationStudy(Study):
     fashion_train_size: int = 10000
     fashion_test_size: int = 2000
     fashion_latent_dim: int = 16
+    #: the validation splits (held out of the training images) on which the image runs select
+    #: their weights, and the steps between two evaluations of their held-out ELBO
+    digits_validation_size: int = 250
+    fashion_validation_size: int = 1000
+    image_eval_every: int = 250
 
     def jobs(self) -> list[dict[str, Any]]:
         """One run per seed, data set and family."""
@@ -215,10 +228,13 @@ class ObservationStudy(Study):
 
     def _image_settings(self, dataset: str) -> dict[str, Any]:
         """The network of an image set's runs, and for Fashion-MNIST its subset and files."""
-        out: dict[str, Any] = {"hidden": self.image_hidden, "latent_dim": self.image_latent_dim}
+        out: dict[str, Any] = {"hidden": self.image_hidden, "latent_dim": self.image_latent_dim,
+                               "validation_size": self.digits_validation_size,
+                               "eval_every": self.image_eval_every}
         if dataset == "fashion-mnist":
             out.update(latent_dim=self.fashion_latent_dim, train_size=self.fashion_train_size,
-                       test_size=self.fashion_test_size, data_root=self.data_root)
+                       test_size=self.fashion_test_size, data_root=self.data_root,
+                       validation_size=self.fashion_validation_size)
         return out
 
 
@@ -287,12 +303,13 @@ def _measure_images(vae, job: dict[str, Any], x: torch.Tensor, kind: str,
 
 
 def _train_and_held_out(job: dict[str, Any]):
-    """``(training data, held-out images or None, image shape or None)`` of a job's set."""
+    """``(training data, held-out images or None, image shape or None, validation images or
+    None)`` of a job's set."""
     if job["dataset"] not in IMAGE_SETS:
-        return DATASETS[job["dataset"]][0], None, None
-    sizes = {k: job[k] for k in ("train_size", "test_size") if k in job}
+        return DATASETS[job["dataset"]][0], None, None, None
+    sizes = {k: job[k] for k in ("train_size", "test_size", "validation_size") if k in job}
     split = load_split(job["dataset"], job.get("data_root"), **sizes)
-    return split.train, split.test, split.shape
+    return split.train, split.test, split.shape, split.validation
 
 
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
@@ -300,18 +317,21 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     training diverges is kept, with ``diverged`` set and NaN measures."""
     image = job["dataset"] in IMAGE_SETS
     kind, settings = (IMAGE_FAMILIES if image else FAMILIES)[job["family"]]
-    data, held_out, shape = _train_and_held_out(job)
+    data, held_out, shape, validation = _train_and_held_out(job)
     dims = held_out.shape[-1] if image else 2
     pyro.set_rng_seed(job["seed"])
     pyro.clear_param_store()
     vae = mlp_vae(dims, job["latent_dim"], observations.build(kind, **settings),
                   hidden=job["hidden"], blocks=job["blocks"], standardize=False)
     result: dict[str, Any] = {k: job[k] for k in ("dataset", "family", "seed")}
+    tools: list[Any] = [ProgressBar(False)]
+    if validation is not None:  # image runs select their weights on the validation split
+        tools.append(SelectedWeights(validation, job["eval_every"], seed=EVAL_SEED + 5))
     try:
         history = fit(vae, data, steps=job["steps"],
                       batch_size=job["batch_size"], optimizer=fused_adam(job["lr"]),
                       beta=parse_schedule(job["beta"]), device=job["device"], seed=job["seed"],
-                      tools=[ProgressBar(False)])
+                      tools=tools)
     except TrainingDiverged as e:
         result.update(diverged=True, reason=str(e).splitlines()[0], spike=math.nan,
                       elbo=math.nan, iwae=math.nan, energy_samples=math.nan)
@@ -321,9 +341,23 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     result["dims"] = dims
     result["spike"] = spike_size(loss / dims)  # per dimension
     result["final_sigma"] = float(history["sigma"][-1])
+    if image:
+        result.update(_select(vae, tools[-1], held_out, job["steps"]))
     result.update(_measure_images(vae, job, held_out, kind, shape) if image
                   else _measure(vae, job))
     return result
+
+
+@torch.no_grad()
+def _select(vae, selection: SelectedWeights, test: torch.Tensor, steps: int) -> dict[str, Any]:
+    """The test ELBO of the last weights, then the selected weights loaded into ``vae``: their
+    step, validation ELBO and the validation curve."""
+    pyro.set_rng_seed(EVAL_SEED)
+    last = evaluate.elbo_parts(vae, test.to(vae.device), num_particles=4)["elbo"]
+    step = selection.load(vae)
+    curve = [(s, e) for s, e in selection.curve]
+    return {"elbo_last": last, "selected_step": step, "steps": steps,
+            "validation_elbo": dict(curve)[step], "validation_curve": curve}
 
 
 def run_study(study: ObservationStudy, workers: int = 1, report=None,
@@ -335,7 +369,8 @@ def run_study(study: ObservationStudy, workers: int = 1, report=None,
 
 # ---- analysis --------------------------------------------------------------------------------
 KEYS = ("elbo", "iwae", "energy_samples", "spike", "elbo_clean", "bits_elbo", "bits_iwae",
-        "rec_rmse", "sharpness", "sample_spread")
+        "rec_rmse", "sharpness", "sample_spread", "selected_step", "validation_elbo",
+        "elbo_last")
 
 
 def _groups(results: list[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
@@ -451,9 +486,15 @@ def markdown(study: ObservationStudy, results: list[dict[str, Any]]) -> str:
 
 def _image_heading(study: ObservationStudy, dataset: str) -> str:
     if dataset == "fashion-mnist":
-        return (f"a fixed subset of Fashion-MNIST, {study.fashion_train_size} training and "
+        return (f"a fixed subset of Fashion-MNIST, {study.fashion_train_size} training, "
+                f"{study.fashion_validation_size} validation and "
                 f"{study.fashion_test_size} held-out images (28x28)")
     return IMAGE_SETS[dataset]
+
+
+def _validation_size(study: ObservationStudy, dataset: str) -> int:
+    return (study.fashion_validation_size if dataset == "fashion-mnist"
+            else study.digits_validation_size)
 
 
 def _image_tables(study: ObservationStudy, rows: list[dict[str, Any]],
@@ -463,21 +504,31 @@ def _image_tables(study: ObservationStudy, rows: list[dict[str, Any]],
         dims = next((r["dims"] for r in results if r["dataset"] == dataset and "dims" in r),
                     None)
         lines += [f"### {_image_heading(study, dataset)} (`{dataset}`)", "",
-                  "| family | seeds | held-out ELBO (nats/image) | IWAE bound | bits/dim (ELBO / "
-                  "IWAE) | reconstruction RMSE | sharpness | sample spread | largest loss jump "
-                  "| spiked / diverged |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                  "| family | seeds | selected step | held-out ELBO (nats/image) | IWAE bound | "
+                  "bits/dim (ELBO / IWAE) | reconstruction RMSE | sharpness | sample spread | "
+                  "held-out ELBO, last weights | largest loss jump | spiked / diverged |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in (r for r in rows if r["dataset"] == dataset):
             bits = ("n/a" if math.isnan(r["bits_elbo"]) else
                     f"{_fmt(r['bits_elbo'], r['bits_elbo_sd'])} / {r['bits_iwae']:.3f}")
             lines.append(
-                f"| {r['family']} | {r['seeds']} | {_fmt(r['elbo'], r['elbo_sd'], 1)} | "
+                f"| {r['family']} | {r['seeds']} | "
+                f"{_fmt(r['selected_step'], r['selected_step_sd'], 0)} | "
+                f"{_fmt(r['elbo'], r['elbo_sd'], 1)} | "
                 f"{_fmt(r['iwae'], r['iwae_sd'], 1)} | {bits} | "
                 f"{_fmt(r['rec_rmse'], r['rec_rmse_sd'])} | "
                 f"{_fmt(r['sharpness'], r['sharpness_sd'])} | "
                 f"{_fmt(r['sample_spread'], r['sample_spread_sd'])} | "
+                f"{_fmt(r['elbo_last'], r['elbo_last_sd'], 1)} | "
                 f"{_fmt(r['spike'], r['spike_sd'], 1)} | {r['spiked']} / {r['diverged']} |")
         per = f" of {dims} pixels" if dims else ""
-        lines += ["", f"Images: ELBO and IWAE in nats per image{per}; a continuous density "
+        lines += ["", f"Images: weights selected on a validation split of "
+                  f"{_validation_size(study, dataset)} images held out of the training images "
+                  f"(the best held-out ELBO, evaluated every {study.image_eval_every} steps and "
+                  "at the last; selected step: the steps trained by then), never on the test "
+                  "images; every other column but the last weights' ELBO is measured on the "
+                  f"test images with those weights. ELBO and IWAE in nats per image{per}; a "
+                  "continuous density "
                   "on these discrete values is not a likelihood, so only the discretised models "
                   "have bits/dim (of the images as 8-bit values) and their nats are not "
                   "comparable with the others'. Reconstruction RMSE: decoder mean at the "

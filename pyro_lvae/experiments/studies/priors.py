@@ -31,7 +31,13 @@ trained on dequantised pixels ``(k + u) / 256`` (sigma floored at 0.01), measure
 images: ELBO, IWAE, latent diagnostics and the Fréchet distance
 (:func:`~pyro_lvae.evaluate.frechet_distance`) in the features of a classifier trained on the
 image set (:mod:`.features`; not comparable with published FIDs) between the held-out images and
-generations (decoder means and draws of ``p(x|z)`` at ``z ~ p(z)``) or reconstructions.
+generations (decoder means and draws of ``p(x|z)`` at ``z ~ p(z)``) or reconstructions. Each
+image run selects its weights on a validation split held out of the training images
+(``digits_validation_size`` digits, ``fashion_validation_size`` further Fashion-MNIST training
+images; :func:`~.imagesets.load_split`), never on the test images: the held-out ELBO of the
+validation images (dequantised once, a fixed draw) every ``image_eval_every`` steps
+(:class:`~pyro_lvae.experiments.selection.SelectedWeights`); every measure is of those weights,
+on the test images, with the step they were selected at.
 
 The claims, paired by seed (:func:`claims`): per curve and learned prior, for LV-VAE against
 ``N(0, I)``, the learned prior lowers the energy distance of the generations, and it lowers the
@@ -70,6 +76,7 @@ from ...training import ProgressBar, fit, fused_adam
 from ...vae import mlp_vae
 from ..jobs import run_jobs
 from ..points import EVAL_SEED
+from ..selection import SelectedWeights
 from . import Study, mean_sd, paired
 from .features import FeatureClassifier, classifier_for
 from .imagesets import ImageSplit, levels, load_split
@@ -158,6 +165,11 @@ class PriorsStudy(Study):
     image_eval_points: int = 2000
     image_iwae_points: int = 200
     image_iwae_samples: int = 100
+    #: the validation splits (held out of the training images) on which the image runs select
+    #: their weights, and the steps between two evaluations of their held-out ELBO
+    digits_validation_size: int = 250
+    fashion_validation_size: int = 1000
+    image_eval_every: int = 250
 
     def _pairs(self) -> list[tuple[str, str]]:
         return [(v, m) for v in self.variants for m in self.methods
@@ -183,10 +195,11 @@ class PriorsStudy(Study):
                               else self.digits_latent_dim),
                "geco_rate": self.image_geco_rate, "eval_points": self.image_eval_points,
                "iwae_points": self.image_iwae_points, "iwae_samples": self.image_iwae_samples,
-               "device": self.device}
+               "device": self.device, "validation_size": self.digits_validation_size,
+               "eval_every": self.image_eval_every}
         if name == "fashion-mnist":
             out.update(train_size=self.fashion_train_size, test_size=self.fashion_test_size,
-                       data_root=self.data_root)
+                       data_root=self.data_root, validation_size=self.fashion_validation_size)
         return out
 
 
@@ -285,7 +298,8 @@ IMAGE_MIN_SCALE = 0.01
 
 
 def _image_key(job: dict[str, Any]) -> str:
-    return json.dumps([job["images"], job.get("train_size"), job.get("test_size")])
+    return json.dumps([job["images"], job.get("train_size"), job.get("test_size"),
+                       job.get("validation_size", 0)])
 
 
 def image_data(job: dict[str, Any], classifier_folder: str | Path | None = None
@@ -296,7 +310,7 @@ def image_data(job: dict[str, Any], classifier_folder: str | Path | None = None
     key = _image_key(job)
     if key not in _IMAGE_CACHE:
         split = load_split(job["images"], job.get("data_root"), job.get("train_size", 10000),
-                           job.get("test_size", 2000))
+                           job.get("test_size", 2000), job.get("validation_size", 0))
         _IMAGE_CACHE[key] = split, classifier_for(job["images"], split, classifier_folder)
     return _IMAGE_CACHE[key]
 
@@ -337,10 +351,22 @@ def run_image_job(job: dict[str, Any]) -> dict[str, Any]:
     geco = METHODS[job["method"]][2]
     target = image_geco_target(job, split) if geco else math.nan
     beta = GECO(target, rate=job["geco_rate"] / split.dims) if geco else 1.0
+    validation = Dequantize()(levels(split.validation),
+                              torch.Generator().manual_seed(EVAL_SEED + 2))
+    selection = SelectedWeights(validation, job["eval_every"], seed=EVAL_SEED + 5)
     history = fit(vae, levels(split.train), steps=job["steps"], batch_size=job["batch_size"],
                   optimizer=fused_adam(job["lr"]), beta=beta, device=job["device"],
-                  seed=job["seed"], tools=[ProgressBar(False)], transform=Dequantize())
+                  seed=job["seed"], tools=[ProgressBar(False), selection],
+                  transform=Dequantize())
     out = {k: job[k] for k in ("images", "variant", "method", "seed", "steps", "latent_dim")}
+    with torch.no_grad():  # the last weights' test ELBO, beside the selected weights' numbers
+        pyro.set_rng_seed(EVAL_SEED)
+        x = Dequantize()(levels(split.test[: job["eval_points"]]),
+                         torch.Generator().manual_seed(EVAL_SEED)).to(vae.device)
+        out["elbo_last"] = evaluate.elbo_parts(vae, x, num_particles=4)["elbo"]
+    out["selected_step"] = selection.load(vae)
+    out["validation_curve"] = list(selection.curve)
+    out["validation_elbo"] = dict(selection.curve)[out["selected_step"]]
     out.update(_measure_images(vae, job, split, classifier))
     out.update(final_beta=float(history["beta"][-1]), geco_target=target,
                classifier_accuracy=classifier.accuracy)
@@ -395,7 +421,7 @@ def run_study(study: PriorsStudy, workers: int = 1, report=None,
 #: measured per image run (mean ± sd over seeds in the image table)
 IMAGE_METRICS = ("elbo", "iwae", "kl", "mutual_information", "marginal_kl", "hole_mass",
                  "active_units", "frechet_means", "frechet_samples", "frechet_reconstructions",
-                 "final_sigma", "final_beta")
+                 "final_sigma", "final_beta", "selected_step", "elbo_last")
 
 
 def _place(r: dict[str, Any]) -> str:
@@ -508,19 +534,23 @@ def _image_table(study: PriorsStudy, results: list[dict[str, Any]]) -> str:
     rows = aggregate(results, images=True)
     if not rows:
         return ""
-    lines = ["| images | model | method | seeds | ELBO | IWAE | KL | mutual information | "
-             "marginal KL | hole mass | active units | Fréchet (means) | Fréchet (samples) | "
-             "Fréchet (reconstructions) | final sigma | final beta |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| images | model | method | seeds | selected step | ELBO | IWAE | KL | mutual "
+             "information | marginal KL | hole mass | active units | Fréchet (means) | Fréchet "
+             "(samples) | Fréchet (reconstructions) | final sigma | final beta | ELBO, last "
+             "weights |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:"
+             "|---:|"]
     for r in rows:
         f = {k: mean_sd(r[k], r[k + "_sd"], 4 if k == "hole_mass" else 3)
              for k in IMAGE_METRICS}
         lines.append(f"| {r['images']} | {observations.describe(r['variant']).label} | "
-                     f"{r['method']} | {r['seeds']} | {f['elbo']} | {f['iwae']} | {f['kl']} | "
+                     f"{r['method']} | {r['seeds']} | "
+                     f"{mean_sd(r['selected_step'], r['selected_step_sd'], 0)} | "
+                     f"{f['elbo']} | {f['iwae']} | {f['kl']} | "
                      f"{f['mutual_information']} | {f['marginal_kl']} | {f['hole_mass']} | "
                      f"{r['active_units']:.1f} | {f['frechet_means']} | {f['frechet_samples']} "
                      f"| {f['frechet_reconstructions']} | {f['final_sigma']} | "
-                     f"{f['final_beta']} |")
+                     f"{f['final_beta']} | {f['elbo_last']} |")
     sets = []
     for name in dict.fromkeys(r["images"] for r in results if "images" in r):
         rs = [r for r in results if r.get("images") == name]
@@ -535,6 +565,13 @@ def _image_table(study: PriorsStudy, results: list[dict[str, Any]]) -> str:
             f"MLP VAEs over flat pixels (residual MLP {study.image_blocks}x"
             f"{study.image_hidden}, {study.image_steps} steps, batch {study.image_batch_size}), "
             "trained and measured on dequantised pixels (k + u) / 256, sigma floored at 0.01. "
+            "Weights selected on a validation split held out of the training images "
+            f"({study.digits_validation_size} digits, {study.fashion_validation_size} "
+            "Fashion-MNIST images; the best held-out ELBO, evaluated every "
+            f"{study.image_eval_every} steps and at the last; selected step: the steps "
+            "trained by then), never on the test images; every column but the last weights' "
+            "ELBO is of the selected weights on the test images (final sigma and final beta: "
+            "the last training step's). "
             f"ELBO (4 draws) and IWAE ({study.image_iwae_samples} samples, first "
             f"{study.image_iwae_points} images) in nats per image on at most "
             f"{study.image_eval_points} held-out images; Fréchet distances in the feature "
