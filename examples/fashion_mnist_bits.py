@@ -125,8 +125,8 @@ def figure(curves: dict[str, dict], scores: dict[str, dict]):
                        label=f"{name}: test IWAE ({s['iwae_samples']} samples), selected weights")
     for label, value in ANCHORS.items():
         ax.axhline(value, color="grey", lw=0.8, ls="--")
-        ax.annotate(label, (0, value), xytext=(2, 2), textcoords="offset points", fontsize=7,
-                    color="grey")
+        ax.annotate(f"{label}: {value}", (0.01, value), xycoords=("axes fraction", "data"),
+                    xytext=(0, 2), textcoords="offset points", fontsize=7, color="grey")
     ax.set_xlabel("training hours (one CPU core; the run's measured time per step)")
     ax.set_ylabel("bits/dim")
     ax.set_title("Fashion-MNIST, 8-bit: bits/dim against training time")
