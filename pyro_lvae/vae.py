@@ -260,6 +260,17 @@ def _check_mode(mode: str) -> None:
         raise ConfigError(f"Expected mode to be one of {MODES} but got {mode!r}")
 
 
+def collapse_remedy(observation: Any) -> str:
+    """What frees a collapsed VAE with this observation model, for its warnings."""
+    if getattr(observation, "counts", False):
+        first = ("Learn the inverse dispersion (dispersion='learned' or 'decoder'): a small fixed "
+                 "theta calls every count noise")
+    else:
+        first = ("Start a learned sigma from the data (the default init_scale=None, or "
+                 "lv.initial_scale(x))")
+    return f"{first}, or warm the KL weight up (lv.LinearWarmup)"
+
+
 def _check_observation(observation: Any) -> None:
     if not isinstance(observation, Observation):
         raise ConfigError(
@@ -845,8 +856,7 @@ class VAE(nn.Module):
             warnings.warn(
                 f"this VAE is collapsed: KL(q(z|x) || p(z)) is {kl:.3g} nats per point on these "
                 f"data, so its reconstructions ignore x (every z decodes near the data mean). "
-                f"Start a learned sigma from the data (the default init_scale=None, or "
-                f"lv.initial_scale(x)), or warm the KL weight up (lv.LinearWarmup)",
+                f"{collapse_remedy(self.observation)}",
                 stacklevel=3,
             )
 

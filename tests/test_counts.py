@@ -537,3 +537,19 @@ def test_the_command_line_refuses_data_that_are_not_counts(tmp_path, capsys):
                  "--hidden", "8", "--blocks", "1", "--quiet", "--out", str(tmp_path / "run")])
     assert code == 2
     assert "needs counts" in capsys.readouterr().err
+
+
+def test_a_collapsed_count_model_is_told_to_learn_its_dispersion(caplog):
+    """A fixed theta far too small (every count noise) collapses the latent; the warning names
+    the count model's remedy, not sigma's."""
+    import logging
+
+    data = lv.datasets.synthetic_counts(300, genes=30, types=3,
+                                        generator=torch.Generator().manual_seed(0))
+    pyro.set_rng_seed(0)
+    vae = lv.mlp_vae(30, 4, lv.NegativeBinomialCounts(dispersion=0.001), hidden=16, blocks=1)
+    with caplog.at_level(logging.WARNING, logger="pyro_lvae.training.fit"):
+        lv.fit(vae, data.counts, steps=300, batch_size=64, seed=0, beta=1.0)
+    (record,) = [r for r in caplog.records if "ended collapsed" in r.getMessage()]
+    assert "dispersion='learned' or 'decoder'" in record.getMessage()
+    assert "sigma" not in record.getMessage()

@@ -829,6 +829,10 @@ def collapse_note(obs: str, summary: dict[str, Any]) -> str | None:
             f"decodes to about the same output, the optimum of Theorem 1 for a sigma above the "
             f"data's critical scale); ")
     variant = describe(obs)
+    if getattr(OBSERVATIONS[obs], "counts", False):
+        return head + ("learn the inverse dispersion (--dispersion learned or decoder; a small "
+                       "fixed theta calls every count noise) or keep a KL warm-up "
+                       "(--beta-schedule linear:1000:0.5:1); see docs/counts.md")
     if variant.constant:
         return head + "train again with a smaller --sigma, or learn it (--obs learned-scalar)"
     if variant.learned:

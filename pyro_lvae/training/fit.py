@@ -37,7 +37,7 @@ from ..annealing import BetaSchedule, ConstantBeta, weight_latents
 from ..direct_elbo import DirectELBO
 from ..errors import ConfigError, check_int, check_positive, check_positive_int
 from ..objective import scale_stats
-from ..vae import COLLAPSE_NATS, VAE
+from ..vae import COLLAPSE_NATS, VAE, collapse_remedy
 from .averaging import AveragedWeights
 from .batches import data_seed, make_batches
 from .checkpoint import (
@@ -259,9 +259,8 @@ def _warn_if_collapsed(vae: VAE, x: torch.Tensor | None) -> None:
     if kl < COLLAPSE_NATS:
         logger.warning(
             "the model ended collapsed: KL(q(z|x) || p(z)) is %.3g nats per point on the last "
-            "batch (below %g), so z tells almost nothing about x; start sigma from the data "
-            "(init_scale=None, the default, or init_scale=lv.initial_scale(x)) or warm the KL "
-            "up (beta=lv.LinearWarmup(...))", kl, COLLAPSE_NATS)
+            "batch (below %g), so z tells almost nothing about x. %s", kl, COLLAPSE_NATS,
+            collapse_remedy(vae.observation))
 
 
 def _warn_if_warmup_unfinished(schedule: Any, steps: int) -> None:
