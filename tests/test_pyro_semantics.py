@@ -252,6 +252,16 @@ def test_a_squashed_scale_half_is_reported():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         quiet(torch.randn(32, 32), event_dim=1)
+    # a linear head at its start: small outputs, all inside [0, 1] by chance (a conv decoder)
+    small = lv.LearnedVectorScale(init_scale=1.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        small(0.05 + 0.02 * torch.rand(32, 32), event_dim=1)
+        pyro.set_rng_seed(0)
+        vae = lv.conv_vae((1, 28, 28), 16, lv.LearnedVectorScale(init_scale=0.1), width=16,
+                          blocks=1)
+        vae.initialize(torch.rand(64, 1, 28, 28))
+        vae.likelihood(torch.randn(64, 16))
 
 
 @pytest.mark.parametrize("obs, shared", [

@@ -310,15 +310,18 @@ class _DecoderScale(_LearnedStart, Observation):
         return loc, self.scale_from_raw(raw)
 
     def _check_unsquashed(self, raw: torch.Tensor) -> None:
-        """Warn when every scale output of the first batch lies in [0, 1], the sign of a
-        sigmoid; judged only on 8 dimensions or more and 256 values, where an unsquashed
-        output at its random start would not stay inside [0, 1] everywhere."""
+        """Warn when every scale output of the first batch lies in [0, 1] around its middle
+        (mean between 0.2 and 0.8), the sign of a sigmoid; judged only on 8 dimensions or more
+        and 256 values. A linear head at its random start gives outputs spread around its
+        bias, often small (a convolutional decoder's lie within a few hundredths of 0): those
+        are not taken for a sigmoid's."""
         self._checked_outputs = True
         dims = raw[0].numel() if raw.dim() else 0
         if dims < 8 or raw.numel() < 256:
             return
         raw = raw.detach()
-        if bool(((raw >= 0) & (raw <= 1)).all()):
+        middle = 0.2 < float(raw.float().mean()) < 0.8
+        if middle and bool(((raw >= 0) & (raw <= 1)).all()):
             warnings.warn(
                 f"every scale output of the decoder lies in [0, 1] (squashed by a sigmoid?): "
                 f"sigma = min_scale + softplus(raw + c) then stays between "
