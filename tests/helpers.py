@@ -44,13 +44,20 @@ def public_names(module):
 
 def leave_process_group():
     """The end of a worker's work under ``torch.distributed``: free what still holds the
-    process group (a DDP wrapper in a reference cycle), wait for every rank, then destroy it.
-    A rank that destroys its group and exits while another still tears its own down can abort
-    gloo's threads (``terminate called without an active exception``)."""
+    process group (a DDP wrapper in a reference cycle), wait for every rank, destroy the
+    group, and leave the process without the interpreter's finalisation. A rank that tears
+    its group down while another still works, or whose interpreter finalises while gloo's
+    threads still hold tensors, can abort (``terminate called without an active exception``,
+    SIGABRT) after its work is done and saved."""
     import gc
+    import os
+    import sys
 
     import torch.distributed as dist
 
     gc.collect()
     dist.barrier()
     dist.destroy_process_group()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
