@@ -77,7 +77,12 @@ from pyro_lvae.experiments.jobs import run_jobs
 from pyro_lvae.experiments.points import EVAL_SEED
 from pyro_lvae.experiments.sharpness import sharpness_ratio
 from pyro_lvae.experiments.studies.features import classifier_for
-from pyro_lvae.experiments.studies.imagesets import ImageSplit, levels, load_split
+from pyro_lvae.experiments.studies.imagesets import (
+    ImageSplit,
+    levels,
+    load_split,
+    upscale_images,
+)
 from pyro_lvae.nets import ConvDecoder, ConvEncoder
 from pyro_lvae.training import HeldOutEvaluation, ProgressBar
 
@@ -164,10 +169,8 @@ def require_pythae():
 # ---- data ------------------------------------------------------------------------------------
 def upscale(x: torch.Tensor, side: int = 28) -> torch.Tensor:
     """Flat 8x8 images in [0, 1] as ``(N, 1, side, side)`` images (bilinear) on the 8-bit grid
-    ``round(255 v) / 255``."""
-    big = F.interpolate(x.reshape(-1, 1, 8, 8), size=(side, side), mode="bilinear",
-                        align_corners=False)
-    return torch.round(big.clamp(0, 1) * 255) / 255
+    ``round(255 v) / 255``, as the studies upscale them (``imagesets.upscale_images``)."""
+    return upscale_images(x, side).reshape(-1, 1, side, side)
 
 
 def image_split(name: str, args: dict[str, Any]) -> tuple[ImageSplit, torch.Tensor]:

@@ -25,6 +25,7 @@ convolutional networks).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -145,6 +146,20 @@ def load_split(name: str, data_root: str | Path | None = None, train_size: int =
     raise ConfigError(f"unknown image set {name!r}; expected one of {', '.join(IMAGE_SET_NAMES)}")
 
 
+def upscale_images(x: torch.Tensor, side: int) -> torch.Tensor:
+    """Flat one-channel square images ``x`` (``(N, h * h)``, values in [0, 1]) resized to
+    ``side x side`` (bilinear, ``align_corners=False``) and put back on the 8-bit grid
+    ``k / 255`` (rounded): ``(N, side * side)``."""
+    import torch.nn.functional as F
+
+    h = math.isqrt(x.shape[-1])
+    if h * h != x.shape[-1]:
+        raise ConfigError(f"upscale_images takes flat square images, not {x.shape[-1]} values")
+    big = F.interpolate(x.reshape(-1, 1, h, h), size=(side, side), mode="bilinear",
+                        align_corners=False)
+    return torch.round(big.clamp(0, 1).flatten(1) * 255) / 255
+
+
 def upscaled(split: ImageSplit, side: int) -> ImageSplit:
     """``split`` with every image resized to ``side x side`` (bilinear, ``align_corners=False``,
     on one channel) and put back on the 8-bit grid ``k / 255`` (rounded); labels unchanged.
@@ -152,18 +167,12 @@ def upscaled(split: ImageSplit, side: int) -> ImageSplit:
     :param ImageSplit split: a split of one-channel square images
     :param int side: the new height and width
     """
-    import torch.nn.functional as F
-
     c, h, w = split.shape
     if c != 1 or h != w:
         raise ConfigError(f"upscaled takes one-channel square images, not {split.shape}")
 
     def resize(x: torch.Tensor | None) -> torch.Tensor | None:
-        if x is None:
-            return None
-        big = F.interpolate(x.reshape(-1, 1, h, w), size=(side, side), mode="bilinear",
-                            align_corners=False)
-        return torch.round(big.clamp(0, 1).flatten(1) * 255) / 255
+        return None if x is None else upscale_images(x.reshape(len(x), h * w), side)
 
     return ImageSplit(resize(split.train), split.train_labels, resize(split.test),
                       split.test_labels, (1, side, side), resize(split.validation),
