@@ -16,11 +16,16 @@ from ..io import atomic_write_text, write_target
 STDOUT = "-"
 
 
+def finite_or_none(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with every number that is not finite (a bits/dim that does not apply) as
+    ``None``, for strict JSON."""
+    return {k: None if isinstance(v, float) and not math.isfinite(v) else v
+            for k, v in values.items()}
+
+
 def write_json(data: dict[str, Any], path: Path) -> None:
     """Strict JSON: a value that is not a finite number (bits/dim of scaled pixels) is null."""
-    clean = {k: None if isinstance(v, float) and not math.isfinite(v) else v
-             for k, v in data.items()}
-    atomic_write_text(json.dumps(clean, indent=2, allow_nan=False) + "\n", path)
+    atomic_write_text(json.dumps(finite_or_none(data), indent=2, allow_nan=False) + "\n", path)
 
 
 def make_dir(path: Path, what: str = "output folder") -> Path:

@@ -69,7 +69,7 @@ from .options import (
     count_settings,
     prior_settings,
 )
-from .output import check_folder_name, check_log_folder, write_json
+from .output import check_folder_name, check_log_folder, finite_or_none, write_json
 
 #: held-out KL per data point (nats) below which a trained model counts as collapsed
 COLLAPSED_KL = COLLAPSE_NATS
@@ -744,13 +744,6 @@ def training_tools(settings: dict[str, Any], task: Any, per_epoch: int | None,
     return tools
 
 
-def _finite_or_none(values: dict[str, Any]) -> dict[str, Any]:
-    """``values`` for JSON: a number that is not finite (a bits/dim that does not apply) is
-    ``None``."""
-    return {k: None if isinstance(v, float) and not math.isfinite(v) else v
-            for k, v in values.items()}
-
-
 def _tool_results(task, history: History, run: Path, settings: dict[str, Any]
                   ) -> dict[str, Any]:
     """The averaged model (saved as averaged.pt, evaluated like the raw one) and the best
@@ -758,13 +751,13 @@ def _tool_results(task, history: History, run: Path, settings: dict[str, Any]
     out: dict[str, Any] = {}
     if history.averaged is not None:
         history.averaged.save(run / AVERAGED_NAME)
-        out["averaged"] = _finite_or_none(task.evaluate(history.averaged, settings))
+        out["averaged"] = finite_or_none(task.evaluate(history.averaged, settings))
     if history.best is not None:
         out["best"] = {"step": int(history.best["step"]),
                        "validation_elbo": history.best["elbo"], "file": BEST_NAME}
         if (run / BEST_NAME).exists():  # the selected weights, on the summary's test images
             best = VAE.load(run / BEST_NAME, map_location=resolve_device(settings["device"]))
-            out["best"].update(_finite_or_none(task.evaluate(best, settings)))
+            out["best"].update(finite_or_none(task.evaluate(best, settings)))
     return out
 
 
