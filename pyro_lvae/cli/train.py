@@ -111,7 +111,13 @@ def _add_model_flags(train: argparse.ArgumentParser) -> None:
     train.add_argument("--dataset", default="manifold2d",
                        help=f"data: {', '.join(TASKS)} (default manifold2d)")
     obs = train.add_argument_group("observation model")
-    not_tables = [k for k in OBSERVATIONS if "schema" not in settings_of(k)]
+    # the order of the help text; kinds registered elsewhere follow
+    order = ("fixed", "learned-scalar", "learned-channel", "learned-vector", "scheduled",
+             "bernoulli", "continuous-bernoulli", "calibrated", "student-t", "low-rank",
+             "discretized-normal", "discretized-logistic", "discretized-logistic-mixture",
+             "poisson", "negative-binomial", "zero-inflated-nb")
+    not_tables = sorted((k for k in OBSERVATIONS if "schema" not in settings_of(k)),
+                        key=lambda k: order.index(k) if k in order else len(order))
     obs.add_argument("--obs", default="learned-scalar", choices=not_tables,
                      help="observation model: fixed (F-VAE; MSE training is a fixed sigma), "
                           "learned-scalar (LS-VAE), learned-channel (a sigma per channel or "
