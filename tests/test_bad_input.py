@@ -17,6 +17,7 @@ from pyro.infer import Trace_ELBO
 import pyro_lvae as lv
 from pyro_lvae import evaluate, theory
 from pyro_lvae.cli import main
+from pyro_lvae.training import Checks
 
 
 def tiny(obs=None):
@@ -69,7 +70,8 @@ API_CASES = {
                                lv.ConfigError, "lr > 0"),
     "unknown device": (lambda: lv.fit(tiny(), good(), steps=2, device="tpu"), lv.ConfigError,
                        "unknown device"),
-    "unknown divergence policy": (lambda: lv.fit(tiny(), good(), steps=2, on_divergence="x"),
+    "unknown divergence policy": (lambda: lv.fit(tiny(), good(), steps=2,
+                                                 tools=[Checks(on_divergence="x")]),
                                   lv.ConfigError, "on_divergence"),
     "unknown query mode": (lambda: tiny().reconstruct(good(), mode="median"), lv.ConfigError,
                            "mode"),

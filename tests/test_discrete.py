@@ -18,6 +18,7 @@ from pyro_lvae import evaluate
 from pyro_lvae.cli import main
 from pyro_lvae.datasets import UnitLevels, bits_per_dim
 from pyro_lvae.observations.discrete import LEVELS, Discretized
+from pyro_lvae.training import ProgressBar
 
 FAMILIES = {"normal": dist.Normal, "logistic": dist.Logistic}
 H = 0.5 / 255
@@ -182,7 +183,7 @@ def test_mixture_decoder_outputs_are_logits_locations_and_scales_per_component()
 def test_bits_per_dim_of_a_discrete_model_have_no_dequantisation_offset():
     assert bits_per_dim(784 * math.log(2), 784, "unit-levels", discrete=True) == pytest.approx(1.0)
     assert bits_per_dim(784 * math.log(2), 784, "dequantize") == pytest.approx(9.0)
-    assert math.isnan(bits_per_dim(1.0, 784, "scale"))
+    assert math.isnan(bits_per_dim(1.0, 784, "unit-levels"))
     assert math.isnan(bits_per_dim(1.0, 784, "dequantize", discrete=True))
     assert lv.observations.describe("discretized-logistic").discrete
     assert not lv.observations.describe("learned-vector").discrete
@@ -196,7 +197,7 @@ def test_the_negative_elbo_of_8_bit_images_is_a_code_length(kind):
     vae = lv.conv_vae((1, 8, 8), 2, lv.observations.build(kind), width=4, convs=2, blocks=0)
     x = UnitLevels()(torch.randint(0, 256, (16, 1, 8, 8), dtype=torch.uint8))
     x[:, :, :2] = 0  # constant background, where a continuous per-pixel density is unbounded
-    lv.fit(vae, x, steps=30, batch_size=16, lr=1e-2, seed=0, progress=False)
+    lv.fit(vae, x, steps=30, batch_size=16, lr=1e-2, seed=0, tools=[ProgressBar(False)])
     result = evaluate.elbo_parts(vae, x)
     assert result["reconstruction"] >= 0
     assert bits_per_dim(-result["elbo"], 64, "unit-levels", discrete=True) > 0

@@ -16,6 +16,7 @@ from helpers import leave_process_group
 
 import pyro_lvae as lv
 from pyro_lvae.direct_elbo import direct_elbo_terms
+from pyro_lvae.training import Checkpoints, Checks
 from pyro_lvae.training.batches import data_seed as _data_seed
 from pyro_lvae.training.distributed import rank_seed
 
@@ -44,8 +45,8 @@ def _worker(rank, port, folder):
     try:
         vae = _vae()
         history = lv.fit(vae, _data(), steps=STEPS, batch_size=BATCH, lr=1e-2, seed=SEED,
-                         check_every=4, beta=lv.LinearWarmup(6, 0.5, 1.0),
-                         out=folder / "run", checkpoint_every=4)
+                         beta=lv.LinearWarmup(6, 0.5, 1.0), out=folder / "run",
+                         tools=[Checks(every=4), Checkpoints(4)])
         torch.save({"state": vae.state_dict(), "loss": torch.tensor(history["loss"])},
                    folder / f"rank{rank}.pt")
     except BaseException:
@@ -125,7 +126,8 @@ def _observation_worker(rank, port, folder):
         for name, (make, dim, data) in _observation_cases().items():
             pyro.set_rng_seed(rank)  # different initial weights: DDP makes them rank 0's
             vae = lv.mlp_vae(dim, 2, make(), hidden=8, blocks=1)
-            h = lv.fit(vae, data, steps=6, batch_size=BATCH, lr=1e-2, seed=SEED, check_every=3)
+            h = lv.fit(vae, data, steps=6, batch_size=BATCH, lr=1e-2, seed=SEED,
+                       tools=[Checks(every=3)])
             out[name] = {"state": vae.state_dict(), "objective": h.objective,
                          "start": getattr(vae.observation, "init_scale", None)}
         torch.save(out, folder / f"obs{rank}.pt")

@@ -28,6 +28,7 @@ from pyro_lvae.observations.counts import (
 from pyro_lvae.observations.discrete import Discretized
 from pyro_lvae.observations.lowrank import ReshapedEvent
 from pyro_lvae.observations.table import MixedColumns
+from pyro_lvae.training import AveragedWeights, Checks
 from pyro_lvae.training.averaging import load_averaged
 from pyro_lvae.training.lightning import PyroLVAEModule, initialize_modules
 
@@ -140,8 +141,8 @@ def test_a_plain_svi_loop_starts_at_its_first_step():
 def test_started_survives_files_copies_checkpoints_and_averaging(tmp_path):
     x = data(128)
     vae = tiny(lv.LearnedVectorScale(), prior=lv.VampPrior(3))
-    history = lv.fit(vae, x, steps=4, batch_size=32, seed=0, out=tmp_path, check_every=2,
-                     average="ema:0.5")
+    history = lv.fit(vae, x, steps=4, batch_size=32, seed=0, out=tmp_path,
+                     tools=[Checks(every=2), AveragedWeights("ema:0.5")])
     assert vae.initialized
     vae.save(tmp_path / "m.pt")
     fresh = tiny(lv.LearnedVectorScale(), prior=lv.VampPrior(3))

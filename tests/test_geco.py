@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import pyro_lvae as lv
+from pyro_lvae.training import Checks
 
 
 def data(n=128, seed=0):
@@ -42,7 +43,7 @@ def test_beta_stays_within_its_bounds():
 
 def test_fit_with_geco_lowers_beta_while_reconstruction_is_above_target():
     h = lv.fit(tiny(), data(), steps=40, batch_size=64, beta=lv.GECO(target=-50.0, rate=1e-3),
-               seed=0, check_every=10)
+               seed=0, tools=[Checks(every=10)])
     beta = h["beta"]
     assert beta[0] == 1.0 and np.all(np.diff(beta) <= 0) and beta[-1] < beta[0]
     assert np.all(h["reconstruction"] > -50)
@@ -54,7 +55,7 @@ def test_geco_resumes_exactly(tmp_path):
         torch.manual_seed(0)
         vae = tiny() if not resume else lv.load(out / "checkpoint.pt")
         return lv.fit(vae, data(), steps=steps, batch_size=64, out=out, resume=resume,
-                      beta=lv.GECO(target=-50.0, rate=1e-3), seed=0, check_every=5)
+                      beta=lv.GECO(target=-50.0, rate=1e-3), seed=0, tools=[Checks(every=5)])
 
     whole = run(20, False, tmp_path / "a")
     run(10, False, tmp_path / "b")
@@ -68,7 +69,7 @@ def test_geco_refuses_a_run_without_reconstruction_parts():
 
     with pytest.raises(lv.ConfigError, match="reconstruction"):
         lv.fit(tiny(), data(), steps=2, batch_size=32, elbo=JitTrace_ELBO(),
-               beta=lv.GECO(target=0.0), check_every=1)
+               beta=lv.GECO(target=0.0), tools=[Checks(every=1)])
 
 
 def test_train_with_geco_records_it_and_resumes(tmp_path):

@@ -112,7 +112,7 @@ def test_transforms_and_bits_per_dim():
     assert stochastic.mean().item() == pytest.approx(64 / 255, abs=0.01)
     assert bits_per_dim(784 * math.log(2), 784, "binarize") == pytest.approx(1.0)
     assert bits_per_dim(0.0, 784, "dequantize") == pytest.approx(8.0)
-    assert math.isnan(bits_per_dim(1.0, 784, "scale"))
+    assert math.isnan(bits_per_dim(1.0, 784, "unit-levels"))
 
 
 def write_idx(folder, name, images, labels):
@@ -236,7 +236,7 @@ def test_summary_is_strict_json_when_bits_per_dim_is_undefined(fake_mnist, tmp_p
     # scaled grey levels have no bits/dim (a density on discrete values): null, not NaN
     run = tmp_path / "run"
     argv = ["train", "--dataset", "fashion-mnist", "--data-root", str(fake_mnist), "--obs",
-            "learned-scalar", "--pixels", "scale", "--out", str(run), *TINY]
+            "learned-scalar", "--pixels", "unit-levels", "--out", str(run), *TINY]
     assert main(argv) == 0
     text = (run / "summary.json").read_text()
     summary = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON {c}"))

@@ -17,6 +17,7 @@ import pyro_lvae as lv
 from pyro_lvae.direct_elbo import direct_elbo_terms
 from pyro_lvae.nets import GaussianEncoder, ResidualMLP
 from pyro_lvae.objective import elbo_terms
+from pyro_lvae.training import Checks
 from pyro_lvae.training.batches import data_seed
 from pyro_lvae.training.step import DIRECT
 
@@ -77,7 +78,8 @@ def _fixed_batch(n, generator=None):
 
 def _first_step_loss(vae, seed=4, **kwargs):
     """The first step's loss (summed over the batch) that fit logs, on the batch X."""
-    h = lv.fit(vae, _fixed_batch, steps=1, batch_size=N, seed=seed, check_every=1, **kwargs)
+    h = lv.fit(vae, _fixed_batch, steps=1, batch_size=N, seed=seed, tools=[Checks(every=1)],
+               **kwargs)
     return float(h["loss"][0]) * N, h
 
 
@@ -105,7 +107,7 @@ def test_fit_equals_a_hand_loop_of_direct_elbo():
     vae = lv.mlp_vae(2, 2, lv.LearnedScalarScale(), hidden=8, blocks=1)
     hand = copy.deepcopy(vae)
     hand.initialize(X)  # fit takes the data start from its first batch, X
-    h = lv.fit(vae, _fixed_batch, steps=3, batch_size=N, seed=4, check_every=3)
+    h = lv.fit(vae, _fixed_batch, steps=3, batch_size=N, seed=4, tools=[Checks(every=3)])
     opt = torch.optim.Adam(hand.parameters(), lr=1e-3)
     pyro.set_rng_seed(4)
     losses = []
@@ -249,8 +251,8 @@ PATHS = {
 @pytest.mark.parametrize("path", list(PATHS))
 def test_logged_parts_add_up_on_every_path(path):
     make, kwargs, objective = PATHS[path]
-    h = lv.fit(make(), lv.datasets.manifold2d, steps=12, batch_size=32, seed=0, check_every=6,
-               beta=lv.LinearWarmup(8, 0.0, 1.0), **kwargs)
+    h = lv.fit(make(), lv.datasets.manifold2d, steps=12, batch_size=32, seed=0,
+               tools=[Checks(every=6)], beta=lv.LinearWarmup(8, 0.0, 1.0), **kwargs)
     assert h.objective == objective
     assert h["beta"][0] == 0.0 and np.all(np.isfinite(h["kl"]))
     assert np.allclose(h["loss"], h["reconstruction"] + h["beta"] * h["kl"], rtol=1e-5,

@@ -12,6 +12,7 @@ from pyro.infer import SVI, JitTrace_ELBO, Trace_ELBO
 import pyro_lvae as lv
 from pyro_lvae import evaluate
 from pyro_lvae.observations import observation_from_config
+from pyro_lvae.training import ProgressBar
 
 D, K, N = 3, 2, 16
 
@@ -34,7 +35,7 @@ def test_calibrated_sigma_is_the_rmse_of_the_training_batch():
     want = dist.Normal(loc, rmse).log_prob(x).sum(-1)
     torch.testing.assert_close(log_p.detach(), want)
     # at sigma = RMSE the reconstruction term is (N D / 2)(log(2 pi MSE) + 1)
-    total = -float(log_p.sum())
+    total = -float(log_p.detach().sum())
     assert total == pytest.approx(N * D / 2 * (math.log(2 * math.pi * float(rmse) ** 2) + 1),
                                   rel=1e-5)
 
@@ -56,7 +57,7 @@ def test_calibrated_sigma_is_floored_and_detached():
 def test_calibrated_evaluation_uses_the_last_training_sigma_not_the_held_out_data():
     vae = lv.mlp_vae(D, K, lv.CalibratedScale(), hidden=8, blocks=1)
     x = data()
-    history = lv.fit(vae, x, steps=5, batch_size=N, seed=0, progress=False)
+    history = lv.fit(vae, x, steps=5, batch_size=N, seed=0, tools=[ProgressBar(False)])
     kept = float(vae.observation.scale)
     assert history["sigma"][-1] == pytest.approx(kept)  # logged, so a schedule can replay it
     held_out = 10 * data(seed=4)  # far larger errors: its own RMSE would be about 10
@@ -86,8 +87,8 @@ def test_calibrated_sigma_reaches_its_optimum_at_once_a_learned_one_by_steps():
     calibrated = lv.mlp_vae(D, K, lv.CalibratedScale(), hidden=8, blocks=1)
     learned = lv.mlp_vae(D, K, lv.LearnedScalarScale(init_scale=1.0), hidden=8, blocks=1)
     for vae in (calibrated, learned):
-        lv.fit(vae, x, steps=1, batch_size=64, lr=1e-2, seed=0, progress=False)
-    assert float(learned.observation.scale) == pytest.approx(1.0, abs=0.02)
+        lv.fit(vae, x, steps=1, batch_size=64, lr=1e-2, seed=0, tools=[ProgressBar(False)])
+    assert float(learned.observation.scale.detach()) == pytest.approx(1.0, abs=0.02)
     assert 2.0 < float(calibrated.observation.scale) < 4.0
 
 
@@ -113,8 +114,8 @@ def test_student_t_lowers_its_degrees_of_freedom_on_data_with_outliers():
     x = 0.1 * torch.randn(256, D, generator=g)
     x[::10] += 20 * torch.randn(26, D, generator=g)  # one point in ten is an outlier
     vae = lv.mlp_vae(D, K, lv.StudentTObservation(init_df=10.0), hidden=16, blocks=1)
-    lv.fit(vae, x, steps=150, batch_size=64, lr=1e-2, seed=0, progress=False)
-    assert float(vae.observation.df) < 8.0
+    lv.fit(vae, x, steps=150, batch_size=64, lr=1e-2, seed=0, tools=[ProgressBar(False)])
+    assert float(vae.observation.df.detach()) < 8.0
 
 
 # ---- low-rank plus diagonal covariance ------------------------------------------------------
@@ -156,7 +157,7 @@ def test_low_rank_puts_its_variance_along_the_tangent_of_the_data_manifold():
     t = 4 * torch.rand(512, 1, generator=g) - 2
     x = t * torch.tensor([1.0, 1.0]) + 0.01 * torch.randn(512, 2, generator=g)
     vae = lv.mlp_vae(2, 1, lv.LowRankNormal(rank=1, init_scale=0.3), hidden=16, blocks=1)
-    lv.fit(vae, x, steps=200, batch_size=128, lr=1e-2, seed=0, progress=False)
+    lv.fit(vae, x, steps=200, batch_size=128, lr=1e-2, seed=0, tools=[ProgressBar(False)])
     with torch.no_grad():
         fn = vae.likelihood(vae.encode(x[:256]))
     w = fn.cov_factor[..., 0]
@@ -193,11 +194,11 @@ def test_beta_nll_reports_the_true_elbo_with_another_gradient_and_fit_trains_on_
     for model in (vae, plain):
         pyro.set_rng_seed(1)
         loss = Trace_ELBO().differentiable_loss(model.model, model.guide, x)
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         grads.append(torch.autograd.grad(loss, list(model.model.decoder.parameters())))
     assert losses[0] == pytest.approx(losses[1], rel=1e-6)  # the value: the ELBO's
     assert any(not torch.allclose(a, b, rtol=1e-2) for a, b in zip(*grads, strict=True))
-    history = lv.fit(vae, x, steps=3, batch_size=32, seed=0, progress=False)
+    history = lv.fit(vae, x, steps=3, batch_size=32, seed=0, tools=[ProgressBar(False)])
     assert history.objective == "DirectELBO"
 
 

@@ -10,6 +10,7 @@ import torch
 from pyro_lvae.cli import main
 from pyro_lvae.experiments.jobs import decode_result, encode_result, job_key, run_jobs
 from pyro_lvae.observations import LearnedScalarScale
+from pyro_lvae.training import ProgressBar
 from pyro_lvae.training.fit import fit, fused_adam
 from pyro_lvae.vae import mlp_vae
 
@@ -87,7 +88,7 @@ def test_fused_adam_trains_like_adam():
         torch.manual_seed(0)
         vae = mlp_vae(2, 2, LearnedScalarScale(), hidden=16, blocks=1)
         h = fit(vae, torch.randn(256, 2), steps=60, batch_size=64, lr=1e-2, optimizer=opt,
-                seed=0, progress=False, device="cpu")
+                seed=0, tools=[ProgressBar(False)], device="cpu")
         losses[name] = h["loss"]
     np.testing.assert_allclose(losses["fused"], losses["plain"], rtol=1e-3)
     assert losses["fused"][-10:].mean() < losses["fused"][:10].mean()

@@ -16,6 +16,7 @@ from helpers import PoisonOnce
 
 import pyro_lvae as lv
 from pyro_lvae import io
+from pyro_lvae.training import Checkpoints, Checks
 from pyro_lvae.training.fit import CHECKPOINT_NAME, History
 
 TRAIN = [sys.executable, "-m", "pyro_lvae.cli", "train", "--obs", "learned-vector",
@@ -49,6 +50,7 @@ def test_sigkill_mid_run_then_resume_continues_exactly(tmp_path):
 def test_a_kill_during_a_checkpoint_write_leaves_the_previous_checkpoint(tmp_path):
     script = textwrap.dedent(f"""
         import os, signal, torch, pyro_lvae as lv
+        from pyro_lvae.training import Checkpoints, Checks
         real, calls = torch.save, [0]
         def dying_save(obj, f):
             calls[0] += 1
@@ -57,7 +59,7 @@ def test_a_kill_during_a_checkpoint_write_leaves_the_previous_checkpoint(tmp_pat
             real(obj, f)
         torch.save = dying_save
         vae = lv.mlp_vae(2, 2, lv.LearnedScalarScale(), hidden=8, blocks=1)
-        lv.fit(vae, lv.datasets.manifold2d, steps=50, check_every=10, checkpoint_every=10,
+        lv.fit(vae, lv.datasets.manifold2d, steps=50, tools=[Checks(every=10), Checkpoints(10)],
                seed=0, out={str(tmp_path)!r})
     """)
     proc = subprocess.run([sys.executable, "-c", script], env=ENV, capture_output=True)
@@ -65,8 +67,8 @@ def test_a_kill_during_a_checkpoint_write_leaves_the_previous_checkpoint(tmp_pat
     assert torch.load(tmp_path / CHECKPOINT_NAME, weights_only=True)["step"] == 10
     assert list(tmp_path.glob(".checkpoint.pt.*.tmp"))  # the half-written temporary file
     vae = lv.load(tmp_path / CHECKPOINT_NAME)
-    h = lv.fit(vae, lv.datasets.manifold2d, steps=30, check_every=10, seed=0, out=tmp_path,
-               resume=True)
+    h = lv.fit(vae, lv.datasets.manifold2d, steps=30, tools=[Checks(every=10)], seed=0,
+               out=tmp_path, resume=True)
     assert len(h) == 30
     assert not list(tmp_path.glob(".checkpoint.pt.*.tmp"))  # cleaned up on resume
 
@@ -92,7 +94,7 @@ def test_full_disk_or_unwritable_folder_is_a_clear_error_and_keeps_the_checkpoin
     vae = lv.mlp_vae(2, 2, lv.LearnedScalarScale(), hidden=8, blocks=1)
     monkeypatch.setattr(io.torch, "save", _failing_save(1, error))
     with pytest.raises(lv.CheckpointError, match=message) as info:
-        lv.fit(vae, lv.datasets.manifold2d, steps=40, check_every=10, checkpoint_every=10,
+        lv.fit(vae, lv.datasets.manifold2d, steps=40, tools=[Checks(every=10), Checkpoints(10)],
                seed=0, out=tmp_path)
     assert "unchanged" in str(info.value)
     monkeypatch.undo()
@@ -104,8 +106,8 @@ def test_rollback_restores_the_last_good_check_and_lowers_the_learning_rate(capl
     pyro.set_rng_seed(0)
     vae = lv.mlp_vae(2, 2, lv.LearnedScalarScale(), hidden=8, blocks=1)
     opt = PoisonOnce(vae.parameters(), at=25)
-    h = lv.fit(vae, lv.datasets.manifold2d, steps=60, check_every=10, seed=0, optimizer=opt,
-               on_divergence="rollback")
+    h = lv.fit(vae, lv.datasets.manifold2d, steps=60, seed=0, optimizer=opt,
+               tools=[Checks(every=10, on_divergence="rollback")])
     assert len(h) == 60 and np.isfinite(h["loss"]).all()
     assert h["step"].tolist() == list(range(60))
     assert opt.param_groups[0]["lr"] == pytest.approx(5e-4)
@@ -116,8 +118,8 @@ def test_rollback_gives_up_after_max_rollbacks():
     vae = lv.mlp_vae(2, 2, lv.LearnedScalarScale(), hidden=8, blocks=1)
     x = lv.datasets.manifold2d(200) * 1e30
     with pytest.raises(lv.TrainingDiverged, match=r"after 2 rollback\(s\)"):
-        lv.fit(vae, x, steps=100, lr=1e3, check_every=5, on_divergence="rollback",
-               max_rollbacks=2)
+        lv.fit(vae, x, steps=100, lr=1e3,
+               tools=[Checks(every=5, on_divergence="rollback", max_rollbacks=2)])
     assert all(torch.isfinite(v).all() for v in vae.state_dict().values())
 
 
@@ -125,7 +127,7 @@ def test_rollback_needs_a_torch_optimiser():
     vae = lv.mlp_vae(2, 2, lv.LearnedScalarScale(), hidden=8, blocks=1)
     with pytest.raises(lv.ConfigError, match="torch optimiser"):
         lv.fit(vae, lv.datasets.manifold2d, steps=5, optimizer=pyro.optim.Adam({"lr": 1e-3}),
-               on_divergence="rollback")
+               tools=[Checks(on_divergence="rollback")])
 
 
 def test_every_torch_load_in_the_package_is_weights_only():

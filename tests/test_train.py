@@ -11,6 +11,7 @@ from pyro.infer import TraceMeanField_ELBO
 
 import pyro_lvae as lv
 from pyro_lvae.experiments.points import held_out, summarize
+from pyro_lvae.training import Checkpoints, Checks
 from pyro_lvae.training.fit import CHECKPOINT_NAME
 
 
@@ -24,7 +25,8 @@ def data(n=200, seed=0):
 
 def test_history_parts_add_up_per_point():
     beta = lv.LinearWarmup(10, 0.2, 1.0)
-    h = lv.fit(tiny(), data(), steps=25, batch_size=50, beta=beta, seed=0, check_every=10)
+    h = lv.fit(tiny(), data(), steps=25, batch_size=50, beta=beta, seed=0,
+               tools=[Checks(every=10)])
     assert len(h) == 25 and h["step"].tolist() == list(range(25))
     assert np.allclose(h["loss"], h["reconstruction"] + h["beta"] * h["kl"], rtol=1e-5)
     assert h["beta"][0] == pytest.approx(0.2) and h["beta"][-1] == 1.0
@@ -115,8 +117,8 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path):
             pyro.set_rng_seed(5)
             vae = tiny()
         return lv.fit(vae, lv.datasets.manifold2d, steps=steps, batch_size=32,
-                      seed=5, out=out, check_every=10, checkpoint_every=10, resume=resume,
-                      beta=lv.LinearWarmup(20, 0.5, 1.0))
+                      seed=5, out=out, tools=[Checks(every=10), Checkpoints(10)],
+                      resume=resume, beta=lv.LinearWarmup(20, 0.5, 1.0))
 
     whole = run(50, tmp_path / "whole")
     run(30, tmp_path / "part")
@@ -131,23 +133,23 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path):
 def test_resume_of_tensor_data_continues_the_epoch(tmp_path):
     x = data(100)
     pyro.set_rng_seed(1)
-    whole = lv.fit(tiny(), x, steps=12, batch_size=30, seed=1, check_every=4)
+    whole = lv.fit(tiny(), x, steps=12, batch_size=30, seed=1, tools=[Checks(every=4)])
     pyro.set_rng_seed(1)
-    lv.fit(tiny(), x, steps=8, batch_size=30, seed=1, check_every=4, out=tmp_path)
+    lv.fit(tiny(), x, steps=8, batch_size=30, seed=1, tools=[Checks(every=4)], out=tmp_path)
     vae = lv.load(tmp_path / CHECKPOINT_NAME)
-    resumed = lv.fit(vae, x, steps=12, batch_size=30, seed=1, check_every=4, out=tmp_path,
-                     resume=True)
+    resumed = lv.fit(vae, x, steps=12, batch_size=30, seed=1, tools=[Checks(every=4)],
+                     out=tmp_path, resume=True)
     assert np.array_equal(resumed["loss"], whole["loss"])
 
 
 def test_divergence_stops_with_a_diagnosis_and_keeps_the_last_good_state(tmp_path):
     vae = tiny()
-    lv.fit(vae, data(), steps=10, batch_size=50, seed=0, out=tmp_path, check_every=5)
+    lv.fit(vae, data(), steps=10, batch_size=50, seed=0, out=tmp_path, tools=[Checks(every=5)])
     good = (tmp_path / CHECKPOINT_NAME).read_bytes()
     bad = data()
     with pytest.raises(lv.TrainingDiverged, match=r"diverged at step \d+.*sigma.*data range"):
-        lv.fit(vae, bad * 1e30, steps=40, batch_size=50, lr=1e3, seed=0, check_every=5,
-               out=tmp_path, resume=True)
+        lv.fit(vae, bad * 1e30, steps=40, batch_size=50, lr=1e3, seed=0,
+               tools=[Checks(every=5)], out=tmp_path, resume=True)
     assert all(torch.isfinite(v).all() for v in vae.state_dict().values())
     assert (tmp_path / CHECKPOINT_NAME).read_bytes() == good  # the last good checkpoint
     assert lv.load(tmp_path / CHECKPOINT_NAME) is not None
@@ -157,8 +159,8 @@ def test_nan_parameters_after_the_last_step_of_a_check_are_caught(tmp_path):
     vae = tiny()
     # every recorded loss is finite: the poisoned update is the last one before the check
     with pytest.raises(lv.TrainingDiverged, match="diverged at step 5"):
-        lv.fit(vae, data(), steps=10, batch_size=50, check_every=5, out=tmp_path,
-               checkpoint_every=5, optimizer=lambda params: PoisonOnce(params, at=5))
+        lv.fit(vae, data(), steps=10, batch_size=50, tools=[Checks(every=5), Checkpoints(5)],
+               out=tmp_path, optimizer=lambda params: PoisonOnce(params, at=5))
     assert all(torch.isfinite(v).all() for v in vae.state_dict().values())
     assert not (tmp_path / CHECKPOINT_NAME).exists()  # nothing poisoned was written
 

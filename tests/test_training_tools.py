@@ -59,7 +59,7 @@ class Recording(torch.optim.Adam):
         self.after.append([p.detach().clone() for g in self.param_groups for p in g["params"]])
 
 
-def recorded_run(steps=12, **kwargs):
+def recorded_run(steps=12, tools=(), **kwargs):
     made = []
 
     def make(params):
@@ -67,8 +67,8 @@ def recorded_run(steps=12, **kwargs):
         return made[0]
 
     pyro.set_rng_seed(0)
-    h = lv.fit(tiny(), data(), steps=steps, batch_size=50, seed=0, check_every=4,
-               optimizer=make, **kwargs)
+    h = lv.fit(tiny(), data(), steps=steps, batch_size=50, seed=0, optimizer=make,
+               tools=[Checks(every=4), *tools], **kwargs)
     return h, made[0]
 
 
@@ -79,7 +79,7 @@ def test_clipping_bounds_the_total_gradient_norm_on_every_torch_path(elbo):
     plain, free = recorded_run(elbo=elbo)
     assert np.isnan(plain["grad_norm"]).all()  # recorded only when clipping
     clip = 0.1 * min(free.norms)
-    h, clipped = recorded_run(elbo=elbo, clip_grad_norm=clip)
+    h, clipped = recorded_run(elbo=elbo, tools=[ClipGradNorm(clip)])
     assert max(clipped.norms) <= clip * (1 + 1e-5)
     assert min(clipped.norms) >= clip * (1 - 1e-5)  # scaled down to it, not zeroed
     # the history holds each step's norm before clipping
@@ -90,19 +90,19 @@ def test_clipping_bounds_the_total_gradient_norm_on_every_torch_path(elbo):
 def test_clipping_and_schedules_with_a_pyro_optimiser_are_refused_with_the_fix():
     adam = pyro.optim.Adam({"lr": 1e-3})
     with pytest.raises(lv.ConfigError, match="clip_args"):
-        lv.fit(tiny(), data(), steps=2, optimizer=adam, clip_grad_norm=1.0)
+        lv.fit(tiny(), data(), steps=2, optimizer=adam, tools=[ClipGradNorm(1.0)])
     with pytest.raises(lv.ConfigError, match="torch optimiser"):
-        lv.fit(tiny(), data(), steps=2, optimizer=adam, lr_schedule="cosine")
+        lv.fit(tiny(), data(), steps=2, optimizer=adam, tools=[LRSchedule("cosine")])
 
 
 # ---- schedules ------------------------------------------------------------------------------
 def test_named_schedule_with_warmup_sets_the_learning_rate_of_every_step():
-    _, opt = recorded_run(steps=12, lr_schedule="cosine:0.1", lr_warmup=4)
+    _, opt = recorded_run(steps=12, tools=[LRSchedule("cosine:0.1", warmup=4)])
     lr = 1e-2
     warm = [lr * (t + 1) / 5 for t in range(4)]
     cosine = [lr * (0.1 + 0.9 * (1 + math.cos(math.pi * t / 8)) / 2) for t in range(8)]
     assert opt.lrs == pytest.approx(warm + cosine, rel=1e-6)
-    _, opt = recorded_run(steps=9, lr_schedule="step:4:0.5")
+    _, opt = recorded_run(steps=9, tools=[LRSchedule("step:4:0.5")])
     assert opt.lrs == pytest.approx([lr] * 4 + [lr / 2] * 4 + [lr / 4], rel=1e-6)
 
 
@@ -110,39 +110,39 @@ def test_schedule_as_a_function_or_as_a_scheduler_object():
     def exponential(opt):
         return torch.optim.lr_scheduler.ExponentialLR(opt, gamma=0.5)
 
-    _, opt = recorded_run(steps=3, lr_schedule=exponential)
+    _, opt = recorded_run(steps=3, tools=[LRSchedule(exponential)])
     assert opt.lrs == pytest.approx([1e-2, 5e-3, 2.5e-3])
     vae = tiny()
     opt = Recording(vae.parameters())
     sched = torch.optim.lr_scheduler.StepLR(opt, 2, gamma=0.1)
-    lv.fit(vae, data(), steps=4, batch_size=50, optimizer=opt, lr_schedule=sched)
+    lv.fit(vae, data(), steps=4, batch_size=50, optimizer=opt, tools=[LRSchedule(sched)])
     assert opt.lrs == pytest.approx([1e-2, 1e-2, 1e-3, 1e-3])
     other = torch.optim.SGD(tiny().parameters(), lr=1.0)
     with pytest.raises(lv.ConfigError, match="another optimiser"):
-        lv.fit(tiny(), data(), steps=2, lr_schedule=torch.optim.lr_scheduler.StepLR(other, 2))
+        lv.fit(tiny(), data(), steps=2,
+               tools=[LRSchedule(torch.optim.lr_scheduler.StepLR(other, 2))])
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"lr_schedule": "cosine:2"}, "final factor"),
-    ({"lr_schedule": "linear"}, "unknown learning-rate schedule"),
-    ({"lr_schedule": "step"}, "EVERY"),
-    ({"lr_warmup": -1}, "lr_warmup"),
-    ({"lr_schedule": "cosine", "on_divergence": "rollback"}, "one or the other"),
-    ({"average": "mean"}, "unknown weight averaging"),
-    ({"average": "ema:1.5"}, "decay"),
-    ({"eval_every": 10}, "needs heldout"),
-    ({"heldout": data(10), "eval_every": 0}, "eval_every"),
-    ({"clip_grad_norm": 0}, "clip_grad_norm > 0"),
+@pytest.mark.parametrize("tools, match", [
+    (lambda: [LRSchedule("cosine:2")], "final factor"),
+    (lambda: [LRSchedule("linear")], "unknown learning-rate schedule"),
+    (lambda: [LRSchedule("step")], "EVERY"),
+    (lambda: [LRSchedule(None, warmup=-1)], "lr_warmup"),
+    (lambda: [Checks(on_divergence="rollback"), LRSchedule("cosine")], "one or the other"),
+    (lambda: [AveragedWeights("mean")], "unknown weight averaging"),
+    (lambda: [AveragedWeights("ema:1.5")], "decay"),
+    (lambda: [HeldOutEvaluation(data(10), every=0)], "eval_every"),
+    (lambda: [ClipGradNorm(0)], "clip_grad_norm > 0"),
 ])
-def test_bad_tool_settings_are_refused_before_training(kwargs, match):
+def test_bad_tool_settings_are_refused_before_training(tools, match):
     with pytest.raises(lv.ConfigError, match=match):
-        lv.fit(tiny(), data(), steps=2, **kwargs)
+        lv.fit(tiny(), data(), steps=2, tools=tools())
 
 
 # ---- averaged weights -----------------------------------------------------------------------
 def test_ema_averages_every_parameter_the_learned_sigma_included():
     decay = 0.8
-    h, opt = recorded_run(steps=10, average=f"ema:{decay}")
+    h, opt = recorded_run(steps=10, tools=[AveragedWeights(f"ema:{decay}")])
     expected = [p.clone() for p in opt.after[0]]  # the first average is a copy
     for params in opt.after[1:]:
         expected = [decay * e + (1 - decay) * p for e, p in zip(expected, params, strict=True)]
@@ -156,7 +156,7 @@ def test_ema_averages_every_parameter_the_learned_sigma_included():
 
 
 def test_swa_is_the_mean_of_the_weights_from_its_start():
-    h, opt = recorded_run(steps=10, average="swa:4:2")
+    h, opt = recorded_run(steps=10, tools=[AveragedWeights("swa:4:2")])
     for i, got in enumerate(h.averaged.parameters()):
         want = torch.stack([opt.after[t][i] for t in (4, 6, 8)]).mean(0)
         assert torch.allclose(got, want, rtol=1e-5, atol=1e-7)
@@ -165,8 +165,9 @@ def test_swa_is_the_mean_of_the_weights_from_its_start():
 def test_the_averaged_model_is_an_independent_vae_that_sample_and_evaluate_use():
     pyro.set_rng_seed(0)
     vae = tiny()
-    h = lv.fit(vae, data(), steps=30, batch_size=50, seed=0, lr=1e-2, average="ema:0.9",
-               heldout=data(100, seed=9), eval_every=10, check_every=10)
+    h = lv.fit(vae, data(), steps=30, batch_size=50, seed=0, lr=1e-2,
+               tools=[Checks(every=10), AveragedWeights("ema:0.9"),
+                      HeldOutEvaluation(data(100, seed=9), every=10)])
     avg = h.averaged
     assert isinstance(avg, lv.VAE) and avg.name != vae.name
     assert avg.sigma() != vae.sigma()  # the averaged sigma is not the raw one
@@ -192,7 +193,8 @@ def test_the_averaged_model_is_an_independent_vae_that_sample_and_evaluate_use()
 
 def test_checkpoint_holds_the_raw_and_the_averaged_model(tmp_path):
     vae = tiny()
-    h = lv.fit(vae, data(), steps=10, batch_size=50, seed=0, out=tmp_path, average="ema:0.5")
+    h = lv.fit(vae, data(), steps=10, batch_size=50, seed=0, out=tmp_path,
+               tools=[AveragedWeights("ema:0.5")])
     raw, avg = lv.load(tmp_path / CHECKPOINT_NAME), load_averaged(tmp_path / CHECKPOINT_NAME)
     x = data(7)
     assert torch.equal(raw.reconstruct(x), vae.reconstruct(x))
@@ -207,9 +209,10 @@ def test_checkpoint_holds_the_raw_and_the_averaged_model(tmp_path):
 
 def test_averaging_and_the_held_out_curve_work_on_the_svi_path_too():
     vae = tiny()
-    h = lv.fit(vae, data(), steps=12, batch_size=50, seed=0, check_every=4,
-               optimizer=pyro.optim.Adam({"lr": 1e-2}), average="ema:0.5",
-               heldout=data(30, seed=9), eval_every=4)
+    h = lv.fit(vae, data(), steps=12, batch_size=50, seed=0,
+               optimizer=pyro.optim.Adam({"lr": 1e-2}),
+               tools=[Checks(every=4), AveragedWeights("ema:0.5"),
+                      HeldOutEvaluation(data(30, seed=9), every=4)])
     assert h.objective == "pyro Trace_ELBO"
     raw = dict(vae.named_parameters())
     moved = [not torch.equal(p, raw[n]) for n, p in h.averaged.named_parameters()]
@@ -218,8 +221,9 @@ def test_averaging_and_the_held_out_curve_work_on_the_svi_path_too():
 
 
 def test_a_rollback_restores_the_averaged_weights_too():
-    h = lv.fit(tiny(), data(), steps=10, batch_size=50, check_every=5, average="ema:0.5",
-               on_divergence="rollback", optimizer=lambda params: PoisonOnce(params, at=5))
+    h = lv.fit(tiny(), data(), steps=10, batch_size=50,
+               tools=[Checks(every=5, on_divergence="rollback"), AveragedWeights("ema:0.5")],
+               optimizer=lambda params: PoisonOnce(params, at=5))
     assert all(torch.isfinite(p).all() for p in h.averaged.parameters())
     assert np.isfinite(h["loss"]).all()
 
@@ -229,7 +233,7 @@ def test_best_checkpoint_holds_the_model_of_the_best_held_out_elbo(tmp_path):
     pyro.set_rng_seed(0)
     val = data(100, seed=9)
     h = lv.fit(tiny(), data(), steps=60, batch_size=50, seed=0, lr=3e-2, out=tmp_path,
-               heldout=val, eval_every=10, check_every=5)
+               tools=[Checks(every=5), HeldOutEvaluation(val, every=10)])
     curve = h.heldout()
     assert curve["step"].tolist() == [9, 19, 29, 39, 49, 59]  # rows after steps 10, 20, ...
     best = int(np.argmax(curve["heldout_elbo"]))
@@ -247,10 +251,10 @@ def test_best_checkpoint_holds_the_model_of_the_best_held_out_elbo(tmp_path):
 def test_held_out_evaluation_leaves_training_unchanged():
     pyro.set_rng_seed(0)
     plain = lv.fit(tiny(), lv.datasets.manifold2d, steps=20, batch_size=30, seed=0,
-                   check_every=5)
+                   tools=[Checks(every=5)])
     pyro.set_rng_seed(0)
     evaluated = lv.fit(tiny(), lv.datasets.manifold2d, steps=20, batch_size=30, seed=0,
-                       check_every=5, heldout=data(50), eval_every=5)
+                       tools=[Checks(every=5), HeldOutEvaluation(data(50), every=5)])
     assert np.array_equal(plain["loss"], evaluated["loss"])
     assert np.isfinite(evaluated.heldout()["heldout_elbo"]).all()
 
@@ -264,11 +268,13 @@ def test_histories_without_held_out_columns_still_load(tmp_path):
 
 
 def test_a_resumed_run_keeps_the_best_held_out_evaluation_so_far(tmp_path):
-    kwargs = {"steps": 20, "batch_size": 32, "seed": 5, "lr": 1e-2, "out": tmp_path,
-              "check_every": 5, "heldout": data(60, seed=7), "eval_every": 10}
-    first = lv.fit(tiny(), lv.datasets.manifold2d, **kwargs)
+    val = data(60, seed=7)
+    kwargs = {"steps": 20, "batch_size": 32, "seed": 5, "lr": 1e-2, "out": tmp_path}
+    first = lv.fit(tiny(), lv.datasets.manifold2d, **kwargs,
+                   tools=[Checks(every=5), HeldOutEvaluation(val, every=10)])
+    # nothing left to train: the bookkeeping comes from the file
     again = lv.fit(lv.load(tmp_path / CHECKPOINT_NAME), lv.datasets.manifold2d, resume=True,
-                   **kwargs)  # nothing left to train: the bookkeeping comes from the file
+                   **kwargs, tools=[Checks(every=5), HeldOutEvaluation(val, every=10)])
     assert first.best is not None and again.best == first.best
 
 
@@ -399,8 +405,10 @@ def _tools_worker(rank, port, folder):
     try:
         pyro.set_rng_seed(0)
         h = lv.fit(tiny(), data(64, seed=11), steps=12, batch_size=8, lr=1e-2, seed=3,
-                   check_every=4, out=folder / "run", clip_grad_norm=1.0, lr_schedule="cosine",
-                   lr_warmup=2, average="ema:0.8", heldout=data(40, seed=7), eval_every=4)
+                   out=folder / "run",
+                   tools=[Checks(every=4), ClipGradNorm(1.0), LRSchedule("cosine", warmup=2),
+                          AveragedWeights("ema:0.8"),
+                          HeldOutEvaluation(data(40, seed=7), every=4)])
         torch.save({"averaged": h.averaged.state_dict(), "heldout": torch.tensor(
             h.heldout()["heldout_elbo"]), "best": h.best["step"]}, folder / f"rank{rank}.pt")
     except BaseException:
@@ -442,6 +450,14 @@ def test_earlier_keyword_arguments_build_their_tools_with_a_warning_at_the_calle
     assert old.best == new.best
     with pytest.raises(TypeError, match="unexpected keyword argument 'clip'"):
         lv.fit(tiny(), lv.datasets.manifold2d, steps=2, clip=1.0)
+
+
+def test_the_earlier_eval_every_without_heldout_is_refused_before_training():
+    """eval_every= alone (no held-out set to evaluate) is refused, with the deprecation
+    warning of the keyword."""
+    with pytest.warns(DeprecationWarning, match="eval_every"):
+        with pytest.raises(lv.ConfigError, match="needs heldout"):
+            lv.fit(tiny(), data(), steps=2, eval_every=10)
 
 
 def test_tools_are_refused_when_they_are_not_tools_or_given_twice():
