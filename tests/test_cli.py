@@ -5,8 +5,10 @@ import subprocess
 import sys
 
 import pytest
+from helpers import folder_digest
 
-from pyro_lvae.cli import collapse_note, main
+import pyro_lvae as lv
+from pyro_lvae.cli import build_parser, collapse_note, main
 from pyro_lvae.training.fit import History
 
 TINY = ["--hidden", "8", "--blocks", "1", "--quiet"]
@@ -32,7 +34,7 @@ def test_resume_refuses_flags_it_would_ignore_and_keeps_new_totals(tmp_path, cap
     assert main(["train", "--steps", "20", "--out", str(run), *TINY]) == 0
     config = (run / "config.json").read_text()
     # a changed setting (even as argparse's prefix) is an error, not silently the old value
-    for extra, named in ((["--lr", "1e-2"], "--lr would"), (["--bet=0.5"], "--beta-schedule"),
+    for extra, named in ((["--lr", "1e-2"], "--lr would"), (["--beta-s=0.5"], "--beta-schedule"),
                          (["--obs", "fixed", "--seed", "3"], "--obs, --seed would")):
         assert main(["train", "--resume", str(run), "--steps", "30", *extra]) == 2
         err = capsys.readouterr().err
@@ -81,6 +83,7 @@ def test_a_learned_sigma_starts_at_half_the_data_spread_unless_given(tmp_path, c
     assert "starts at 0.48" in capsys.readouterr().out
     lv_config = start("lv", "--obs", "learned-vector")
     assert lv_config["observation"]["init_scale"] == config["observation"]["init_scale"]
+    assert "beta_nll" not in lv_config["observation"]  # no --beta-nll: the ELBO's gradient
     given = start("given", "--sigma", "1")
     assert given["observation"]["init_scale"] == 1.0 and "sigma_start" not in given
     assert start("fixed", "--obs", "fixed")["observation"]["scale"] == 1.0
@@ -89,6 +92,61 @@ def test_a_learned_sigma_starts_at_half_the_data_spread_unless_given(tmp_path, c
                  *TINY]) == 2
     err = capsys.readouterr().err
     assert "--min-scale" in err and "--sigma" in err and not (tmp_path / "bad").exists()
+
+
+def test_beta_nll_reaches_the_model_is_saved_and_resumes(tmp_path, capsys):
+    run = tmp_path / "lv"
+    assert main(["train", "--obs", "learned-vector", "--beta-nll", "0.5", "--steps", "6",
+                 "--checkpoint-every", "3", "--out", str(run), *TINY]) == 0
+    config = json.loads((run / "config.json").read_text())
+    assert config["observation"]["kind"] == "learned-vector"
+    assert config["observation"]["beta_nll"] == 0.5
+    model = lv.load(run / "checkpoint.pt")
+    assert isinstance(model.observation, lv.LearnedVectorScale)
+    assert model.observation.beta_nll == 0.5
+    # the resume rebuilds the same model; the run's own --beta-nll may be given again
+    assert main(["train", "--resume", str(run), "--steps", "9", "--quiet"]) == 0
+    assert main(["train", "--resume", str(run), "--steps", "12", "--obs", "learned-vector",
+                 "--beta-nll", "0.5", "--quiet"]) == 0
+    assert len(History.from_csv(run / "history.csv")) == 12
+    assert lv.load(run / "checkpoint.pt").observation.beta_nll == 0.5
+    # another value would be ignored: refused, the folder left as it was
+    before = folder_digest(run)
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--steps", "15", "--beta-nll", "0.25"]) == 2
+    err = capsys.readouterr().err
+    assert "--beta-nll would be ignored" in err
+    assert folder_digest(run) == before
+
+
+@pytest.mark.parametrize("obs", ["learned-scalar", "fixed", "negative-binomial"])
+def test_beta_nll_with_another_observation_model_is_refused(obs, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--obs", obs, "--beta-nll", "0.5", "--steps", "2", "--out", str(out),
+                 *TINY]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"pyro-lvae: error: --beta-nll applies to --obs learned-vector (a sigma per "
+                   f"dimension from the decoder), not --obs {obs}\n")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("value", ["1.5", "nan", "-0.1", "inf", "half"])
+def test_beta_nll_outside_0_to_1_is_refused(value, tmp_path, capsys):
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "--obs", "learned-vector", "--beta-nll", value, "--out", str(out),
+              *TINY])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument --beta-nll: expected a number from 0 to 1, got '{value}'" in err
+    assert "Traceback" not in err and not out.exists()
+
+
+def test_beta_nll_takes_the_ends_of_0_to_1():
+    parser = build_parser()
+    for text, value in (("0", 0.0), ("1", 1.0), ("0.5", 0.5), ("1e-1", 0.1)):
+        assert parser.parse_args(["train", "--beta-nll", text]).beta_nll == value
+    assert parser.parse_args(["train"]).beta_nll is None
 
 
 def test_demo_writes_table_and_figures(tmp_path, capsys):

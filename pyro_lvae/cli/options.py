@@ -171,6 +171,40 @@ def count_settings(args: argparse.Namespace, kind: str, takes: Sequence[str]) ->
     return settings
 
 
+def _beta_nll(text: str) -> float:
+    """``--beta-nll``'s value: a number from 0 to 1 (else argparse's error, naming the flag)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0.0 <= value <= 1.0:  # NaN fails too
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {text!r}")
+    return value
+
+
+def add_beta_nll_option(group: Group) -> None:
+    """``--beta-nll``, the beta-NLL exponent of ``learned-vector``
+    (:class:`~pyro_lvae.observations.LearnedVectorScale`), in ``group``."""
+    group.add_argument("--beta-nll", type=_beta_nll, default=None, metavar="B",
+                       help="learned-vector only: beta-NLL (Seitzer et al. 2022), each "
+                            "dimension's gradient weighted by its sigma^(2B), so that pixels "
+                            "called noisy keep their pull on the decoder's mean (sharper "
+                            "means on images); B from 0 to 1, 0 is the ELBO's gradient (default 0)")
+
+
+def beta_nll_settings(args: argparse.Namespace, kind: str, takes: Sequence[str]
+                      ) -> dict[str, Any]:
+    """The keyword setting ``beta_nll`` of the observation model ``kind`` (whose settings are
+    ``takes``) from ``--beta-nll``; the flag with a model that does not take it is a
+    :class:`~pyro_lvae.errors.ConfigError`."""
+    if args.beta_nll is None:
+        return {}
+    if "beta_nll" not in takes:
+        raise ConfigError(f"--beta-nll applies to --obs learned-vector (a sigma per dimension "
+                          f"from the decoder), not --obs {kind}")
+    return {"beta_nll": args.beta_nll}
+
+
 def add_training_tools(parser: argparse.ArgumentParser, *,
                        notes: Mapping[str, str] | None = None) -> Group:
     """``--clip-grad-norm``, ``--lr-schedule``, ``--lr-warmup``, ``--average`` and

@@ -56,6 +56,7 @@ from ..vae import COLLAPSE_NATS, VAE
 from .options import (
     DEFAULT_BETA,
     MAX_SEED,
+    add_beta_nll_option,
     add_count_options,
     add_device,
     add_network_options,
@@ -66,6 +67,7 @@ from .options import (
     add_seed,
     add_training_options,
     add_training_tools,
+    beta_nll_settings,
     count_settings,
     prior_settings,
 )
@@ -122,9 +124,9 @@ def _add_model_flags(train: argparse.ArgumentParser) -> None:
                      help="observation model: fixed (F-VAE; MSE training is a fixed sigma), "
                           "learned-scalar (LS-VAE), learned-channel (a sigma per channel or "
                           "column), learned-vector (LV-VAE: a sigma per dimension or pixel "
-                          "from the decoder), scheduled (fixed sigma on a recorded "
-                          "trajectory), bernoulli (binary data), continuous-bernoulli (data "
-                          "in [0, 1]), calibrated (sigma-VAE: sigma = the batch's RMSE), "
+                          "from the decoder; see --beta-nll), scheduled (fixed sigma on a "
+                          "recorded trajectory), bernoulli (binary data), continuous-bernoulli "
+                          "(data in [0, 1]), calibrated (sigma-VAE: sigma = the batch's RMSE), "
                           "student-t, low-rank (a rank-2 covariance factor from the decoder), "
                           "discretized-normal, discretized-logistic, "
                           "discretized-logistic-mixture (8-bit images; see "
@@ -137,6 +139,7 @@ def _add_model_flags(train: argparse.ArgumentParser) -> None:
         sigma_text="fixed sigma (fixed, default 1) or initial sigma (learned-*, default: half "
                    "the training data's spread, measured on 10000 points or the first 10000 "
                    "images; 1 is the paper's start)")
+    add_beta_nll_option(obs)
     add_count_options(obs)
     obs.add_argument("--sigma-from", metavar="RUN", default=None,
                      help="a run folder or history.csv of a learned-sigma run: with --obs "
@@ -522,6 +525,8 @@ _SAVED_FORMS = {
         PIXEL_TRANSFORMS.resolve, a.pixels) == PIXEL_TRANSFORMS.resolve(s["pixels"], warn=False),
     "geco": lambda a, s: _geco_spec(a) == s.get("geco"),
     "geco_rate": lambda a, s: _geco_spec(a) == s.get("geco"),
+    "beta_nll": lambda a, s: "beta_nll" in settings_of(s["obs"]) and a.beta_nll == (
+        s.get("observation") or {}).get("beta_nll", 0.0),
     "sigma": lambda a, s: a.sigma is not None and a.sigma in (
         (s.get("observation") or {}).get("scale"), (s.get("observation") or {}).get(
             "init_scale")),
@@ -581,6 +586,7 @@ def _new_run(args: argparse.Namespace, rank: int) -> tuple[Path, dict[str, Any],
     sigma = args.sigma
     takes = settings_of(args.obs)
     counts = count_settings(args, args.obs, takes)
+    extra = beta_nll_settings(args, args.obs, takes)
     if getattr(OBSERVATIONS[args.obs], "counts", False):  # theta starts from the data itself
         if sigma is not None or history is not None:
             raise ConfigError(f"--sigma and --sigma-from do not apply to --obs {args.obs}; "
@@ -590,7 +596,7 @@ def _new_run(args: argparse.Namespace, rank: int) -> tuple[Path, dict[str, Any],
         if sigma is None and describe(args.obs).learned:
             sigma = _data_scaled_start(task, settings, say=rank == 0 and not args.quiet)
         observation = build_observation(args.obs, sigma, settings["min_scale"],
-                                        task.channels(settings), history)
+                                        task.channels(settings), history, **extra)
     settings["observation"] = observation.config()
     vae = task.build(settings, observation)
     return run, settings, vae

@@ -45,7 +45,7 @@ def _sigma_trajectory(history: History) -> torch.Tensor:
 
 
 def build_observation(kind: str, sigma: float | None, min_scale: float, channels: int,
-                      history: History | None = None) -> Observation:
+                      history: History | None = None, **extra: Any) -> Observation:
     """The observation model named ``kind`` (a command-line name), from the command line's
     settings, through :func:`pyro_lvae.observations.build`.
 
@@ -57,6 +57,8 @@ def build_observation(kind: str, sigma: float | None, min_scale: float, channels
     :param channels: the data's channels, for a sigma per channel
     :param history: ``--sigma-from``: the run whose final sigma (a fixed sigma: F*-VAE) or whose
         trajectory (a schedule: the replay) the model takes
+    :param extra: further keyword settings of the model, passed on as they are (``beta_nll``
+        from ``--beta-nll``)
     """
     names = observations.settings_of(kind)
     settings: dict[str, Any] = {}
@@ -81,7 +83,7 @@ def build_observation(kind: str, sigma: float | None, min_scale: float, channels
     for name, value in (("min_scale", min_scale), ("channels", channels)):
         if name in names:
             settings[name] = value
-    return observations.build(kind, **settings)
+    return observations.build(kind, **settings, **extra)
 
 
 def _first_images(images, n: int) -> torch.Tensor:
