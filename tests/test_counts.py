@@ -16,7 +16,7 @@ from torch import nn
 import pyro_lvae as lv
 from pyro_lvae import observations
 from pyro_lvae.cli import build_parser, main
-from pyro_lvae.cli.options import count_settings
+from pyro_lvae.cli.options import observation_flag_settings
 from pyro_lvae.errors import ConfigError, DataError, NotInitialized
 from pyro_lvae.nets import Log1p, Standardize
 from pyro_lvae.observations.counts import (
@@ -514,17 +514,17 @@ def test_command_line_options():
     parser = build_parser()
     args = parser.parse_args(["train", "--obs", "negative-binomial", "--dispersion", "learned",
                               "--count-mean", "plain"])
-    settings = count_settings(args, "negative-binomial",
+    settings = observation_flag_settings(args, "negative-binomial",
                               observations.settings_of("negative-binomial"))
     assert settings == {"dispersion": "learned", "mean": "plain"}
     assert observations.build("negative-binomial", **settings).config()["mean"] == "plain"
     args = parser.parse_args(["train", "--obs", "zero-inflated-nb", "--dispersion", "2.5"])
-    assert count_settings(args, "zero-inflated-nb",
+    assert observation_flag_settings(args, "zero-inflated-nb",
                           observations.settings_of("zero-inflated-nb")) == {"dispersion": 2.5}
     with pytest.raises(ConfigError, match="--dispersion applies"):
-        count_settings(args, "fixed", observations.settings_of("fixed"))
+        observation_flag_settings(args, "fixed", observations.settings_of("fixed"))
     with pytest.raises(ConfigError, match="--dispersion applies"):
-        count_settings(args, "poisson", observations.settings_of("poisson"))
+        observation_flag_settings(args, "poisson", observations.settings_of("poisson"))
     with pytest.raises(SystemExit):
         parser.parse_args(["train", "--dispersion", "-1"])
     obs_action = next(a for a in parser._subparsers._group_actions[0].choices["train"]._actions

@@ -154,23 +154,6 @@ def add_count_options(group: Group) -> None:
                             "(default scvi)")
 
 
-def count_settings(args: argparse.Namespace, kind: str, takes: Sequence[str]) -> dict[str, Any]:
-    """The keyword settings of the count model ``kind`` (whose settings are ``takes``) from
-    ``--dispersion`` and ``--count-mean``; either flag with a model that does not take it is a
-    :class:`~pyro_lvae.errors.ConfigError`."""
-    settings: dict[str, Any] = {}
-    for flag, name, value in (("--dispersion", "dispersion", args.dispersion),
-                              ("--count-mean", "mean", args.count_mean)):
-        if value is None:
-            continue
-        if name not in takes:
-            raise ConfigError(f"{flag} applies to the count models that take it "
-                              f"(--obs negative-binomial, zero-inflated-nb"
-                              f"{', poisson' if name == 'mean' else ''}), not --obs {kind}")
-        settings[name] = value
-    return settings
-
-
 def _beta_nll(text: str) -> float:
     """``--beta-nll``'s value: a number from 0 to 1 (else argparse's error, naming the flag)."""
     try:
@@ -192,17 +175,30 @@ def add_beta_nll_option(group: Group) -> None:
                             "means on images); B from 0 to 1, 0 is the ELBO's gradient (default 0)")
 
 
-def beta_nll_settings(args: argparse.Namespace, kind: str, takes: Sequence[str]
-                      ) -> dict[str, Any]:
-    """The keyword setting ``beta_nll`` of the observation model ``kind`` (whose settings are
-    ``takes``) from ``--beta-nll``; the flag with a model that does not take it is a
-    :class:`~pyro_lvae.errors.ConfigError`."""
-    if args.beta_nll is None:
-        return {}
-    if "beta_nll" not in takes:
-        raise ConfigError(f"--beta-nll applies to --obs learned-vector (a sigma per dimension "
-                          f"from the decoder), not --obs {kind}")
-    return {"beta_nll": args.beta_nll}
+#: flag, keyword setting, and the observation models it applies to (for the error message)
+_MODEL_FLAGS = (
+    ("--dispersion", "dispersion",
+     "the count models that take it (--obs negative-binomial, zero-inflated-nb)"),
+    ("--count-mean", "mean",
+     "the count models that take it (--obs negative-binomial, zero-inflated-nb, poisson)"),
+    ("--beta-nll", "beta_nll", "--obs learned-vector (a sigma per dimension from the decoder)"),
+)
+
+
+def observation_flag_settings(args: argparse.Namespace, kind: str, takes: Sequence[str]
+                              ) -> dict[str, Any]:
+    """The keyword settings of the observation model ``kind`` (whose settings are ``takes``)
+    from ``--dispersion``, ``--count-mean`` and ``--beta-nll``; a flag given with a model that
+    does not take its setting is a :class:`~pyro_lvae.errors.ConfigError`."""
+    settings: dict[str, Any] = {}
+    for flag, name, applies in _MODEL_FLAGS:
+        value = getattr(args, flag[2:].replace("-", "_"))
+        if value is None:
+            continue
+        if name not in takes:
+            raise ConfigError(f"{flag} applies to {applies}, not --obs {kind}")
+        settings[name] = value
+    return settings
 
 
 def add_training_tools(parser: argparse.ArgumentParser, *,

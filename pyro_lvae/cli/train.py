@@ -67,8 +67,7 @@ from .options import (
     add_seed,
     add_training_options,
     add_training_tools,
-    beta_nll_settings,
-    count_settings,
+    observation_flag_settings,
     prior_settings,
 )
 from .output import check_folder_name, check_log_folder, finite_or_none, write_json
@@ -585,13 +584,12 @@ def _new_run(args: argparse.Namespace, rank: int) -> tuple[Path, dict[str, Any],
     history = _run_history(args.sigma_from) if args.sigma_from is not None else None
     sigma = args.sigma
     takes = settings_of(args.obs)
-    counts = count_settings(args, args.obs, takes)
-    extra = beta_nll_settings(args, args.obs, takes)
+    extra = observation_flag_settings(args, args.obs, takes)
     if getattr(OBSERVATIONS[args.obs], "counts", False):  # theta starts from the data itself
         if sigma is not None or history is not None:
             raise ConfigError(f"--sigma and --sigma-from do not apply to --obs {args.obs}; "
                               f"--dispersion sets theta")
-        observation = build(args.obs, **counts)
+        observation = build(args.obs, **extra)
     else:
         if sigma is None and describe(args.obs).learned:
             sigma = _data_scaled_start(task, settings, say=rank == 0 and not args.quiet)
