@@ -261,3 +261,36 @@ def test_report_of_a_partial_study_draws_only_what_ran(tmp_path):
     written = study.write_outputs(settings, rows, tmp_path)
     assert (tmp_path / "priors.md").is_file()
     assert not any(p.name.startswith("priors-") and p.suffix == ".png" for p in written)
+
+
+def test_a_geco_image_run_selects_among_the_evaluations_that_meet_its_target(images_ran,
+                                                                              monkeypatch):
+    from pyro_lvae.experiments import selection
+
+    study, _, _ = images_ran
+    seen = []
+
+    class Spy(selection.SelectedWeights):
+        def setup(self, run):
+            super().setup(run)
+            measure = self.evaluator.evaluate_parts
+
+            def recorded(vae):
+                seen.append(measure(vae))
+                return seen[-1]
+
+            self.evaluator.evaluate_parts = recorded
+
+    monkeypatch.setattr(study_mod, "SelectedWeights", Spy)
+    jobs = study.jobs()
+    assert {j["method"] for j in jobs if j.get("selection") == "meets-target"} == {"geco"}
+    job = next(j for j in jobs if j["variant"] == "fixed" and "images" in j)
+    r = study_mod.run_image_job(job)
+    steps = [s for s, _ in r["validation_curve"]]
+    met = [p["reconstruction"] <= r["geco_target"] for p in seen]
+    if any(met):
+        chosen = max((i for i in range(len(seen)) if met[i]), key=lambda i: seen[i]["elbo"])
+    else:
+        chosen = min(range(len(seen)), key=lambda i: seen[i]["reconstruction"])
+    assert r["target_met"] == any(met)
+    assert r["selected_step"] == steps[chosen]

@@ -15,6 +15,10 @@ have selected. With a constant learning rate and a KL weight that does not depen
 length, a run of ``m`` steps is exactly the first ``m`` steps of a longer run (the evaluation
 draws under its own seed and leaves the run's random streams as they were), so one run measures
 several training lengths.
+
+In a :class:`~pyro_lvae.GECO` run (or with ``reconstruction_target=``), the selected weights are
+the best among the evaluations that meet the reconstruction target
+(:class:`~pyro_lvae.training.HeldOutEvaluation`).
 """
 
 from __future__ import annotations
@@ -42,11 +46,13 @@ class SelectedWeights(HeldOutEvaluation):
     :param int batch_size: images per evaluation batch
     :param milestones: steps (multiples of ``every``) at which to remember the best weights so
         far (:meth:`load` with ``upto=``)
+    :param reconstruction_target: as :class:`~pyro_lvae.training.HeldOutEvaluation`'s
     """
 
     def __init__(self, data: Any, every: int, seed: int = 0, batch_size: int = 1000,
-                 milestones: tuple[int, ...] = ()) -> None:
-        super().__init__(data, every, seed, batch_size)
+                 milestones: tuple[int, ...] = (),
+                 reconstruction_target: float | None = None) -> None:
+        super().__init__(data, every, seed, batch_size, reconstruction_target)
         bad = [m for m in milestones if not isinstance(m, int) or m < 1 or m % every]
         if bad:
             raise ConfigError(f"milestones {bad}: each must be a positive multiple of the "

@@ -446,7 +446,7 @@ def fit(
     _check_combination(opt, elbo, world)
     path, identity = prepare_folder(out, rank, resume)  # refuses a folder of another run
     run = Run(vae, opt, steps, History(), None if path is None else path.parent, rank, world,
-              checks.every, tools)
+              checks.every, tools, beta=schedule)
     for tool in tools:
         tool.setup(run)
     if resume and path.exists():

@@ -75,16 +75,19 @@ class Run:
     :ivar int check_every: steps between checks (:class:`Checks`)
     :ivar tools: every tool of the run
     :ivar grad_norm: the last step's total gradient norm before clipping, or ``None``
+    :ivar beta: the run's KL weight, a function of the step (a
+        :class:`~pyro_lvae.BetaSchedule`, a :class:`~pyro_lvae.GECO`, ...), or ``None``
     """
 
     def __init__(self, vae: Any, optimizer: Any, steps: int, history: Any,
                  folder: Path | None, rank: int, world: int, check_every: int,
-                 tools: Sequence[Tool]) -> None:
+                 tools: Sequence[Tool], beta: Any = None) -> None:
         self.vae, self.optimizer, self.steps = vae, optimizer, steps
         self.start, self.history, self.folder = 0, history, folder
         self.rank, self.world, self.check_every = rank, world, check_every
         self.tools = list(tools)
         self.grad_norm: torch.Tensor | None = None
+        self.beta = beta
         self._save: Callable[[str, int], None] | None = None
 
     @property

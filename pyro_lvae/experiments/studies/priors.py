@@ -37,7 +37,9 @@ image run selects its weights on a validation split held out of the training ima
 images; :func:`~.imagesets.load_split`), never on the test images: the held-out ELBO of the
 validation images (dequantised once, a fixed draw) every ``image_eval_every`` steps
 (:class:`~pyro_lvae.experiments.selection.SelectedWeights`); every measure is of those weights,
-on the test images, with the step they were selected at.
+on the test images, with the step they were selected at. A GECO run selects among the
+evaluations whose validation reconstruction meets its target (GECO minimises the KL subject to
+it; the ELBO alone would keep a collapsed start), and says whether one did (``target_met``).
 
 The claims, paired by seed (:func:`claims`): per curve and learned prior, for LV-VAE against
 ``N(0, I)``, the learned prior lowers the energy distance of the generations, and it lowers the
@@ -183,7 +185,7 @@ class PriorsStudy(Study):
                    "label": f"{c} {v} {m} seed {s}"}
                   for s in range(self.seeds) for c in self.curves for v, m in self._pairs()]
         return points + [{**self.image_settings(name), "variant": v, "method": m, "seed": s,
-                          "label": f"{name} {v} {m} seed {s}"}
+                          "label": f"{name} {v} {m} seed {s}", **_selection(m)}
                          for s in range(self.seeds) for name in self.images
                          for v, m in self._pairs()]
 
@@ -201,6 +203,12 @@ class PriorsStudy(Study):
             out.update(train_size=self.fashion_train_size, test_size=self.fashion_test_size,
                        data_root=self.data_root, validation_size=self.fashion_validation_size)
         return out
+
+
+def _selection(method: str) -> dict[str, str]:
+    """A GECO image run selects among the validation evaluations that meet its reconstruction
+    target (:class:`~pyro_lvae.training.HeldOutEvaluation`), a rule its job names."""
+    return {"selection": "meets-target"} if METHODS[method][2] else {}
 
 
 def _observation(variant: str, min_scale: float, init_scale: float | None = FIXED_SCALE):
@@ -367,6 +375,8 @@ def run_image_job(job: dict[str, Any]) -> dict[str, Any]:
     out["selected_step"] = selection.load(vae)
     out["validation_curve"] = list(selection.curve)
     out["validation_elbo"] = dict(selection.curve)[out["selected_step"]]
+    if geco:  # selected among the evaluations that meet the target (if any did)
+        out["target_met"] = bool(selection.best()["met"])
     out.update(_measure_images(vae, job, split, classifier))
     out.update(final_beta=float(history["beta"][-1]), geco_target=target,
                classifier_accuracy=classifier.accuracy)
