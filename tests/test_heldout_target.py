@@ -2,6 +2,7 @@
 the evaluations that meet the target: GECO minimises the KL subject to it, and its highest
 held-out ELBO often lies at a collapsed start that does not meet it."""
 
+import json
 import math
 
 import numpy as np
@@ -146,3 +147,17 @@ def test_selected_weights_follow_the_target():
     again = HeldOut(val, 10).evaluate_parts(vae)
     assert again["reconstruction"] <= TARGET
     assert again["elbo"] == pytest.approx(h.best["elbo"], rel=1e-5)
+
+
+def test_the_command_line_s_geco_runs_keep_the_best_that_meets_the_target(tmp_path):
+    from pyro_lvae.cli import main
+
+    run = tmp_path / "run"
+    assert main(["train", "--steps", "40", "--hidden", "8", "--blocks", "1", "--quiet",
+                 "--geco", "-1.0", "--eval-every", "10", "--out", str(run)]) == 0
+    best = json.loads((run / "summary.json").read_text())["best"]
+    assert best["reconstruction_target"] == -1.0 and isinstance(best["target_met"], bool)
+    assert (best["validation_reconstruction"] <= -1.0) == best["target_met"]
+    assert main(["train", "--resume", str(run), "--steps", "60", "--quiet"]) == 0
+    again = json.loads((run / "summary.json").read_text())["best"]
+    assert again["reconstruction_target"] == -1.0

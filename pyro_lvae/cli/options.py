@@ -218,7 +218,8 @@ def add_training_tools(parser: argparse.ArgumentParser, *,
          "included: ema[:DECAY[:START[:EVERY]]] (exponential moving average, decay 0.999 by "
          "default) or swa[:START[:EVERY]] (the mean since START)", notes, metavar="AVG")
     _add(group, "--eval-every", None, "steps between held-out ELBO evaluations on a fixed "
-         "validation set; the best model is kept as best.pt", notes, type=int, metavar="STEPS")
+         "validation set; the best model is kept as best.pt (with --geco, the best of those that "
+         "meet its target)", notes, type=int, metavar="STEPS")
     return group
 
 

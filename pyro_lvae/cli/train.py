@@ -765,6 +765,10 @@ def _tool_results(task, history: History, run: Path, settings: dict[str, Any]
     if history.best is not None:
         out["best"] = {"step": int(history.best["step"]),
                        "validation_elbo": history.best["elbo"], "file": BEST_NAME}
+        if "target" in history.best:  # a GECO run: chosen among those that meet its target
+            out["best"].update(validation_reconstruction=history.best["reconstruction"],
+                               reconstruction_target=history.best["target"],
+                               target_met=history.best["met"])
         if (run / BEST_NAME).exists():  # the selected weights, on the summary's test images
             best = VAE.load(run / BEST_NAME, map_location=resolve_device(settings["device"]))
             out["best"].update(finite_or_none(task.evaluate(best, settings)))
