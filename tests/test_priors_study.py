@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from pyro_lvae.cli import main
-from pyro_lvae.experiments.studies import features
+from pyro_lvae.experiments.studies import features, observations
 from pyro_lvae.experiments.studies import priors as study_mod
 from pyro_lvae.experiments.studies.imagesets import load_split
 from pyro_lvae.experiments.studies.priors import (
@@ -223,6 +223,11 @@ def test_image_report_has_its_table_and_the_classifier_is_read_back(images_ran, 
         in text
     assert "the flow prior improves LV-VAE's generations (Fréchet distance" in text
     assert "LV-VAE with its best learned prior" in text
+    met = {observations.describe(v).label: sum(r["target_met"] for r in results
+                                                if r["variant"] == v and r["method"] == "geco")
+           for v in study.variants}
+    assert "GECO runs whose selected weights meet the target: " + ", ".join(
+        f"{label} {k} of 1" for label, k in met.items()) in text
     saved = list((out / "jobs").glob("classifier-digits-*.pt"))
     assert len(saved) == 1
     # a resumed study reads the classifier and every run back: nothing is trained again
