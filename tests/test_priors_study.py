@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import torch
 
+from pyro_lvae import observations
 from pyro_lvae.cli import main
-from pyro_lvae.experiments.studies import features, observations
+from pyro_lvae.experiments.studies import features
 from pyro_lvae.experiments.studies import priors as study_mod
 from pyro_lvae.experiments.studies.imagesets import load_split
 from pyro_lvae.experiments.studies.priors import (
