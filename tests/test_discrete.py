@@ -17,6 +17,7 @@ import pyro_lvae as lv
 from pyro_lvae import evaluate
 from pyro_lvae.cli import main
 from pyro_lvae.datasets import UnitLevels, bits_per_dim
+from pyro_lvae.observations import discrete
 from pyro_lvae.observations.discrete import LEVELS, Discretized
 from pyro_lvae.training import ProgressBar
 
@@ -128,6 +129,26 @@ def test_mean_is_the_mean_over_the_levels(family):
     levels = torch.arange(LEVELS, dtype=torch.float64) / 255
     want = (direct_masses(family, loc, scale) * levels).sum(-1)
     torch.testing.assert_close(d.mean, want, atol=1e-9, rtol=0)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("chunk", [2**21, 7 * 60])  # all 255 levels at once, or 7 per chunk
+def test_a_mixture_s_mean_and_variance_are_those_of_its_bin_masses(family, chunk, monkeypatch):
+    monkeypatch.setattr(discrete, "_CHUNK_VALUES", chunk)
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(4, 3, 5, generator=g, dtype=torch.float64)
+    locs = torch.rand(4, 3, 5, generator=g, dtype=torch.float64) * 1.2 - 0.1
+    scales = torch.rand(4, 3, 5, generator=g, dtype=torch.float64) * 0.2 + 1e-3
+    d = Discretized(logits, locs, scales, family)
+    masses = d.bin_log_probs().exp()
+    levels = torch.arange(LEVELS, dtype=torch.float64) / 255
+    mean = (masses * levels).sum(-1)
+    torch.testing.assert_close(d.mean, mean, atol=1e-12, rtol=0)
+    variance = (masses * (levels - mean.unsqueeze(-1)) ** 2).sum(-1)
+    torch.testing.assert_close(d.variance, variance, atol=1e-12, rtol=1e-9)
+    # float32 parameters: the mean within float32's rounding of the exact one
+    d32 = Discretized(logits.float(), locs.float(), scales.float(), family)
+    assert float((d32.mean.double() - mean).abs().max()) < 1e-6
 
 
 @pytest.mark.parametrize("family", FAMILIES)

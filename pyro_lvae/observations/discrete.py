@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import pyro.distributions as dist
@@ -210,6 +211,11 @@ def _standard_logistic(like: torch.Tensor) -> torch.Tensor:
     return torch.log(u) - torch.log1p(-u)
 
 
+#: the components' cumulative distribution functions, for the mean and variance
+_CDFS: dict[str, Any] = {"normal": torch.special.ndtr, "logistic": torch.sigmoid}
+#: values per chunk of levels in :meth:`Discretized.mean` and ``variance``
+_CHUNK_VALUES = 2**21
+
 #: family -> (log-CDF, log bin mass, standard draws shaped like a tensor)
 _FAMILIES: dict[str, Any] = {
     "normal": (_log_ndtr, _normal_log_mass, torch.randn_like),
@@ -298,20 +304,27 @@ class Discretized(TorchDistribution):
         y = loc + scale * _FAMILIES[self.family][2](loc)
         return (y * (LEVELS - 1)).round().clamp(0, LEVELS - 1) / (LEVELS - 1)
 
-    def _survival(self, edge: float) -> torch.Tensor:
-        """``P(x > edge)`` on the ``[0, 1]`` scale (mixture weights applied)."""
-        log_cdf = _FAMILIES[self.family][0]
-        s = log_cdf((self.locs - edge) / self.scales).exp()
-        return (s * torch.softmax(self.logits, -1)).sum(-1)
+    def _edges(self, locs: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The levels ``j = 1..255`` and their lower edges ``(j - 1/2) / 255``, in chunks
+        shaped to broadcast against ``locs`` along a new first axis (at most
+        :data:`_CHUNK_VALUES` values of ``locs``' size per chunk)."""
+        chunk = max(1, min(LEVELS - 1, _CHUNK_VALUES // max(1, locs.numel())))
+        ones = (1,) * locs.dim()
+        levels = torch.arange(1, LEVELS, dtype=locs.dtype, device=locs.device)
+        for start in range(0, LEVELS - 1, chunk):
+            j = levels[start:start + chunk].reshape((-1,) + ones)
+            yield j, (j - 0.5) / (LEVELS - 1)
 
     @property
     def mean(self) -> torch.Tensor:
-        """The exact mean over the 256 levels, ``sum_{j=1}^{255} P(k >= j) / 255`` (memory
-        linear in the batch)."""
-        total = torch.zeros(self.batch_shape, dtype=self.locs.dtype, device=self.locs.device)
-        for j in range(1, LEVELS):
-            total = total + self._survival((j - 0.5) / (LEVELS - 1))
-        return total / (LEVELS - 1)
+        """The exact mean over the 256 levels, ``sum_{j=1}^{255} P(k >= j) / 255``, per
+        component then mixed (the levels in chunks: memory a bounded multiple of the
+        batch's)."""
+        cdf = _CDFS[self.family]
+        total = torch.zeros_like(self.locs)
+        for _, edge in self._edges(self.locs):
+            total = total + cdf((self.locs - edge) / self.scales).sum(0)  # P(k >= j)
+        return (total * torch.softmax(self.logits, -1)).sum(-1) / (LEVELS - 1)
 
     @property
     def variance(self) -> torch.Tensor:
@@ -322,17 +335,18 @@ class Discretized(TorchDistribution):
         a narrow distribution keeps its digits), less ``(E[k] - c)^2``, over ``255^2``."""
         wide = Discretized(self.logits.double(), self.locs.double(), self.scales.double(),
                            self.family, validate_args=False)
-        log_cdf, weights = _FAMILIES[self.family][0], torch.softmax(wide.logits, -1)
+        cdf, weights = _CDFS[self.family], torch.softmax(wide.logits, -1)
         centre = (wide.mean * (LEVELS - 1)).round()
         shift = second = torch.zeros_like(centre)
-        for j in range(1, LEVELS):
-            u = ((j - 0.5) / (LEVELS - 1) - wide.locs) / wide.scales
-            below = (log_cdf(u).exp() * weights).sum(-1)  # P(k < j)
-            above = (log_cdf(-u).exp() * weights).sum(-1)  # P(k >= j)
+        for j, edge in wide._edges(wide.locs):
+            u = (edge - wide.locs) / wide.scales
+            below = (cdf(u) * weights).sum(-1)  # P(k < j)
+            above = (cdf(-u) * weights).sum(-1)  # P(k >= j)
+            j = j.squeeze(-1)
             low = j <= centre
-            shift = shift + torch.where(low, -below, above)
+            shift = shift + torch.where(low, -below, above).sum(0)
             second = second + torch.where(low, (2 * centre + 1 - 2 * j) * below,
-                                          (2 * j - 1 - 2 * centre) * above)
+                                          (2 * j - 1 - 2 * centre) * above).sum(0)
         return ((second - shift**2) / (LEVELS - 1) ** 2).clamp(min=0).to(self.locs.dtype)
 
     def bin_log_probs(self) -> torch.Tensor:
