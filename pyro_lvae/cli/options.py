@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ..annealing import BETA_SCHEDULES
@@ -185,20 +185,30 @@ _MODEL_FLAGS = (
 )
 
 
+def _flag_settings(args: argparse.Namespace, flags: Sequence[tuple[str, str]],
+                   takes: Sequence[str], refusal: Callable[[str], str]) -> dict[str, Any]:
+    """``{setting: value}`` of the ``(flag, setting)`` pairs given on the command line; a flag
+    given for a model that does not take its setting is a
+    :class:`~pyro_lvae.errors.ConfigError` with the message ``refusal(flag)``."""
+    settings: dict[str, Any] = {}
+    for flag, name in flags:
+        value = getattr(args, flag[2:].replace("-", "_"))
+        if value is None:
+            continue
+        if name not in takes:
+            raise ConfigError(refusal(flag))
+        settings[name] = value
+    return settings
+
+
 def observation_flag_settings(args: argparse.Namespace, kind: str, takes: Sequence[str]
                               ) -> dict[str, Any]:
     """The keyword settings of the observation model ``kind`` (whose settings are ``takes``)
     from ``--dispersion``, ``--count-mean`` and ``--beta-nll``; a flag given with a model that
     does not take its setting is a :class:`~pyro_lvae.errors.ConfigError`."""
-    settings: dict[str, Any] = {}
-    for flag, name, applies in _MODEL_FLAGS:
-        value = getattr(args, flag[2:].replace("-", "_"))
-        if value is None:
-            continue
-        if name not in takes:
-            raise ConfigError(f"{flag} applies to {applies}, not --obs {kind}")
-        settings[name] = value
-    return settings
+    applies = {flag: models for flag, _, models in _MODEL_FLAGS}
+    return _flag_settings(args, [(flag, name) for flag, name, _ in _MODEL_FLAGS], takes,
+                          lambda flag: f"{flag} applies to {applies[flag]}, not --obs {kind}")
 
 
 def add_training_tools(parser: argparse.ArgumentParser, *,
@@ -246,16 +256,9 @@ def add_prior_options(parser: argparse.ArgumentParser) -> Group:
 def prior_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The prior's configuration from ``--prior`` and its size flags (a flag that the prior
     does not take is a :class:`~pyro_lvae.errors.ConfigError`)."""
-    from ..errors import ConfigError
     from ..priors import build, settings_of
 
-    takes = settings_of(args.prior)
-    settings = {}
-    for flag, name in (("--prior-components", "components"), ("--prior-layers", "layers")):
-        value = getattr(args, flag[2:].replace("-", "_"))
-        if value is None:
-            continue
-        if name not in takes:
-            raise ConfigError(f"{flag} does not apply to --prior {args.prior}")
-        settings[name] = value
+    settings = _flag_settings(
+        args, (("--prior-components", "components"), ("--prior-layers", "layers")),
+        settings_of(args.prior), lambda flag: f"{flag} does not apply to --prior {args.prior}")
     return build(args.prior, **settings).config()

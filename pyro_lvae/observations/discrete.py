@@ -216,6 +216,18 @@ _CDFS: dict[str, Any] = {"normal": torch.special.ndtr, "logistic": torch.sigmoid
 #: values per chunk of levels in :meth:`Discretized.mean` and ``variance``
 _CHUNK_VALUES = 2**21
 
+def _level_edges(like: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The levels ``j = 1..255`` and their lower edges ``(j - 1/2) / 255``, in chunks shaped to
+    broadcast against ``like`` along a new first axis (at most :data:`_CHUNK_VALUES` values of
+    ``like``'s size per chunk)."""
+    chunk = max(1, min(LEVELS - 1, _CHUNK_VALUES // max(1, like.numel())))
+    ones = (1,) * like.dim()
+    levels = torch.arange(1, LEVELS, dtype=like.dtype, device=like.device)
+    for start in range(0, LEVELS - 1, chunk):
+        j = levels[start:start + chunk].reshape((-1,) + ones)
+        yield j, (j - 0.5) / (LEVELS - 1)
+
+
 #: family -> (log-CDF, log bin mass, standard draws shaped like a tensor)
 _FAMILIES: dict[str, Any] = {
     "normal": (_log_ndtr, _normal_log_mass, torch.randn_like),
@@ -304,17 +316,6 @@ class Discretized(TorchDistribution):
         y = loc + scale * _FAMILIES[self.family][2](loc)
         return (y * (LEVELS - 1)).round().clamp(0, LEVELS - 1) / (LEVELS - 1)
 
-    def _edges(self, locs: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """The levels ``j = 1..255`` and their lower edges ``(j - 1/2) / 255``, in chunks
-        shaped to broadcast against ``locs`` along a new first axis (at most
-        :data:`_CHUNK_VALUES` values of ``locs``' size per chunk)."""
-        chunk = max(1, min(LEVELS - 1, _CHUNK_VALUES // max(1, locs.numel())))
-        ones = (1,) * locs.dim()
-        levels = torch.arange(1, LEVELS, dtype=locs.dtype, device=locs.device)
-        for start in range(0, LEVELS - 1, chunk):
-            j = levels[start:start + chunk].reshape((-1,) + ones)
-            yield j, (j - 0.5) / (LEVELS - 1)
-
     @property
     def mean(self) -> torch.Tensor:
         """The exact mean over the 256 levels, ``sum_{j=1}^{255} P(k >= j) / 255``, per
@@ -322,7 +323,7 @@ class Discretized(TorchDistribution):
         batch's)."""
         cdf = _CDFS[self.family]
         total = torch.zeros_like(self.locs)
-        for _, edge in self._edges(self.locs):
+        for _, edge in _level_edges(self.locs):
             total = total + cdf((self.locs - edge) / self.scales).sum(0)  # P(k >= j)
         return (total * torch.softmax(self.logits, -1)).sum(-1) / (LEVELS - 1)
 
@@ -338,7 +339,7 @@ class Discretized(TorchDistribution):
         cdf, weights = _CDFS[self.family], torch.softmax(wide.logits, -1)
         centre = (wide.mean * (LEVELS - 1)).round()
         shift = second = torch.zeros_like(centre)
-        for j, edge in wide._edges(wide.locs):
+        for j, edge in _level_edges(wide.locs):
             u = (edge - wide.locs) / wide.scales
             below = (cdf(u) * weights).sum(-1)  # P(k < j)
             above = (cdf(-u) * weights).sum(-1)  # P(k >= j)
